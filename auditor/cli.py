@@ -1,0 +1,150 @@
+"""Command line: ``auditor demo | audit | report``. Thin: parse, call the library, map
+errors to exit codes (0 passed, 1 error, 2 usage error, 3 flagged with --fail-on-flag)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from auditor.errors import AuditorError, ConfigError
+
+EXIT_FLAGGED = 3
+
+
+class _Group(click.Group):
+    """Turns library errors into one line on stderr and exit code 1 (2 for bad settings)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+        except AuditorError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="auditor")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+def cli(verbose: bool) -> None:
+    """Audit image classifiers for shortcut learning."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    for noisy in ("weasyprint", "fontTools"):  # CSS and font-subsetting chatter
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+@cli.command()
+@click.option(
+    "--model",
+    "model_spec",
+    required=True,
+    help="torchvision name (with --weights), TorchScript file, or module:factory.",
+)
+@click.option("--weights", type=click.Path(dir_okay=False), help="state_dict file.")
+@click.option("--data", required=True, type=click.Path(), help="COCO annotation JSON.")
+@click.option(
+    "--images", type=click.Path(file_okay=False), help="Image root (default: JSON's folder)."
+)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Run directory to write."
+)
+@click.option("--methods", help="Comma-separated, e.g. gradcam,saliency.")
+@click.option("--target-layer", help="Dotted module name for CAM methods (default: automatic).")
+@click.option("--image-size", type=int, help="Input size in pixels (default 224).")
+@click.option("--normalize", help="imagenet | none | M,M,M/S,S,S")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--batch-size", type=int)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="audit.toml")
+@click.option(
+    "--fail-on-flag", is_flag=True, help=f"Exit with {EXIT_FLAGGED} if a class is flagged."
+)
+@click.option("--no-pdf", is_flag=True, help="Skip the PDF report.")
+def audit(
+    model_spec: str,
+    weights: str | None,
+    data: str,
+    images: str | None,
+    out: str,
+    methods: str | None,
+    target_layer: str | None,
+    image_size: int | None,
+    normalize: str | None,
+    device: str | None,
+    batch_size: int | None,
+    config_path: str | None,
+    fail_on_flag: bool,
+    no_pdf: bool,
+) -> None:
+    """Audit a model on a labeled dataset with object masks or boxes."""
+    from auditor.config import config_from_dict, load_config
+    from auditor.workflow import audit_to_dir
+
+    overrides = {
+        "methods": tuple(methods.split(",")) if methods else None, "target_layer": target_layer,
+        "image_size": image_size, "normalize": normalize, "device": device, "batch_size": batch_size,
+    }  # fmt: skip
+    config = (
+        load_config(config_path, **overrides) if config_path else config_from_dict({}, **overrides)
+    )
+    result = audit_to_dir(
+        model_spec,
+        weights=weights,
+        data=data,
+        images=images,
+        out=out,
+        config=config,
+        pdf=not no_pdf,
+        progress=True,
+    )
+    _print_summary(result.summary, Path(out))
+    if fail_on_flag and result.summary["flagged_classes"]:
+        sys.exit(EXIT_FLAGGED)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--no-pdf", is_flag=True, help="Skip the PDF report.")
+def report(run_dir: str, no_pdf: bool) -> None:
+    """Re-render report.html and report.pdf from a stored run, recomputing nothing."""
+    from auditor.report.render import write_reports
+    from auditor.store import load_run
+
+    run = load_run(run_dir)
+    write_reports(run, Path(run_dir), pdf=not no_pdf)
+    click.echo(f"Rendered {Path(run_dir) / 'report.html'}")
+
+
+@cli.command()
+@click.option("--out", default="reports/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option(
+    "--data-root", default="datasets", show_default=True, type=click.Path(file_okay=False)
+)
+def demo(out: str, data_root: str) -> None:
+    """Train a shortcut and a control model on planted-shortcut data, and audit both."""
+    from auditor.demo import run_demo
+
+    run_demo(Path(out), Path(data_root), echo=click.echo)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    flagged = ", ".join(summary["flagged_classes"]) or "none"
+    click.echo(f"Verdict: {summary['verdict'].upper()}  (flagged: {flagged})")
+    for c in summary["classes"]:
+        metric = next(iter(c["metrics"].values()), {})
+        cc = metric.get("chance_corrected")
+        cc_text = "n/a" if cc is None else f"{cc:+.2f}"
+        click.echo(
+            f"  {c['name']:<16} n={c['n']:<5} status={c['status']:<17} chance-corrected={cc_text}"
+        )
+    click.echo(f"Report: {out / 'report.html'}")
+
+
+def main() -> None:
+    cli(prog_name="auditor")

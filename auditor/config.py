@@ -1,0 +1,130 @@
+"""Audit settings: frozen dataclasses with validation, loadable from TOML."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from auditor.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda"]
+KNOWN_METHODS = ("gradcam", "saliency")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Thresholds of the per-class flag rule. Defaults are documented in README.md.
+
+    Saliency evidence: with at least ``min_n`` scored samples, the upper end of the bootstrap
+    CI of a method's mean ``chance_corrected`` lies below ``max_chance_corrected`` (the map's
+    mass is, with confidence, hardly more on the object than chance allows).
+    Behavioural evidence: swapping the background costs the class at least ``min_gap``
+    accuracy (lower CI end), or the background alone predicts the class more often than it
+    predicts it for other classes' backgrounds (one-sided Fisher test at ``alpha``, by at
+    least ``min_gap``). A flag needs both; one alone gives a warning.
+    """
+
+    min_n: int = 20
+    max_chance_corrected: float = 0.1
+    min_gap: float = 0.1
+    alpha: float = 0.05
+    bootstrap: int = 2000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.min_n < 2:
+            raise ConfigError(f"Expected detect.min_n >= 2, got {self.min_n}.")
+        if self.bootstrap < 100:
+            raise ConfigError(f"Expected detect.bootstrap >= 100, got {self.bootstrap}.")
+        if not 0.5 < self.confidence < 1:
+            raise ConfigError(f"Expected detect.confidence in (0.5, 1), got {self.confidence}.")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything an audit run needs besides the model and the data."""
+
+    methods: tuple[str, ...] = ("gradcam", "saliency")
+    target_layer: str | None = None
+    image_size: int = 224
+    normalize: str = "imagenet"
+    device: Device = "auto"
+    batch_size: int = 32
+    num_workers: int = 0
+    exemplars_per_class: int = 4
+    donor_pool: int = 64
+    detect: DetectConfig = field(default_factory=DetectConfig)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in KNOWN_METHODS]
+        if unknown or not self.methods:
+            raise ConfigError(
+                f"Expected methods from {', '.join(KNOWN_METHODS)}, got {', '.join(self.methods) or 'none'}."
+            )
+        if self.image_size < 16:
+            raise ConfigError(f"Expected image_size >= 16, got {self.image_size}.")
+        if self.batch_size < 1:
+            raise ConfigError(f"Expected batch_size >= 1, got {self.batch_size}.")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"Expected device auto, cpu or cuda, got {self.device!r}.")
+        parse_normalize(self.normalize)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def parse_normalize(text: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``imagenet`` | ``none`` | ``M,M,M/S,S,S`` -> (mean, std) or None."""
+    if text == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if text == "none":
+        return None
+    try:
+        mean_text, std_text = text.split("/")
+        mean = tuple(float(v) for v in mean_text.split(","))
+        std = tuple(float(v) for v in std_text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"Expected --normalize imagenet, none or M,M,M/S,S,S, got {text!r}."
+        ) from None
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ConfigError(f"Expected 3 means and 3 positive stds in --normalize, got {text!r}.")
+    return mean, std
+
+
+def load_config(path: str | Path, **overrides: Any) -> AuditConfig:
+    """Read an ``audit.toml``; keyword overrides (from the CLI) win over the file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc}).") from None
+    return config_from_dict(raw, source=str(path), **overrides)
+
+
+def config_from_dict(
+    raw: dict[str, Any], *, source: str = "config", **overrides: Any
+) -> AuditConfig:
+    detect_raw = raw.pop("detect", {})
+    known = {f.name for f in dataclasses.fields(AuditConfig)} - {"detect"}
+    detect_known = {f.name for f in dataclasses.fields(DetectConfig)}
+    bad = sorted(set(raw) - known) + [f"detect.{k}" for k in sorted(set(detect_raw) - detect_known)]
+    if bad:
+        raise ConfigError(f"{source}: unknown setting(s) {', '.join(bad)}.")
+    values = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+    if "methods" in values:
+        values["methods"] = tuple(values["methods"])
+    try:
+        return AuditConfig(**values, detect=DetectConfig(**detect_raw))
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {exc}.") from None

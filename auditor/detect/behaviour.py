@@ -1,0 +1,136 @@
+"""Per-class statistics of the intervention predictions stored in ``samples``.
+
+Two questions, in order:
+
+1. Does the background alone identify the class? With the object removed, class ``c``'s
+   images must be predicted ``c`` more often than the images of *every* other class are
+   (one-sided Fisher test against the other class with the highest rate). Comparing with
+   the pooled other classes instead would let a default "nothing here" prediction, shared
+   by several classes' backgrounds, pass for a cue.
+2. Does the class lose accuracy when its background is swapped? Donor backgrounds come
+   from classes whose backgrounds do not identify their own class (step 1), so a donor that
+   carries another class's shortcut cannot hijack the prediction and pass as reliance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import fisher_exact
+
+from auditor.config import DetectConfig
+from auditor.detect.stats_util import bootstrap_ci, finite
+
+
+@dataclass(frozen=True)
+class Identification:
+    """How often the background alone gives the class, against the most similar class."""
+
+    rate: float
+    baseline: float
+    baseline_class: int
+    p: float
+
+    def significant(self, config: DetectConfig) -> bool:
+        return self.p < config.alpha and self.rate - self.baseline >= config.min_gap
+
+
+@dataclass(frozen=True)
+class BehaviourStats:
+    n: int
+    accuracy_swapped: float
+    swap_gap: float
+    swap_gap_ci: tuple[float, float]
+    follow_rate: float
+    neutral_donors: bool
+    background_only: Identification
+
+    def evidence(self, config: DetectConfig, names: list[str]) -> list[str]:
+        """Reasons the behaviour shows reliance on the background (empty when it does not)."""
+        reasons = []
+        if self.swap_gap_ci[0] > config.min_gap:
+            donors = "backgrounds that identify no class" if self.neutral_donors else "other images"
+            reasons.append(
+                f"moving the object onto {donors} costs {self.swap_gap:.0%} accuracy "
+                f"(CI [{self.swap_gap_ci[0]:.0%}, {self.swap_gap_ci[1]:.0%}])"
+            )
+        ident = self.background_only
+        if ident.significant(config):
+            reasons.append(
+                f"with the object removed, the background alone still gives this class "
+                f"{ident.rate:.0%} of the time, against at most {ident.baseline:.0%} for "
+                f"another class's backgrounds ({names[ident.baseline_class]}; p = {ident.p:.1g})"
+            )
+        return reasons
+
+    def to_dict(self) -> dict[str, Any]:
+        ident = self.background_only
+        return {
+            "n": self.n,
+            "accuracy_swapped": finite(self.accuracy_swapped),
+            "swap_gap": finite(self.swap_gap),
+            "swap_gap_ci95": [finite(v) for v in self.swap_gap_ci],
+            "follow_rate": finite(self.follow_rate),
+            "neutral_donors": self.neutral_donors,
+            "background_only_accuracy": finite(ident.rate),
+            "background_only_baseline": finite(ident.baseline),
+            "background_only_p": finite(ident.p),
+        }
+
+
+def has_behaviour(images: pd.DataFrame) -> bool:
+    return "pred_swapped" in images and not images["pred_swapped"].isna().all()
+
+
+def identification(images: pd.DataFrame, label: int, k: int) -> Identification:
+    """``images``: one row per scored image, with ``pred_background_only``."""
+    hits = (images["pred_background_only"] == label).groupby(images["label"]).agg(["sum", "count"])
+    if label not in hits.index or k < 2:
+        return Identification(float("nan"), float("nan"), -1, float("nan"))
+    own_hits, own_n = (int(v) for v in hits.loc[label])
+    others = hits.drop(index=label)
+    if others.empty:
+        return Identification(own_hits / own_n, float("nan"), -1, float("nan"))
+    rates = others["sum"] / others["count"]
+    top = int(rates.idxmax())
+    other_hits, other_n = (int(v) for v in others.loc[top])
+    table = [[own_hits, own_n - own_hits], [other_hits, other_n - other_hits]]
+    p = float(fisher_exact(table, alternative="greater").pvalue)
+    return Identification(own_hits / own_n, other_hits / other_n, top, p)
+
+
+def behaviour_stats(
+    images: pd.DataFrame,
+    label: int,
+    ident: Identification,
+    neutral: Collection[int],
+    config: DetectConfig,
+    rng: np.random.Generator,
+) -> BehaviourStats | None:
+    """Swap statistics of class ``label`` over donors from ``neutral`` classes (all donors
+    when no class is neutral)."""
+    own = images[(images["label"] == label) & (images["donor_label"] >= 0)]
+    from_neutral = own[own["donor_label"].isin(list(neutral))]
+    use_neutral = len(from_neutral) >= min(config.min_n, max(len(own), 1))
+    own = from_neutral if use_neutral else own
+    if own.empty:
+        return None
+    correct = own["correct"].to_numpy(dtype=float)
+    correct_swapped = (own["pred_swapped"] == label).to_numpy(dtype=float)
+    gaps = correct - correct_swapped
+    low, high = bootstrap_ci(
+        gaps, resamples=config.bootstrap, confidence=config.confidence, rng=rng
+    )
+    return BehaviourStats(
+        n=len(own),
+        accuracy_swapped=float(correct_swapped.mean()),
+        swap_gap=float(gaps.mean()),
+        swap_gap_ci=(low, high),
+        follow_rate=float((own["pred_swapped"] == own["donor_label"]).mean()),
+        neutral_donors=use_neutral,
+        background_only=ident,
+    )

@@ -1,0 +1,23 @@
+"""Small numeric helpers shared by the detection statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def bootstrap_ci(
+    values: np.ndarray, *, resamples: int, confidence: float, rng: np.random.Generator
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean; (nan, nan) for fewer than two values."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return float("nan"), float("nan")
+    means = rng.choice(values, size=(resamples, values.size), replace=True).mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def finite(value: float) -> float | None:
+    """A float for JSON: NaN and inf become None."""
+    return float(value) if np.isfinite(value) else None

@@ -1,0 +1,27 @@
+"""One error hierarchy. Each error also subclasses the matching built-in, so callers
+that catch ``ValueError`` or ``FileNotFoundError`` keep working.
+
+Only ``cli.py`` maps these to exit codes; the library raises and logs, never prints.
+"""
+
+from __future__ import annotations
+
+
+class AuditorError(Exception):
+    """Base of every error auditor raises on purpose."""
+
+
+class ConfigError(AuditorError, ValueError):
+    """A setting or option is invalid (bad value, unknown name, conflicting flags)."""
+
+
+class DataError(AuditorError, ValueError):
+    """An annotation file, manifest or image folder cannot be used as a whole."""
+
+
+class ModelError(AuditorError, ValueError):
+    """A model spec, checkpoint or architecture cannot be loaded or used."""
+
+
+class AttributionError(AuditorError, RuntimeError):
+    """An attribution method cannot be computed for this model or input."""

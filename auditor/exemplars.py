@@ -1,0 +1,93 @@
+"""Bounded per-class evidence kept while streaming: the most background-reliant images
+(thumbnails, masks and maps) and running sums for the class's mean map and mean mask."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+THUMBNAIL = 96
+MEAN_SIZE = 64
+
+
+@dataclass
+class Exemplar:
+    score: float
+    image_id: str
+    file_name: str
+    label: int
+    prediction: int
+    image: torch.Tensor  # uint8 [3, t, t]
+    mask: torch.Tensor  # bool [t, t]
+    maps: dict[str, torch.Tensor]  # float16 [t, t] per method, each scaled to max 1
+    scores: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ClassEvidence:
+    """Running evidence for one class; memory is bounded by ``keep`` exemplars."""
+
+    keep: int
+    heap: list[tuple[float, int, Exemplar]] = field(default_factory=list)
+    map_sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    mask_sum: torch.Tensor | None = None
+    count: int = 0
+
+    def add_means(self, maps: dict[str, torch.Tensor], masks: torch.Tensor) -> None:
+        """maps {method: Tensor[n, H, W]}, masks (Tensor[n, H, W] bool) of this class's images."""
+        self.count += masks.shape[0]
+        small_masks = _resize(masks.float(), MEAN_SIZE).sum(0).cpu()
+        self.mask_sum = small_masks if self.mask_sum is None else self.mask_sum + small_masks
+        for method, m in maps.items():
+            share = m / m.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
+            small = _resize(share, MEAN_SIZE).sum(0).cpu()
+            self.map_sums[method] = self.map_sums.get(method, 0) + small
+
+    def offer(self, exemplar: Exemplar, tiebreak: int) -> None:
+        """Keep the ``keep`` exemplars with the lowest score (most background-reliant)."""
+        item = (-exemplar.score, tiebreak, exemplar)
+        if len(self.heap) < self.keep:
+            heapq.heappush(self.heap, item)
+        elif item > self.heap[0]:
+            heapq.heapreplace(self.heap, item)
+
+    def exemplars(self) -> list[Exemplar]:
+        return [e for _, _, e in sorted(self.heap, key=lambda t: (-t[0], t[1]))]
+
+    def means(self) -> dict[str, torch.Tensor]:
+        if not self.count or self.mask_sum is None:
+            return {}
+        out = {m: s / self.count for m, s in self.map_sums.items()}
+        out["mask"] = self.mask_sum / self.count
+        return out
+
+
+def thumbnail(images: torch.Tensor) -> torch.Tensor:
+    """Tensor[n, 3, H, W] in [0, 1] -> uint8 Tensor[n, 3, t, t] with t <= THUMBNAIL."""
+    return (_resize(images, THUMBNAIL).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def thumbnail_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Tensor[n, H, W] -> float16 Tensor[n, t, t], each scaled to max 1 for display only."""
+    small = _resize(maps, THUMBNAIL)
+    peak = small.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+    return (small / peak).to(torch.float16).cpu()
+
+
+def thumbnail_masks(masks: torch.Tensor) -> torch.Tensor:
+    return _resize(masks.float(), THUMBNAIL, mode="nearest").bool().cpu()
+
+
+def _resize(x: torch.Tensor, size: int, mode: str = "area") -> torch.Tensor:
+    squeeze = x.dim() == 3
+    x = x[:, None] if squeeze else x
+    if x.shape[-1] > size or x.shape[-2] > size:
+        x = F.interpolate(x.float(), size=(size, size), mode=mode)
+    return x[:, 0] if squeeze else x

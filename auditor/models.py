@@ -1,0 +1,195 @@
+"""Load the classifier under audit and find the layer a CAM looks at.
+
+A model spec is one of:
+- a torchvision architecture name (``resnet18``), with ``weights`` a ``state_dict`` file;
+  the number of classes is read from the checkpoint's classifier;
+- a TorchScript file (``model.pt`` saved with ``torch.jit.save``);
+- ``package.module:factory``, an explicit opt-in to run user code that returns an
+  ``nn.Module``; ``weights``, when given, is loaded into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from auditor.errors import ModelError
+
+MIN_CAM_CELLS = 7
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: nn.Module
+    spec: str
+    num_classes: int | None
+    sha256: str | None
+
+
+def load_model(spec: str, weights: str | Path | None = None) -> LoadedModel:
+    """Build the model named by ``spec`` in eval mode on the CPU."""
+    if ":" in spec and not Path(spec).exists():
+        model = _from_factory(spec)
+        if weights is not None:
+            _load_into(model, read_state_dict(weights), weights)
+    elif Path(spec).is_file():
+        model = _from_torchscript(Path(spec))
+        weights = weights or spec
+    else:
+        if weights is None:
+            raise ModelError(
+                f"--model {spec} needs --weights: a state_dict file (auditor never downloads weights)."
+            )
+        model = _from_torchvision(spec, read_state_dict(weights), weights)
+    model.eval()
+    digest = file_sha256(weights) if weights is not None else None
+    return LoadedModel(model=model, spec=spec, num_classes=_num_classes(model), sha256=digest)
+
+
+def file_sha256(path: str | Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``state_dict`` (also one wrapped under ``state_dict``/``model``, or saved from DDP)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: weights file not found.")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad pickle or zip
+        raise ModelError(
+            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__})."
+        ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(raw, Mapping) and isinstance(raw.get(key), Mapping):
+            raw = raw[key]
+    if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise ModelError(f"{path}: expected a state_dict of tensors, got {type(raw).__name__}.")
+    return {k.removeprefix("module."): v for k, v in raw.items()}
+
+
+def _from_torchvision(name: str, state: dict[str, torch.Tensor], source: str | Path) -> nn.Module:
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        raise ModelError(
+            f"--model {name!r}: not a torchvision classifier, a TorchScript file, or module:factory."
+        )
+    template = torchvision.models.get_model(name, weights=None).state_dict()
+    head = [k for k, v in template.items() if k.endswith(".weight") and v.shape[:1] == (1000,)]
+    if not head or head[-1] not in state:
+        raise ModelError(f"{source}: no classifier weights for {name} (expected key {head[-1:]}).")
+    num_classes = int(state[head[-1]].shape[0])
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    _load_into(model, state, source)
+    return model
+
+
+def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise ModelError(f"{source}: weights do not fit the model: {detail[:300]}") from None
+
+
+def _from_torchscript(path: Path) -> nn.Module:
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise ModelError(f"{path}: not a TorchScript model ({type(exc).__name__}).") from None
+
+
+def _from_factory(spec: str) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(f"--model {spec}: cannot import ({exc}).") from None
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"--model {spec}: factory returned {type(model).__name__}, not nn.Module.")
+    return model
+
+
+def _num_classes(model: nn.Module) -> int | None:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
+
+
+@dataclass(frozen=True)
+class TargetLayer:
+    name: str
+    module: nn.Module
+    cells: tuple[int, int]
+    automatic: bool
+
+
+def resolve_target_layer(
+    model: nn.Module, name: str | None, *, image_size: int, device: torch.device | None = None
+) -> TargetLayer:
+    """The layer whose activations a CAM weighs.
+
+    With ``name``, the module of that dotted name. Otherwise the last spatial feature map
+    before global pooling; when that map is coarser than 7x7 cells (resnet18 at 64 px ends at
+    2x2), the deepest layer that still has at least 7x7 cells, since a CAM cannot localise
+    below its layer's resolution.
+    """
+    shapes = _spatial_output_shapes(model, image_size=image_size, device=device)
+    if name is not None:
+        modules = dict(model.named_modules())
+        if name not in modules:
+            raise ModelError(f"--target-layer {name!r}: no such module in the model.")
+        if name not in shapes:
+            raise ModelError(f"--target-layer {name!r}: its output is not a spatial feature map.")
+        return TargetLayer(name, modules[name], shapes[name], automatic=False)
+    spatial = [(n, s) for n, s in shapes.items() if s[0] * s[1] > 1]
+    if not spatial:
+        raise ModelError("No spatial feature map found for a CAM; give --target-layer.")
+    fine = [(n, s) for n, s in spatial if min(s) >= MIN_CAM_CELLS]
+    chosen, cells = (fine or spatial)[-1]
+    return TargetLayer(chosen, dict(model.named_modules())[chosen], cells, automatic=True)
+
+
+def _spatial_output_shapes(
+    model: nn.Module, *, image_size: int, device: torch.device | None
+) -> dict[str, tuple[int, int]]:
+    """Module name -> (H, W) of its 4-D output, in the order the modules finish."""
+    shapes: dict[str, tuple[int, int]] = {}
+    handles = []
+
+    def record(name: str):
+        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+            if isinstance(output, torch.Tensor) and output.dim() == 4:
+                shapes.pop(name, None)  # a reused module counts at its last use
+                shapes[name] = (int(output.shape[2]), int(output.shape[3]))
+
+        return hook
+
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_hook(record(name)))
+    was_training = model.training
+    try:
+        model.eval()
+        param = next(model.parameters(), None)
+        device = device or (param.device if param is not None else torch.device("cpu"))
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return shapes

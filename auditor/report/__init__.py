@@ -1,0 +1,1 @@
+"""HTML and PDF audit reports rendered from a stored run."""

@@ -1,0 +1,124 @@
+"""Turn an :class:`~auditor.pipeline.AuditRun` into the plain dict the templates read.
+
+Values are computed here; how they look is the templates' business."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from auditor.pipeline import AuditRun
+from auditor.report import figures
+
+STATUS_ORDER = {"flag": 0, "warn": 1, "insufficient_data": 2, "pass": 3}
+
+
+def report_context(run: AuditRun) -> dict[str, Any]:
+    summary, info = run.summary, run.run_info
+    classes = sorted(summary["classes"], key=_risk)
+    threshold = info["config"]["detect"]["max_chance_corrected"]
+    return {
+        "summary": summary,
+        "info": info,
+        "verdict": summary["verdict"],
+        "verdict_sentence": _verdict_sentence(summary),
+        "methods": summary["methods"],
+        "target_layer": info.get("target_layer"),
+        "detect": info["config"]["detect"],
+        "classes": [_class_row(c, summary["methods"]) for c in classes],
+        "sections": [_class_section(run, c, threshold) for c in classes if c["status"] != "pass"],
+        "skipped": _skipped(run.samples),
+        "skipped_by_reason": summary["dataset"].get("skipped_by_reason", {}),
+    }
+
+
+def _risk(c: dict[str, Any]) -> tuple[int, float]:
+    first = next(iter(c["metrics"].values()), {})
+    score = first.get("chance_corrected")
+    return STATUS_ORDER.get(c["status"], 9), score if score is not None else math.inf
+
+
+def _verdict_sentence(summary: dict[str, Any]) -> str:
+    flagged = summary["flagged_classes"]
+    if flagged:
+        names = ", ".join(flagged)
+        return f"{len(flagged)} class(es) rely on cues outside the object: {names}."
+    if summary["verdict"] == "warn":
+        return "No class is flagged, but some classes could not be judged."
+    return "No class relies on cues outside the object, by the evidence collected."
+
+
+def _class_row(c: dict[str, Any], methods: list[str]) -> dict[str, Any]:
+    return {
+        "anchor": f"class-{c['index']}",
+        "name": c["name"],
+        "n": c["n"],
+        "accuracy": _pct(c["accuracy"]),
+        "status": c["status"],
+        "linked": c["status"] != "pass",
+        "metrics": [_metric(m, c["metrics"].get(m, {})) for m in methods],
+    }
+
+
+def _metric(method: str, m: dict[str, Any]) -> dict[str, str]:
+    ci = m.get("ci95") or [None, None]
+    return {
+        "method": method,
+        "value": _signed(m.get("chance_corrected")),
+        "ci": f"[{_signed(ci[0])}, {_signed(ci[1])}]" if ci[0] is not None else "n/a",
+    }
+
+
+def _class_section(run: AuditRun, c: dict[str, Any], threshold: float) -> dict[str, Any]:
+    evidence = run.evidence.get("classes", {}).get(c["name"], {})
+    means = evidence.get("means", {})
+    scores = run.samples.loc[
+        (run.samples["label"] == c["index"]) & (run.samples["method"] == run.summary["methods"][0]),
+        "chance_corrected",
+    ]
+    return {
+        "anchor": f"class-{c['index']}",
+        "name": c["name"],
+        "status": c["status"],
+        "reasons": c["reasons"],
+        "mean_mask": figures.heat_image(means["mask"]) if "mask" in means else None,
+        "mean_maps": [
+            {"method": m, "uri": figures.heat_image(means[m], mask=means.get("mask"))}
+            for m in run.summary["methods"] if m in means
+        ],
+        "histogram": figures.histogram_svg(
+            scores.tolist(), threshold=threshold, title=f"{c['name']}: {run.summary['methods'][0]}"
+        ) if len(scores) else None,
+        "exemplars": [_exemplar(e, run.summary["methods"]) for e in evidence.get("exemplars", [])],
+    }  # fmt: skip
+
+
+def _exemplar(e: dict[str, Any], methods: list[str]) -> dict[str, Any]:
+    return {
+        "caption": f"{e['file_name']} (id {e['image_id']}), predicted class {e['prediction']}",
+        "original": figures.overlay(e["image"], None, e["mask"]),
+        "overlays": [
+            {"method": m, "uri": figures.overlay(e["image"], e["maps"][m], e["mask"]),
+             "score": _signed(e["scores"].get(m))}
+            for m in methods if m in e["maps"]
+        ],
+    }  # fmt: skip
+
+
+def _skipped(samples: pd.DataFrame) -> list[dict[str, str]]:
+    rows = samples[samples["skip_reason"].notna()]
+    return [
+        {"image_id": str(r.image_id), "file": str(r.file_name), "reason": str(r.skip_reason),
+         "detail": str(r.skip_detail or "")}
+        for r in rows.itertuples()
+    ]  # fmt: skip
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:+.2f}"

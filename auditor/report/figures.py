@@ -1,0 +1,85 @@
+"""Pictures for the report as inline ``data:`` URIs: heatmap overlays with the mask outline,
+and score charts. Colormaps and charts come from matplotlib (Agg)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from PIL import Image
+
+COLORMAP = "inferno"  # perceptually uniform
+OUTLINE = np.array([0, 255, 255], dtype=np.uint8)
+DISPLAY = 160
+
+
+def png_uri(pixels: np.ndarray) -> str:
+    """uint8 ``[H, W, 3]`` -> ``data:image/png;base64,...``."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """Boundary pixels of a bool mask: inside pixels with an outside 4-neighbour."""
+    padded = np.pad(mask, 1, mode="edge")
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:] & mask
+    return mask & ~interior
+
+
+def overlay(
+    image: torch.Tensor, heat: torch.Tensor | None, mask: torch.Tensor, *, alpha: float = 0.55
+) -> str:
+    """image (uint8 Tensor[3, t, t]), heat (Tensor[t, t] in [0, 1] or None), mask (bool Tensor[t, t])."""
+    pixels = image.permute(1, 2, 0).numpy().astype(np.float64)
+    if heat is not None:
+        colored = matplotlib.colormaps[COLORMAP](heat.float().clamp(0, 1).numpy())[..., :3] * 255
+        pixels = (1 - alpha) * pixels + alpha * colored
+    pixels = _upscale(pixels.round().astype(np.uint8))
+    edge = outline(_upscale(mask.numpy().astype(np.uint8)[..., None])[..., 0].astype(bool))
+    pixels[edge] = OUTLINE
+    return png_uri(pixels)
+
+
+def heat_image(heat: torch.Tensor, *, mask: torch.Tensor | None = None) -> str:
+    """A mean map (or mean mask) alone, colour-mapped and scaled to its own maximum."""
+    values = heat.float().numpy()
+    values = values / values.max() if values.max() > 0 else values
+    pixels = _upscale((matplotlib.colormaps[COLORMAP](values)[..., :3] * 255).astype(np.uint8))
+    if mask is not None:
+        binary = _upscale((mask.numpy() >= 0.5).astype(np.uint8)[..., None])[..., 0].astype(bool)
+        pixels[outline(binary)] = OUTLINE
+    return png_uri(pixels)
+
+
+def _upscale(pixels: np.ndarray) -> np.ndarray:
+    if pixels.shape[0] >= DISPLAY:
+        return pixels
+    factor = -(-DISPLAY // pixels.shape[0])
+    return np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+
+
+def histogram_svg(values: Sequence[float], *, threshold: float, title: str) -> str:
+    """SVG histogram of a class's chance-corrected scores with the flag threshold marked."""
+    fig, ax = plt.subplots(figsize=(4.2, 2.2), dpi=100)
+    finite = [v for v in values if np.isfinite(v)]
+    ax.hist(finite, bins=np.linspace(-1, 1, 41), color="#4a6fa5")
+    ax.axvline(0, color="#555", lw=0.8, ls=":")
+    ax.axvline(threshold, color="#c0392b", lw=1.2, ls="--", label="flag threshold")
+    ax.set_xlabel("chance-corrected energy (0 = chance)")
+    ax.set_ylabel("images")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg")
+    plt.close(fig)
+    svg = buffer.getvalue()
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")

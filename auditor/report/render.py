@@ -1,0 +1,91 @@
+"""Render the HTML report (self-contained) and the PDF (same HTML, print CSS).
+
+Templates run with autoescape and ``StrictUndefined``. WeasyPrint gets a URL fetcher that
+serves only ``data:`` URIs and files inside the run directory, so a path or URL that
+reaches a template from the data can never make the PDF renderer read or fetch anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import jinja2
+from weasyprint import HTML
+from weasyprint.urls import URLFetcher
+
+from auditor.pipeline import AuditRun
+from auditor.report.context import report_context
+
+log = logging.getLogger(__name__)
+
+
+def environment() -> jinja2.Environment:
+    folder = files("auditor.templates")
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: (folder / name).read_text(encoding="utf-8")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_html(run: AuditRun) -> str:
+    env = environment()
+    css = (files("auditor.templates") / "report.css").read_text(encoding="utf-8")
+    return env.get_template("report.html.j2").render(**report_context(run), css=css)
+
+
+def render_summary_html(run: AuditRun) -> str:
+    """The verdict and class table alone, for a notebook's ``_repr_html_``."""
+    return environment().get_template("summary.html.j2").render(**report_context(run))
+
+
+def write_reports(run: AuditRun, out: Path, *, pdf: bool = True) -> dict[str, int]:
+    """Write ``report.html`` (and ``report.pdf``) into ``out``; return their sizes in bytes."""
+    html = render_html(run)
+    sizes = {"report.html": _write_atomic(out / "report.html", html.encode("utf-8"))}
+    if pdf:
+        sizes["report.pdf"] = _write_atomic(out / "report.pdf", html_to_pdf(html, base=out))
+    from auditor.store import update_run_info
+
+    if (out / "run.json").is_file():
+        update_run_info(out, report_bytes=sizes)
+    return sizes
+
+
+def html_to_pdf(html: str, *, base: Path) -> bytes:
+    fetcher = RunDirFetcher(base)
+    document = HTML(string=html, base_url=str(base.resolve()) + os.sep, url_fetcher=fetcher)
+    return document.write_pdf()
+
+
+class RunDirFetcher(URLFetcher):
+    """Serves ``data:`` URIs and ``file:`` URLs inside ``root``; refuses everything else."""
+
+    def __init__(self, root: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = root.resolve()
+
+    def fetch(self, url: str, headers: Any = None) -> Any:
+        parsed = urlparse(url)
+        if parsed.scheme == "data":
+            return super().fetch(url, headers)
+        if parsed.scheme == "file":
+            target = Path(unquote(parsed.path)).resolve()
+            if target.is_relative_to(self.root):
+                return super().fetch(url, headers)
+        log.warning("report: refused to fetch %s", url[:200])
+        raise ValueError(f"auditor refuses to fetch {url[:80]!r} while rendering the PDF")
+
+
+def _write_atomic(path: Path, payload: bytes) -> int:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+    return len(payload)

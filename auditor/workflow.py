@@ -1,0 +1,36 @@
+"""The one path from a model and a dataset to a finished run directory, shared by
+``auditor audit`` and ``auditor demo``: audit -> store -> report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from auditor.config import AuditConfig
+from auditor.models import LoadedModel
+from auditor.pipeline import AuditRun, audit
+from auditor.report.render import write_reports
+from auditor.store import save_run, update_run_info
+
+
+def audit_to_dir(
+    model: str | LoadedModel,
+    *,
+    data: str | Path,
+    out: str | Path,
+    weights: str | Path | None = None,
+    images: str | Path | None = None,
+    config: AuditConfig | None = None,
+    pdf: bool = True,
+    progress: bool = False,
+) -> AuditRun:
+    """Audit, then write summary.json, samples.parquet, run.json, report.html and report.pdf."""
+    out = Path(out)
+    run = audit(model, data=data, weights=weights, images=images, config=config, progress=progress)
+    save_run(run, out)
+    started = time.perf_counter()
+    write_reports(run, out, pdf=pdf)
+    timings = {**run.run_info["timings"], "report_s": round(time.perf_counter() - started, 3)}
+    run.run_info["timings"] = timings
+    update_run_info(out, timings=timings)
+    return run

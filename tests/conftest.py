@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny models and datasets built in the test, nothing downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from auditor.data.synthetic import SyntheticSpec, write_dataset
+
+
+class TinyCNN(nn.Module):
+    """conv-relu-conv-relu-GAP-linear: small enough for float64 references."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU()
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+@pytest.fixture
+def tiny_cnn() -> TinyCNN:
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+@pytest.fixture(scope="session")
+def coco_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-class planted-shortcut COCO dataset of 48 audit images at 32 px."""
+    root = tmp_path_factory.mktemp("coco")
+    spec = SyntheticSpec(
+        background_strength=(0.9, 0.0, 0.0, 0.0), image_size=32, n_train=4, n_audit=48, seed=5
+    )
+    return write_dataset(spec, root)["audit"]
+
+
+@pytest.fixture(scope="session")
+def resnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A resnet18 state_dict with 4 outputs and random weights."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pt"
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), path)
+    return path

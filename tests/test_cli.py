@@ -1,0 +1,101 @@
+"""The CLI end to end, on a COCO dataset and a torchvision checkpoint the tests build."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from auditor.cli import cli
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def audited(coco_dataset, resnet_weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = run("audit", "--model", "resnet18", "--weights", str(resnet_weights),
+                 "--data", str(coco_dataset), "--out", str(out), "--image-size", "32",
+                 "--batch-size", "16")  # fmt: skip
+    return result, out
+
+
+def test_audit_writes_the_run_directory(audited):
+    result, out = audited
+    assert result.exit_code == 0, result.output
+    for name in ("report.html", "report.pdf", "summary.json", "samples.parquet", "run.json"):
+        assert (out / name).stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["schema_version"] == 1 and summary["verdict"] in {"pass", "warn", "fail"}
+    assert [c["name"] for c in summary["classes"]] == ["circle", "square", "triangle", "star"]
+    assert summary["dataset"]["n_images"] == 48 and summary["methods"] == ["gradcam", "saliency"]
+    assert sum(c["n"] for c in summary["classes"]) == 48
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert len(samples) == 48 * 2 and set(samples["method"]) == {"gradcam", "saliency"}
+    info = json.loads((out / "run.json").read_text())
+    assert info["target_layer"]["automatic"] and info["report_bytes"]["report.html"] > 0
+    assert f"Verdict: {summary['verdict'].upper()}" in result.output
+
+
+def test_report_rerenders_from_the_stored_run(audited):
+    _, out = audited
+    (out / "report.html").unlink()
+    result = run("report", str(out), "--no-pdf")
+    assert result.exit_code == 0 and (out / "report.html").is_file()
+
+
+def test_fail_on_flag_exit_code(coco_dataset, resnet_weights, tmp_path, audited):
+    summary = json.loads((audited[1] / "summary.json").read_text())
+    result = run("audit", "--model", "resnet18", "--weights", str(resnet_weights), "--data",
+                 str(coco_dataset), "--out", str(tmp_path), "--image-size", "32", "--no-pdf",
+                 "--fail-on-flag")  # fmt: skip
+    assert result.exit_code == (3 if summary["flagged_classes"] else 0)
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--model", "notanet"], 1, "not a torchvision classifier"),
+    (["--model", "resnet18", "--weights", "missing.pt"], 1, "weights file not found"),
+    (["--model", "resnet18", "--weights", "BAD"], 1, "not a readable PyTorch checkpoint"),
+    (["--model", "resnet34", "--weights", "WEIGHTS"], 1, "weights do not fit the model"),
+    (["--model", "resnet18", "--weights", "WEIGHTS", "--methods", "nope"], 2, "Expected methods"),
+])  # fmt: skip
+def test_bad_model_and_weights_give_one_line_errors(
+    args, code, message, coco_dataset, resnet_weights, tmp_path
+):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    args = [str(resnet_weights) if a == "WEIGHTS" else str(bad) if a == "BAD" else a for a in args]
+    if "--weights" not in args and args[1] == "notanet":
+        args += ["--weights", str(resnet_weights)]
+    result = CliRunner().invoke(cli, ["audit", *args, "--data", str(coco_dataset), "--out",
+                                      str(tmp_path / "o"), "--image-size", "32"])  # fmt: skip
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_bad_data_gives_one_line_error(resnet_weights, tmp_path):
+    broken = tmp_path / "annotations.json"
+    broken.write_text('{"images": []}')
+    result = CliRunner().invoke(cli, ["audit", "--model", "resnet18", "--weights",
+                                      str(resnet_weights), "--data", str(broken), "--out",
+                                      str(tmp_path / "o")])  # fmt: skip
+    assert result.exit_code == 1
+    assert "annotations.json: key `annotations` missing" in result.output
+
+
+def test_python_api_matches_cli(coco_dataset, resnet_weights, audited):
+    from auditor import AuditConfig, audit
+
+    run_ = audit("resnet18", weights=resnet_weights, data=coco_dataset,
+                 config=AuditConfig(image_size=32, batch_size=7))  # fmt: skip
+    stored = json.loads((audited[1] / "summary.json").read_text())
+    assert run_.verdict == stored["verdict"]
+    for ours, theirs in zip(run_.summary["classes"], stored["classes"]):
+        assert ours["metrics"]["gradcam"]["chance_corrected"] == pytest.approx(
+            theirs["metrics"]["gradcam"]["chance_corrected"], abs=1e-5
+        )  # batch size 7 vs 16
+    assert "<table" in run_._repr_html_()
+    assert torch.get_default_dtype() == torch.float32

@@ -1,0 +1,102 @@
+import numpy as np
+import pandas as pd
+import torch
+
+from auditor.config import DetectConfig
+from auditor.detect import bootstrap_ci, class_results, verdict
+from auditor.detect.counterfactual import DonorPool, fill_region, swap_background
+
+NAMES = ["a", "b", "c"]
+
+
+def frame(
+    scores: dict[int, float],
+    *,
+    n: int = 40,
+    bg_only: dict[int, int] | None = None,
+    swap_correct: dict[int, bool] | None = None,
+) -> pd.DataFrame:
+    """Rows for ``n`` images per class with chance-corrected ``scores[label]`` (+ small noise)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, score in scores.items():
+        for i in range(n):
+            sample = label * 1000 + i
+            donor = (label + 1 + i % 2) % 3
+            rows.append({
+                "sample": sample, "label": label, "method": "gradcam", "correct": True,
+                "chance_corrected": score + rng.normal(0, 0.05), "skip_reason": None,
+                "pred_swapped": label if (swap_correct or {}).get(label, True) else donor,
+                "donor_label": donor,
+                "pred_background_only": _background_only(bg_only or {}, label, i),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _background_only(planted: dict[int, int], label: int, i: int) -> int:
+    """Planted classes give their prediction 3 times in 4; others cycle through the classes."""
+    if label in planted:
+        return planted[label] if i % 4 else 2
+    return i % 3
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
+    values = np.random.default_rng(1).normal(0.3, 0.2, 200)
+    ci = bootstrap_ci(values, resamples=2000, confidence=0.95, rng=np.random.default_rng(0))
+    again = bootstrap_ci(values, resamples=2000, confidence=0.95, rng=np.random.default_rng(0))
+    assert ci == again and ci[0] < values.mean() < ci[1]
+    assert np.isnan(
+        bootstrap_ci(values[:1], resamples=100, confidence=0.95, rng=np.random.default_rng())[0]
+    )
+
+
+def test_flag_needs_saliency_and_behaviour():
+    samples = frame({0: -0.1, 1: 0.5, 2: 0.5}, bg_only={0: 0}, swap_correct={0: False})
+    results = class_results(samples, NAMES, ["gradcam"], DetectConfig())
+    assert [r.status for r in results] == ["flag", "pass", "pass"]
+    assert any("background alone" in reason for reason in results[0].reasons)
+    assert verdict(results) == "fail"
+
+
+def test_saliency_alone_warns():
+    samples = frame({0: -0.1, 1: 0.5, 2: 0.5})
+    results = class_results(samples, NAMES, ["gradcam"], DetectConfig())
+    assert results[0].status == "warn" and verdict(results) == "warn"
+
+
+def test_small_class_is_insufficient_not_pass():
+    samples = frame({0: 0.5, 1: 0.5, 2: 0.5}, n=10)
+    results = class_results(samples, NAMES, ["gradcam"], DetectConfig(min_n=20))
+    assert {r.status for r in results} == {"insufficient_data"}
+
+
+def test_default_prediction_on_empty_background_is_not_a_cue():
+    """Every class's background alone gives class 0 (a "nothing here" default): no evidence."""
+    samples = frame({0: 0.5, 1: 0.5, 2: 0.5}, bg_only={0: 0, 1: 0, 2: 0})
+    samples["pred_background_only"] = 0
+    results = class_results(samples, NAMES, ["gradcam"], DetectConfig())
+    assert results[0].behaviour is not None
+    assert results[0].behaviour.background_only.p > 0.05
+    assert [r.status for r in results] == ["pass"] * 3
+
+
+def test_swap_keeps_object_pixels_and_fill_keeps_background():
+    g = torch.Generator().manual_seed(0)
+    inputs, donors = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[:, 2:5, 3:6] = True
+    swapped = swap_background(inputs, masks, donors)
+    assert torch.equal(swapped[:, :, 2:5, 3:6], inputs[:, :, 2:5, 3:6])
+    assert torch.equal(swapped[:, :, 0], donors[:, :, 0])
+    filled = fill_region(inputs, masks)
+    assert torch.equal(filled[:, :, 0], inputs[:, :, 0])
+    assert not torch.equal(filled[:, :, 2:5, 3:6], inputs[:, :, 2:5, 3:6])
+
+
+def test_donor_choice_depends_on_the_sample_not_the_batch():
+    pool = DonorPool(torch.arange(6.0).view(6, 1, 1, 1), torch.tensor([0, 0, 1, 1, 2, 2]))
+    labels, keys = torch.tensor([0, 1, 2, 1]), torch.tensor([10, 11, 12, 13])
+    backgrounds, donor_labels = pool.pick(labels, keys)
+    alone, alone_labels = pool.pick(labels[2:3], keys[2:3])
+    assert torch.equal(backgrounds[2:3], alone) and torch.equal(donor_labels[2:3], alone_labels)
+    assert (donor_labels != labels).all()

@@ -1,0 +1,67 @@
+import re
+
+import pandas as pd
+import pytest
+
+from auditor.pipeline import SAMPLE_COLUMNS, AuditRun
+from auditor.report.render import RunDirFetcher, html_to_pdf, render_html
+
+EVIL = "<script>alert(1)</script>"
+
+
+def minimal_run(name: str = EVIL) -> AuditRun:
+    metrics = {"gradcam": {"n": 30, "chance_corrected": -0.2, "median": -0.2, "ci95": [-0.3, -0.1]}}
+    summary = {
+        "schema_version": 1, "auditor_version": "0.1.0", "verdict": "fail", "flagged_classes": [name],
+        "model": {"spec": "resnet18", "sha256": "ab"},
+        "dataset": {"spec": "d.json", "sha256": "cd", "n_images": 31, "n_skipped": 1,
+                    "skipped_by_reason": {"missing_file": 1}},
+        "methods": ["gradcam"],
+        "classes": [{"index": 0, "name": name, "n": 30, "accuracy": 0.9, "status": "flag",
+                     "flagged": True, "reasons": ["because"], "metrics": metrics, "behaviour": None}],
+    }  # fmt: skip
+    info = {
+        "created": "2026-11-22T00:00:00+00:00", "device": "cpu", "versions": {"torch": "x"},
+        "timings": {"total_s": 1.0}, "target_layer": {"name": "layer2", "cells": [8, 8], "automatic": True},
+        "config": {"detect": {"max_chance_corrected": 0.1, "min_n": 20, "confidence": 0.95,
+                              "bootstrap": 2000, "seed": 0}},
+    }  # fmt: skip
+    skipped = {c: None for c in SAMPLE_COLUMNS} | {
+        "sample": 0, "image_id": "9", "file_name": f"{EVIL}.png", "label": -1,
+        "skip_reason": "missing_file", "skip_detail": "gone",
+    }  # fmt: skip
+    return AuditRun(summary=summary, samples=pd.DataFrame([skipped]), run_info=info, evidence={})
+
+
+def test_untrusted_strings_are_escaped_and_nothing_external_is_linked():
+    html = render_html(minimal_run())
+    assert EVIL not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    sources = re.findall(r'(?:src|href)="([^"]*)"', html)
+    assert all(s.startswith(("data:", "#")) for s in sources)
+    for section in (
+        "verdict",
+        "method",
+        "classes",
+        "data-issues",
+        "limitations",
+        "reproducibility",
+    ):
+        assert f'id="{section}"' in html
+
+
+def test_pdf_fetcher_refuses_files_outside_the_run_dir(tmp_path):
+    fetcher = RunDirFetcher(tmp_path)
+    with pytest.raises(ValueError, match="refuses"):
+        fetcher.fetch("file:///etc/passwd")
+    with pytest.raises(ValueError, match="refuses"):
+        fetcher.fetch("http://example.com/x.png")
+    (tmp_path / "ok.txt").write_text("fine")
+    assert fetcher.fetch((tmp_path / "ok.txt").resolve().as_uri()) is not None
+
+
+def test_pdf_renders_without_fetching_a_planted_file_url(tmp_path):
+    html = render_html(minimal_run("cat")).replace(
+        "</body>", '<img src="file:///etc/passwd"><img src="http://example.com/a.png"></body>'
+    )
+    pdf = html_to_pdf(html, base=tmp_path)
+    assert pdf.startswith(b"%PDF") and b"root:x:0:0" not in pdf
