@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -86,9 +87,10 @@ def audit(
     from auditor.config import config_from_dict, load_config
     from auditor.workflow import audit_to_dir
 
-    overrides = {
+    overrides: dict[str, Any] = {
         "methods": tuple(methods.split(",")) if methods else None, "target_layer": target_layer,
-        "image_size": image_size, "normalize": normalize, "device": device, "batch_size": batch_size,
+        "image_size": image_size, "normalize": normalize, "device": device,
+        "batch_size": batch_size,
     }  # fmt: skip
     config = (
         load_config(config_path, **overrides) if config_path else config_from_dict({}, **overrides)
@@ -137,7 +139,7 @@ def _print_summary(summary: dict, out: Path) -> None:
     flagged = ", ".join(summary["flagged_classes"]) or "none"
     click.echo(f"Verdict: {summary['verdict'].upper()}  (flagged: {flagged})")
     for c in summary["classes"]:
-        metric = next(iter(c["metrics"].values()), {})
+        metric: dict = next(iter(c["metrics"].values()), {})
         cc = metric.get("chance_corrected")
         cc_text = "n/a" if cc is None else f"{cc:+.2f}"
         click.echo(

@@ -63,7 +63,8 @@ class AuditConfig:
         unknown = [m for m in self.methods if m not in KNOWN_METHODS]
         if unknown or not self.methods:
             raise ConfigError(
-                f"Expected methods from {', '.join(KNOWN_METHODS)}, got {', '.join(self.methods) or 'none'}."
+                f"Expected methods from {', '.join(KNOWN_METHODS)}, "
+                f"got {', '.join(self.methods) or 'none'}."
             )
         if self.image_size < 16:
             raise ConfigError(f"Expected image_size >= 16, got {self.image_size}.")

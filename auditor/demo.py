@@ -182,7 +182,8 @@ def _final_summary(outcomes: dict[str, dict], out: Path) -> str:
         flagged = sorted(o["flagged"])
         agree = "agrees" if reliant == flagged else "DISAGREES"
         lines.append(
-            f"  {name:<9} verdict {o['verdict'].upper():<4}  flagged: {', '.join(flagged) or 'none':<18}"
+            f"  {name:<9} verdict {o['verdict'].upper():<4}  "
+            f"flagged: {', '.join(flagged) or 'none':<18}"
             f" reliant by intervention: {', '.join(reliant) or 'none':<18} -> {agree}"
         )
     lines.append(f"Open {out / 'index.html'}")

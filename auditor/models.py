@@ -45,7 +45,8 @@ def load_model(spec: str, weights: str | Path | None = None) -> LoadedModel:
     else:
         if weights is None:
             raise ModelError(
-                f"--model {spec} needs --weights: a state_dict file (auditor never downloads weights)."
+                f"--model {spec} needs --weights: a state_dict file "
+                "(auditor never downloads weights)."
             )
         model = _from_torchvision(spec, read_state_dict(weights), weights)
     model.eval()
@@ -62,16 +63,15 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a ``state_dict`` (also one wrapped under ``state_dict``/``model``, or saved from DDP)."""
+    """Read a ``state_dict``, also one wrapped under ``state_dict``/``model`` or saved from DDP."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found.")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad pickle or zip
-        raise ModelError(
-            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__})."
-        ) from None
+        kind = type(exc).__name__
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({kind}).") from None
     for key in ("state_dict", "model"):
         if isinstance(raw, Mapping) and isinstance(raw.get(key), Mapping):
             raw = raw[key]
@@ -84,7 +84,8 @@ def _from_torchvision(name: str, state: dict[str, torch.Tensor], source: str | P
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
         raise ModelError(
-            f"--model {name!r}: not a torchvision classifier, a TorchScript file, or module:factory."
+            f"--model {name!r}: not a torchvision classifier, a TorchScript file, "
+            "or module:factory."
         )
     template = torchvision.models.get_model(name, weights=None).state_dict()
     head = [k for k, v in template.items() if k.endswith(".weight") and v.shape[:1] == (1000,)]

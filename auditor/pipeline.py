@@ -223,7 +223,8 @@ def _behaviour_columns(
     b = behaviour(net, inputs, masks, targets, keys, pool)
     return {
         "pred_swapped": b.swapped.tolist(), "donor_label": b.donor_labels.tolist(),
-        "pred_background_only": b.background_only.tolist(), "pred_object_only": b.object_only.tolist(),
+        "pred_background_only": b.background_only.tolist(),
+        "pred_object_only": b.object_only.tolist(),
     }  # fmt: skip
 
 

@@ -12,17 +12,20 @@ EVIL = "<script>alert(1)</script>"
 def minimal_run(name: str = EVIL) -> AuditRun:
     metrics = {"gradcam": {"n": 30, "chance_corrected": -0.2, "median": -0.2, "ci95": [-0.3, -0.1]}}
     summary = {
-        "schema_version": 1, "auditor_version": "0.1.0", "verdict": "fail", "flagged_classes": [name],
+        "schema_version": 1, "auditor_version": "0.1.0", "verdict": "fail",
+        "flagged_classes": [name],
         "model": {"spec": "resnet18", "sha256": "ab"},
         "dataset": {"spec": "d.json", "sha256": "cd", "n_images": 31, "n_skipped": 1,
                     "skipped_by_reason": {"missing_file": 1}},
         "methods": ["gradcam"],
         "classes": [{"index": 0, "name": name, "n": 30, "accuracy": 0.9, "status": "flag",
-                     "flagged": True, "reasons": ["because"], "metrics": metrics, "behaviour": None}],
+                     "flagged": True, "reasons": ["because"], "metrics": metrics,
+                     "behaviour": None}],
     }  # fmt: skip
     info = {
         "created": "2026-11-22T00:00:00+00:00", "device": "cpu", "versions": {"torch": "x"},
-        "timings": {"total_s": 1.0}, "target_layer": {"name": "layer2", "cells": [8, 8], "automatic": True},
+        "timings": {"total_s": 1.0},
+        "target_layer": {"name": "layer2", "cells": [8, 8], "automatic": True},
         "config": {"detect": {"max_chance_corrected": 0.1, "min_n": 20, "confidence": 0.95,
                               "bootstrap": 2000, "seed": 0}},
     }  # fmt: skip

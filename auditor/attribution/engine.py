@@ -104,7 +104,8 @@ def _check_logits(logits: object, targets: torch.Tensor) -> None:
         raise AttributionError(f"Expected the model to return logits Tensor[N, K], got {shape}.")
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= logits.shape[1]):
         raise AttributionError(
-            f"Expected targets in [0, {logits.shape[1]}), got {targets.min().item()}..{targets.max().item()}."
+            f"Expected targets in [0, {logits.shape[1]}), "
+            f"got {targets.min().item()}..{targets.max().item()}."
         )
 
 

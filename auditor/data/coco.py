@@ -29,7 +29,8 @@ def read_coco(path: Path, *, images: str | Path | None = None) -> DatasetInfo:
     by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for ann in coco["annotations"]:
         by_image[ann.get("image_id")].append(ann)
-    records, seen = [], set()
+    records: list[Record] = []
+    seen: set[Any] = set()
     for image in coco["images"]:
         records.append(_record(image, by_image.get(image.get("id"), []), root, index, names, seen))
     return DatasetInfo(records=records, class_names=names, source=path)
@@ -144,6 +145,6 @@ def annotation_mask(ann: dict[str, Any], height: int, width: int) -> np.ndarray:
         return mask_utils.decode(rle).astype(bool)
     x, y, w, h = (float(v) for v in ann["bbox"])
     mask = np.zeros((height, width), dtype=bool)
-    x0, y0 = max(int(round(x)), 0), max(int(round(y)), 0)
-    mask[y0 : max(int(round(y + h)), y0), x0 : max(int(round(x + w)), x0)] = True
+    x0, y0 = max(round(x), 0), max(round(y), 0)
+    mask[y0 : max(round(y + h), y0), x0 : max(round(x + w), x0)] = True
     return mask

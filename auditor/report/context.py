@@ -35,7 +35,7 @@ def report_context(run: AuditRun) -> dict[str, Any]:
 
 
 def _risk(c: dict[str, Any]) -> tuple[int, float]:
-    first = next(iter(c["metrics"].values()), {})
+    first: dict[str, Any] = next(iter(c["metrics"].values()), {})
     score = first.get("chance_corrected")
     return STATUS_ORDER.get(c["status"], 9), score if score is not None else math.inf
 

@@ -37,7 +37,10 @@ def outline(mask: np.ndarray) -> np.ndarray:
 def overlay(
     image: torch.Tensor, heat: torch.Tensor | None, mask: torch.Tensor, *, alpha: float = 0.55
 ) -> str:
-    """image (uint8 Tensor[3, t, t]), heat (Tensor[t, t] in [0, 1] or None), mask (bool Tensor[t, t])."""
+    """The image with ``heat`` blended in and the mask outlined.
+
+    image (uint8 Tensor[3, t, t]), heat (Tensor[t, t] in [0, 1] or None), mask (bool Tensor[t, t])
+    """
     pixels = image.permute(1, 2, 0).numpy().astype(np.float64)
     if heat is not None:
         colored = matplotlib.colormaps[COLORMAP](heat.float().clamp(0, 1).numpy())[..., :3] * 255
@@ -70,7 +73,7 @@ def histogram_svg(values: Sequence[float], *, threshold: float, title: str) -> s
     """SVG histogram of a class's chance-corrected scores with the flag threshold marked."""
     fig, ax = plt.subplots(figsize=(4.2, 2.2), dpi=100)
     finite = [v for v in values if np.isfinite(v)]
-    ax.hist(finite, bins=np.linspace(-1, 1, 41), color="#4a6fa5")
+    ax.hist(finite, bins=np.linspace(-1, 1, 41).tolist(), color="#4a6fa5")
     ax.axvline(0, color="#555", lw=0.8, ls=":")
     ax.axvline(threshold, color="#c0392b", lw=1.2, ls="--", label="flag threshold")
     ax.set_xlabel("chance-corrected energy (0 = chance)")
