@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from auditor.attribution.engine import METHODS as KNOWN_METHODS
 from auditor.errors import ConfigError
 
 Device = Literal["auto", "cpu", "cuda"]
-KNOWN_METHODS = ("gradcam", "saliency")
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,8 @@ class DetectConfig:
     """Thresholds of the per-class flag rule. Defaults are documented in README.md.
 
     Saliency evidence: with at least ``min_n`` scored samples, the upper end of the bootstrap
-    CI of a method's mean ``chance_corrected`` lies below ``max_chance_corrected`` (the map's
-    mass is, with confidence, hardly more on the object than chance allows).
+    CI of a method's mean ``chance_corrected`` lies below ``max_chance_corrected`` (default 0:
+    the map finds the object, with confidence, no better than a uniform map would).
     Behavioural evidence: swapping the background costs the class at least ``min_gap``
     accuracy (lower CI end), or the background alone predicts the class more often than it
     predicts it for other classes' backgrounds (one-sided Fisher test at ``alpha``, by at
@@ -28,7 +28,7 @@ class DetectConfig:
     """
 
     min_n: int = 20
-    max_chance_corrected: float = 0.1
+    max_chance_corrected: float = 0.0
     min_gap: float = 0.1
     alpha: float = 0.05
     bootstrap: int = 2000

@@ -25,7 +25,7 @@ from auditor.attribution.engine import CAM_METHODS, compute
 from auditor.config import AuditConfig
 from auditor.data.records import AuditDataset, DatasetInfo, Record, parse_skip, read_dataset
 from auditor.data.transforms import AuditTransform
-from auditor.detect.counterfactual import DonorPool, behaviour, fill_region
+from auditor.detect.counterfactual import DonorPool, behaviour, remove_object
 from auditor.detect.stats import ClassResult, class_results, verdict
 from auditor.errors import ConfigError, DataError
 from auditor.exemplars import ClassEvidence, Exemplar, thumbnail, thumbnail_maps, thumbnail_masks
@@ -123,7 +123,7 @@ def donor_pool(
     inputs = torch.stack([s["inputs"] for s in samples]).to(device)
     masks = torch.stack([s["masks"] for s in samples]).to(device)
     labels = torch.tensor([s["targets"] for s in samples])
-    return DonorPool(fill_region(inputs, masks), labels)
+    return DonorPool(remove_object(inputs, masks), labels)
 
 
 def _check_classes(loaded: LoadedModel, info: DatasetInfo) -> None:

@@ -4,7 +4,13 @@ import torch
 
 from auditor.config import DetectConfig
 from auditor.detect import bootstrap_ci, class_results, verdict
-from auditor.detect.counterfactual import DonorPool, fill_region, swap_background
+from auditor.detect.counterfactual import (
+    DonorPool,
+    background_only,
+    dilate,
+    fill_region,
+    swap_background,
+)
 
 NAMES = ["a", "b", "c"]
 
@@ -100,3 +106,15 @@ def test_donor_choice_depends_on_the_sample_not_the_batch():
     alone, alone_labels = pool.pick(labels[2:3], keys[2:3])
     assert torch.equal(backgrounds[2:3], alone) and torch.equal(donor_labels[2:3], alone_labels)
     assert (donor_labels != labels).all()
+
+
+def test_background_only_leaves_no_outline_of_the_object():
+    """A one-pixel rim of object colour outside the annotated mask must be filled too."""
+    inputs = torch.zeros(1, 3, 40, 40)
+    inputs[:, :, 10:30, 10:30] = 5.0  # the drawn object
+    masks = torch.zeros(1, 40, 40, dtype=torch.bool)
+    masks[:, 11:29, 11:29] = True  # the annotation misses the rim
+    filled = background_only(inputs, masks)
+    assert filled[:, :, 10:30, 10:30].max() < 5.0
+    assert torch.equal(filled[:, :, :5], inputs[:, :, :5])
+    assert dilate(masks, 1).sum() == 20 * 20
