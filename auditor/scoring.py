@@ -1,39 +1,200 @@
-"""Per-sample localisation scores: how much of a map's mass falls on the object.
+"""Per-sample localisation scores: how much of a map's evidence falls on the object.
 
-Pure, batched tensor functions. ``maps`` are non-negative and never min-max normalised
-before scoring (normalising changes the ratio). Degenerate samples give NaN, never a fake
-value: an all-zero map, an empty mask, or a mask that covers the whole image.
+Pure, batched tensor functions on the maps' device. Every metric is computed over the
+valid pixels Omega (``valid``, default: all pixels); ignore regions such as COCO crowd
+areas or the VOC border are left out of both the object and the background. ``maps`` are
+non-negative and never min-max normalised before scoring.
+
+Degenerate samples give NaN, never a fake value; :func:`degenerate_reason` names why:
+an empty mask, a mask covering all of Omega, or an all-zero map over Omega.
+
+Shapes: maps (Tensor[N, H, W] >= 0), masks and valid (Tensor[N, H, W] bool) -> Tensor[N].
 """
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
+import torch.nn.functional as F
+
+Reason = Literal["empty_mask", "full_mask", "zero_map"]
+POINTING_TOLERANCE = 15 / 224  # 15 px at 224 px, as in the pointing game's original setting
 
 
-def energy_inside(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """E = sum(L*M) / sum(L), the fraction of attribution mass on the object.
-
-    maps (Tensor[N, H, W] >= 0), masks (Tensor[N, H, W] bool) -> Tensor[N] (NaN if sum(L) == 0)
-    """
-    maps = maps.double()
-    total = maps.flatten(1).sum(1)
-    inside = (maps * masks).flatten(1).sum(1)
-    return torch.where(total > 0, inside / total.clamp_min(1e-300), torch.nan).to(torch.float32)
-
-
-def mask_fraction(masks: torch.Tensor) -> torch.Tensor:
-    """a = |M| / |image|. masks (Tensor[N, H, W] bool) -> Tensor[N]"""
-    return masks.flatten(1).float().mean(1)
+def _prepare(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(maps as float64 with invalid pixels zeroed, masks within Omega, valid) flattened."""
+    if maps.shape != masks.shape:
+        raise ValueError(f"Expected masks of shape {tuple(maps.shape)}, got {tuple(masks.shape)}.")
+    valid = torch.ones_like(masks, dtype=torch.bool) if valid is None else valid.bool()
+    inside = masks.bool() & valid
+    values = torch.where(valid, maps.double(), 0.0)
+    return values.flatten(1), inside.flatten(1), valid.flatten(1)
 
 
-def chance_corrected(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """C = (E - a) / (1 - a): 0 for a uniform map, 1 when all mass is on the object, negative
-    when the background gets more mass per pixel than the object.
+def degenerate_reason(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None
+) -> list[Reason | None]:
+    """Why each sample cannot be scored, or None when it can."""
+    values, inside, omega = _prepare(maps, masks, valid)
+    reasons: list[Reason | None] = []
+    for n_in, n_all, total in zip(inside.sum(1), omega.sum(1), values.sum(1)):
+        if n_in == 0:
+            reasons.append("empty_mask")
+        elif n_in == n_all:
+            reasons.append("full_mask")
+        elif total <= 0:
+            reasons.append("zero_map")
+        else:
+            reasons.append(None)
+    return reasons
 
-    maps, masks (Tensor[N, H, W]) -> Tensor[N] (NaN for a zero map, empty or full mask)
-    """
-    energy = energy_inside(maps, masks).double()
-    area = mask_fraction(masks).double()
-    valid = (area > 0) & (area < 1)
-    score = (energy - area) / (1 - area).clamp_min(1e-12)
-    return torch.where(valid, score, torch.nan).to(torch.float32)
+
+def _usable(values: torch.Tensor, inside: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    n_in = inside.sum(1)
+    return (n_in > 0) & (n_in < omega.sum(1)) & (values.sum(1) > 0)
+
+
+def mask_fraction(masks: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """a = |M ∩ Omega| / |Omega|."""
+    _, inside, omega = _prepare(masks.float(), masks, valid)
+    return (inside.sum(1) / omega.sum(1).clamp_min(1)).float()
+
+
+def energy_inside(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """E = sum(L*M) / sum(L) over Omega (Quantus' relevance mass accuracy)."""
+    values, inside, omega = _prepare(maps, masks, valid)
+    total = values.sum(1)
+    energy = (values * inside).sum(1) / total.clamp_min(1e-300)
+    return torch.where(_usable(values, inside, omega), energy, torch.nan).float()
+
+
+def chance_corrected(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """C = (E - a) / (1 - a): 0 for a uniform map, 1 with all mass on the object, negative
+    when the background gets more mass per pixel than the object."""
+    energy = energy_inside(maps, masks, valid).double()
+    area = mask_fraction(masks, valid).double()
+    return ((energy - area) / (1 - area).clamp_min(1e-12)).float()
+
+
+def lift(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """E / a: how many times more mass per pixel the object gets than a uniform map gives."""
+    return (energy_inside(maps, masks, valid).double() / mask_fraction(masks, valid)).float()
+
+
+def rank_accuracy(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Share of the |M| highest-ranked pixels of Omega that lie in M (Quantus' relevance rank
+    accuracy). Ties at the cut are shared: tied pixels count by their fraction inside M."""
+    values, inside, omega = _prepare(maps, masks, valid)
+    return _top_hits(values, inside, omega, inside.sum(1)) / inside.sum(1).clamp_min(1)
+
+
+def topk_intersection(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None, *, k: int
+) -> torch.Tensor:
+    """Share of the ``k`` highest-ranked pixels that lie in M (Quantus' TopKIntersection)."""
+    values, inside, omega = _prepare(maps, masks, valid)
+    ks = torch.full_like(inside.sum(1), k).minimum(omega.sum(1))
+    return _top_hits(values, inside, omega, ks) / ks.clamp_min(1)
+
+
+def topk_iou(
+    maps: torch.Tensor,
+    masks: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    *,
+    k: int | None = None,
+) -> torch.Tensor:
+    """IoU of the top-k pixels with M; ``k`` defaults to |M|, so a perfect map scores 1."""
+    values, inside, omega = _prepare(maps, masks, valid)
+    ks = inside.sum(1) if k is None else torch.full_like(inside.sum(1), k).minimum(omega.sum(1))
+    hits = _top_hits(values, inside, omega, ks)
+    return hits / (ks + inside.sum(1) - hits).clamp_min(1e-12)
+
+
+def _top_hits(
+    values: torch.Tensor, inside: torch.Tensor, omega: torch.Tensor, ks: torch.Tensor
+) -> torch.Tensor:
+    """Expected hits in M among each row's top-``k`` of Omega, ties at the cut shared."""
+    ranked = torch.where(omega, values, -math.inf)
+    out = torch.empty(values.shape[0], dtype=torch.float32, device=values.device)
+    for i, k in enumerate(ks.tolist()):
+        if k == 0 or not _usable(values[i : i + 1], inside[i : i + 1], omega[i : i + 1]):
+            out[i] = math.nan
+            continue
+        cut = ranked[i].topk(k).values[-1]
+        above, tied = ranked[i] > cut, ranked[i] == cut
+        slots = k - int(above.sum())
+        shared = (inside[i] & tied).sum() * slots / tied.sum()
+        out[i] = float((inside[i] & above).sum() + shared)
+    return out
+
+
+def pointing_game(
+    maps: torch.Tensor,
+    masks: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    *,
+    tolerance: float = POINTING_TOLERANCE,
+) -> torch.Tensor:
+    """1 if the map's maximum over Omega lies within ``tolerance`` x the image side of the
+    object, else 0. Tied maxima share the point: the score is the fraction of them that hit."""
+    radius = round(tolerance * max(maps.shape[-2:]))
+    grown = masks.bool()
+    if radius > 0:
+        pooled = F.max_pool2d(masks[:, None].float(), 2 * radius + 1, stride=1, padding=radius)
+        grown = pooled[:, 0] > 0
+    values, inside, omega = _prepare(maps, masks, valid)
+    ranked = torch.where(omega, values, -math.inf)
+    at_max = ranked == ranked.amax(1, keepdim=True)
+    hits = (at_max & grown.flatten(1)).sum(1) / at_max.sum(1)
+    return torch.where(_usable(values, inside, omega), hits.double(), torch.nan).float()
+
+
+def auroc(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Area under the ROC curve of the map as a pixel classifier of M over Omega (ties count
+    one half: the Mann-Whitney statistic)."""
+    values, inside, omega = _prepare(maps, masks, valid)
+    out = torch.full((values.shape[0],), math.nan, dtype=torch.float64, device=values.device)
+    usable = _usable(values, inside, omega)
+    for i in usable.nonzero().flatten().tolist():
+        scores, labels = values[i][omega[i]], inside[i][omega[i]]
+        _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+        mean_rank = counts.cumsum(0) - (counts - 1) / 2  # 1-based average rank of each value
+        ranks = mean_rank[inverse].double()
+        n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+        out[i] = (ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return out.float()
+
+
+METRICS = {
+    "energy_inside": energy_inside,
+    "chance_corrected": chance_corrected,
+    "lift": lift,
+    "rank_accuracy": rank_accuracy,
+    "pointing_game": pointing_game,
+    "auroc": auroc,
+    "topk_iou": topk_iou,
+}
+
+
+def score_all(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None
+) -> dict[str, list[float]]:
+    """Every metric of :data:`METRICS` plus ``mask_fraction``, as lists for table rows."""
+    scores = {name: fn(maps, masks, valid).tolist() for name, fn in METRICS.items()}
+    scores["mask_fraction"] = mask_fraction(masks, valid).tolist()
+    return scores

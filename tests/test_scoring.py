@@ -76,3 +76,120 @@ def test_inputs_not_mutated(batch):
     before = maps.clone()
     chance_corrected(maps, masks)
     assert torch.equal(maps, before)
+
+
+# --- against Quantus 0.6.0 and slow loops ---------------------------------------------
+
+quantus = pytest.importorskip("quantus")
+
+from auditor.scoring import (  # noqa: E402
+    auroc,
+    degenerate_reason,
+    lift,
+    pointing_game,
+    rank_accuracy,
+    topk_intersection,
+    topk_iou,
+)
+
+
+@pytest.fixture
+def random_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    maps = torch.rand(6, 12, 12, generator=g, dtype=torch.float64).float()
+    masks = torch.rand(6, 12, 12, generator=g) > 0.7
+    return maps, masks
+
+
+def run_quantus(metric, maps, masks):
+    n = maps.shape[0]
+    return torch.tensor(metric(model=None, x_batch=torch.zeros(n, 1, *maps.shape[1:]).numpy(),
+                               y_batch=torch.zeros(n, dtype=torch.long).numpy(),
+                               a_batch=maps[:, None].numpy(), s_batch=masks[:, None].numpy()),
+                        dtype=torch.float32)  # fmt: skip
+
+
+SETTINGS = {"normalise": False, "abs": False, "disable_warnings": True}
+
+
+def test_energy_matches_relevance_mass_accuracy(random_batch):
+    maps, masks = random_batch
+    theirs = run_quantus(quantus.RelevanceMassAccuracy(**SETTINGS), maps, masks)
+    torch.testing.assert_close(energy_inside(maps, masks), theirs, atol=1e-6, rtol=0)
+
+
+def test_rank_accuracy_matches_quantus(random_batch):
+    maps, masks = random_batch
+    theirs = run_quantus(quantus.RelevanceRankAccuracy(**SETTINGS), maps, masks)
+    torch.testing.assert_close(rank_accuracy(maps, masks), theirs, atol=1e-6, rtol=0)
+
+
+def test_auroc_matches_quantus(random_batch):
+    maps, masks = random_batch
+    theirs = run_quantus(quantus.AUC(**SETTINGS), maps, masks)
+    torch.testing.assert_close(auroc(maps, masks), theirs, atol=1e-6, rtol=0)
+
+
+def test_topk_intersection_matches_quantus(random_batch):
+    maps, masks = random_batch
+    theirs = run_quantus(quantus.TopKIntersection(k=20, **SETTINGS), maps, masks)
+    torch.testing.assert_close(topk_intersection(maps, masks, k=20), theirs, atol=1e-6, rtol=0)
+
+
+def test_auroc_with_ties_counts_half():
+    maps = torch.tensor([[[1.0, 1.0, 0.0, 0.0]]])
+    masks = torch.tensor([[[True, False, True, False]]])
+    assert auroc(maps, masks).item() == pytest.approx(0.5)  # slow count: (1 + .5 + .5 + 0) / 4
+
+
+def test_rank_metrics_on_perfect_and_inverted_maps(random_batch):
+    _, masks = random_batch
+    perfect = masks.float() + 0.01
+    assert torch.allclose(rank_accuracy(perfect, masks), torch.ones(6))
+    assert torch.allclose(topk_iou(perfect, masks), torch.ones(6))
+    assert torch.allclose(auroc(perfect, masks), torch.ones(6))
+    assert torch.allclose(auroc((~masks).float() + 0.01, masks), torch.zeros(6))
+    assert torch.allclose(
+        lift(perfect, masks) * mask_fraction(masks), energy_inside(perfect, masks)
+    )
+
+
+def test_pointing_game_tolerance_and_shared_ties():
+    maps = torch.zeros(3, 40, 40)
+    masks = torch.zeros(3, 40, 40, dtype=torch.bool)
+    masks[:, 10:20, 10:20] = True
+    maps[0, 15, 15] = 1.0  # on the object
+    maps[1, 15, 21] = 1.0  # 2 px off: within 15/224 * 40 = 3 px
+    maps[2, 30, 30] = maps[2, 12, 12] = 1.0  # two tied maxima, one hit
+    assert pointing_game(maps, masks).tolist() == [1.0, 1.0, 0.5]
+    assert pointing_game(maps, masks, tolerance=0)[1].item() == 0.0
+
+
+def test_pointing_game_empty_mask_is_nan_not_a_hit():
+    """Quantus 0.6.0's PointingGame scores an empty mask as a hit; an empty mask has no answer."""
+    maps = torch.rand(1, 8, 8)
+    assert torch.isnan(pointing_game(maps, torch.zeros(1, 8, 8, dtype=torch.bool))).all()
+
+
+def test_ignored_pixels_leave_every_metric():
+    g = torch.Generator().manual_seed(4)
+    maps, masks = torch.rand(2, 10, 10, generator=g), torch.rand(2, 10, 10, generator=g) > 0.6
+    valid = torch.ones(2, 10, 10, dtype=torch.bool)
+    valid[:, :, 7:] = False
+    changed = maps.clone()
+    changed[:, :, 7:] = 100.0  # anything in the ignore region must not matter
+    for metric in (energy_inside, chance_corrected, rank_accuracy, auroc, pointing_game, topk_iou):
+        torch.testing.assert_close(metric(changed, masks, valid), metric(maps, masks, valid))
+    cropped = energy_inside(maps[:, :, :7], masks[:, :, :7])
+    torch.testing.assert_close(energy_inside(maps, masks, valid), cropped)
+
+
+def test_degenerate_reasons():
+    maps = torch.rand(4, 5, 5)
+    maps[2] = 0
+    masks = torch.zeros(4, 5, 5, dtype=torch.bool)
+    masks[1] = True
+    masks[2:, :2] = True
+    assert degenerate_reason(maps, masks) == ["empty_mask", "full_mask", "zero_map", None]
+    for metric in (rank_accuracy, auroc, pointing_game, topk_iou, lift):
+        assert torch.isnan(metric(maps, masks)[:3]).all()
