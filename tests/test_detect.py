@@ -118,3 +118,33 @@ def test_background_only_leaves_no_outline_of_the_object():
     assert filled[:, :, 10:30, 10:30].max() < 5.0
     assert torch.equal(filled[:, :, :5], inputs[:, :, :5])
     assert dilate(masks, 1).sum() == 20 * 20
+
+
+def test_benjamini_hochberg_matches_scipy():
+    from scipy.stats import false_discovery_control
+
+    from auditor.detect.stats_util import benjamini_hochberg
+
+    p = [0.01, 0.04, 0.03, 0.2, 0.5, 0.001]
+    np.testing.assert_allclose(benjamini_hochberg(p), false_discovery_control(p), rtol=1e-12)
+    with_nan = benjamini_hochberg([0.01, float("nan"), 0.04])
+    assert np.isnan(with_nan[1])
+    np.testing.assert_allclose(np.array(with_nan)[[0, 2]], false_discovery_control([0.01, 0.04]))
+
+
+def test_results_are_split_by_outcome_and_carry_tests():
+    samples = frame({0: -0.1, 1: 0.5, 2: 0.5}, bg_only={0: 0}, swap_correct={0: False})
+    samples.loc[samples.index % 5 == 0, "correct"] = False
+    gradcam = class_results(samples, NAMES, ["gradcam"], DetectConfig())[0].metrics["gradcam"]
+    outcome = gradcam.by_outcome
+    assert outcome["correct"]["n"] + outcome["wrong"]["n"] == 40 and outcome["wrong"]["n"] == 8
+    assert gradcam.p_below < 1e-6 and gradcam.p_adjusted >= gradcam.p_below
+    assert gradcam.effect_size < -1
+
+
+def test_untrusted_methods_are_reported_but_never_drive_a_flag():
+    samples = frame({0: -0.1, 1: 0.5, 2: 0.5}, bg_only={0: 0}, swap_correct={0: False})
+    results = class_results(
+        samples, NAMES, ["gradcam"], DetectConfig(), untrusted={"gradcam": "failed sanity check"}
+    )
+    assert results[0].status == "warn" and "gradcam" in results[0].metrics

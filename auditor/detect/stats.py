@@ -1,19 +1,29 @@
-"""Per-class inference on ``chance_corrected`` scores: bootstrap CIs and the flag rule."""
+"""Per-class inference on the per-sample scores, and the flag rule.
+
+For each class and method: mean and median ``chance_corrected`` with a seeded bootstrap CI,
+a one-sided Wilcoxon signed-rank test that the scores sit below ``max_chance_corrected``
+(with Cohen's d as effect size), Benjamini-Hochberg adjustment across classes, and the
+same summary split by correctly and wrongly classified images. Behavioural evidence comes
+from :mod:`auditor.detect.behaviour`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from scipy.stats import wilcoxon
 
 from auditor.config import DetectConfig
 from auditor.detect.behaviour import BehaviourStats, behaviour_stats, has_behaviour, identification
-from auditor.detect.stats_util import bootstrap_ci, finite
+from auditor.detect.stats_util import benjamini_hochberg, bootstrap_ci, finite
 
 Status = Literal["pass", "warn", "flag", "insufficient_data"]
+SECONDARY = ("energy_inside", "lift", "rank_accuracy", "pointing_game", "auroc", "topk_iou")
 
 
 @dataclass(frozen=True)
@@ -23,6 +33,11 @@ class MethodStats:
     median: float
     ci_low: float
     ci_high: float
+    p_below: float = float("nan")
+    p_adjusted: float = float("nan")
+    effect_size: float = float("nan")
+    by_outcome: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    secondary: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -30,6 +45,11 @@ class MethodStats:
             "chance_corrected": finite(self.mean),
             "median": finite(self.median),
             "ci95": [finite(self.ci_low), finite(self.ci_high)],
+            "p_below": finite(self.p_below),
+            "p_adjusted": finite(self.p_adjusted),
+            "effect_size": finite(self.effect_size),
+            "by_outcome": self.by_outcome,
+            "means": self.secondary,
         }
 
 
@@ -62,14 +82,50 @@ class ClassResult:
         }
 
 
-def method_stats(values: np.ndarray, config: DetectConfig, rng: np.random.Generator) -> MethodStats:
-    values = values[np.isfinite(values)]
+def method_stats(rows: pd.DataFrame, config: DetectConfig, rng: np.random.Generator) -> MethodStats:
+    """Statistics of one class's rows for one method."""
+    finite_rows = rows[np.isfinite(rows["chance_corrected"].to_numpy(dtype=float))]
+    values = finite_rows["chance_corrected"].to_numpy(dtype=float)
     if values.size == 0:
-        return MethodStats(0, float("nan"), float("nan"), float("nan"), float("nan"))
+        nan = float("nan")
+        return MethodStats(0, nan, nan, nan, nan)
     low, high = bootstrap_ci(
         values, resamples=config.bootstrap, confidence=config.confidence, rng=rng
     )
-    return MethodStats(int(values.size), float(values.mean()), float(np.median(values)), low, high)
+    p, d = _below(values, config.max_chance_corrected)
+    return MethodStats(
+        n=int(values.size),
+        mean=float(values.mean()),
+        median=float(np.median(values)),
+        ci_low=low,
+        ci_high=high,
+        p_below=p,
+        effect_size=d,
+        by_outcome={
+            name: {"n": len(part), "chance_corrected": finite(part.mean())}
+            for name, part in (
+                (
+                    "correct",
+                    finite_rows.loc[finite_rows["correct"].astype(bool), "chance_corrected"],
+                ),
+                (
+                    "wrong",
+                    finite_rows.loc[~finite_rows["correct"].astype(bool), "chance_corrected"],
+                ),
+            )
+        },
+        secondary={m: finite(rows[m].mean()) for m in SECONDARY if m in rows},
+    )
+
+
+def _below(values: np.ndarray, threshold: float) -> tuple[float, float]:
+    """One-sided Wilcoxon p that the scores sit below ``threshold``, and Cohen's d."""
+    shifted = values - threshold
+    if values.size < 2 or np.all(shifted == 0):
+        return float("nan"), float("nan")
+    p = float(wilcoxon(shifted, alternative="less").pvalue)
+    sd = float(values.std(ddof=1))
+    return p, float(shifted.mean() / sd) if sd > 0 else float("nan")
 
 
 def class_results(
@@ -78,43 +134,67 @@ def class_results(
     methods: Sequence[str],
     config: DetectConfig,
     *,
-    driving: Sequence[str] | None = None,
+    untrusted: Mapping[str, str] | None = None,
 ) -> list[ClassResult]:
     """One result per class from the scored rows of ``samples``.
 
-    ``driving`` lists the methods whose evidence may flag a class (default: all); the others
-    are reported only.
+    ``untrusted`` maps methods that may not drive a flag (failed sanity or resolution
+    checks) to the reason; they are still reported.
     """
-    driving = list(methods if driving is None else driving)
+    untrusted = dict(untrusted or {})
     scored = samples[samples["skip_reason"].isna()]
-    all_images = scored.drop_duplicates("sample")
-    k = len(class_names)
-    idents = (
-        {c: identification(all_images, c, k) for c in range(k)} if has_behaviour(all_images) else {}
-    )
-    neutral = {c for c, ident in idents.items() if not ident.significant(config)}
+    images = scored.drop_duplicates("sample")
+    per_class = [_class_method_stats(scored, c, methods, config) for c in range(len(class_names))]
+    per_class = _adjust(per_class, methods)
+    behaviours = _behaviours(images, len(class_names), config)
     results = []
     for index, name in enumerate(class_names):
-        rows = scored[scored["label"] == index]
-        rng = np.random.default_rng([config.seed, index])
-        per_method = {
-            m: method_stats(
-                rows.loc[rows["method"] == m, "chance_corrected"].to_numpy(), config, rng
-            )
-            for m in methods
-        }
-        images = rows.drop_duplicates("sample")
-        accuracy = float(images["correct"].mean()) if len(images) else float("nan")
-        acts = (
-            behaviour_stats(all_images, index, idents[index], neutral, config, rng)
-            if idents
-            else None
-        )
-        status, reasons = _rule(per_method, acts, driving, config, list(class_names))
+        own = images[images["label"] == index]
+        accuracy = float(own["correct"].mean()) if len(own) else float("nan")
+        acts = behaviours.get(index)
+        driving = [m for m in methods if m not in untrusted]
+        status, reasons = _rule(per_class[index], acts, driving, config, list(class_names))
         results.append(
-            ClassResult(index, name, len(images), accuracy, status, reasons, per_method, acts)
+            ClassResult(index, name, len(own), accuracy, status, reasons, per_class[index], acts)
         )
     return results
+
+
+def _class_method_stats(
+    scored: pd.DataFrame, label: int, methods: Sequence[str], config: DetectConfig
+) -> dict[str, MethodStats]:
+    rows = scored[scored["label"] == label]
+    return {
+        m: method_stats(
+            rows[rows["method"] == m], config, np.random.default_rng([config.seed, label, i])
+        )
+        for i, m in enumerate(methods)
+    }
+
+
+def _adjust(
+    per_class: list[dict[str, MethodStats]], methods: Sequence[str]
+) -> list[dict[str, MethodStats]]:
+    """Benjamini-Hochberg across classes, separately for each method."""
+    for method in methods:
+        adjusted = benjamini_hochberg([c[method].p_below for c in per_class])
+        for c, p in zip(per_class, adjusted):
+            c[method] = dataclasses.replace(c[method], p_adjusted=p)
+    return per_class
+
+
+def _behaviours(images: pd.DataFrame, k: int, config: DetectConfig) -> dict[int, BehaviourStats]:
+    if not has_behaviour(images):
+        return {}
+    idents = {c: identification(images, c, k) for c in range(k)}
+    neutral = {c for c, ident in idents.items() if not ident.significant(config)}
+    out = {}
+    for c in range(k):
+        rng = np.random.default_rng([config.seed, c, 99])
+        stats = behaviour_stats(images, c, idents[c], neutral, config, rng)
+        if stats is not None:
+            out[c] = stats
+    return out
 
 
 def _rule(
@@ -124,15 +204,18 @@ def _rule(
     config: DetectConfig,
     names: list[str],
 ) -> tuple[Status, list[str]]:
-    evidence = {m: s for m, s in per_method.items() if m in driving}
-    if not evidence or all(s.n < config.min_n for s in evidence.values()):
-        n = max((s.n for s in evidence.values()), default=0)
+    n = max((s.n for s in per_method.values()), default=0)
+    if n < config.min_n:
         return "insufficient_data", [f"{n} scored images, fewer than the minimum {config.min_n}"]
+    evidence = {m: s for m, s in per_method.items() if m in driving}
     saliency = [
         f"{m}: mean chance-corrected energy {s.mean:+.2f}, {config.confidence:.0%} CI "
-        f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}] below {config.max_chance_corrected:+.2f}"
+        f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}] below {config.max_chance_corrected:+.2f} "
+        f"(one-sided Wilcoxon, BH-adjusted p = {s.p_adjusted:.1g}, d = {s.effect_size:+.2f})"
         for m, s in evidence.items()
-        if s.n >= config.min_n and s.ci_high < config.max_chance_corrected
+        if s.n >= config.min_n
+        and s.ci_high < config.max_chance_corrected
+        and s.p_adjusted < config.q
     ]
     behaviour = acts.evidence(config, names) if acts is not None else []
     if saliency and behaviour:

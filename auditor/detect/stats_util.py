@@ -21,3 +21,17 @@ def bootstrap_ci(
 def finite(value: float) -> float | None:
     """A float for JSON: NaN and inf become None."""
     return float(value) if np.isfinite(value) else None
+
+
+def benjamini_hochberg(p_values: list[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values; NaN entries stay NaN and are not counted."""
+    p = np.asarray(p_values, dtype=np.float64)
+    finite_at = np.flatnonzero(np.isfinite(p))
+    out = np.full(p.shape, np.nan)
+    if finite_at.size == 0:
+        return out.tolist()
+    ordered = finite_at[np.argsort(p[finite_at])]
+    m = ordered.size
+    scaled = p[ordered] * m / np.arange(1, m + 1)
+    out[ordered] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    return out.tolist()

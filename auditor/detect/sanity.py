@@ -1,0 +1,106 @@
+"""Can a method be trusted to drive a flag? Two checks, each naming its reason.
+
+- Resolution: a CAM cannot localise below its layer's cell size. When one cell spans more
+  pixels than the median object's side, the map cannot tell object from surroundings.
+- Model randomisation (Adebayo et al. 2018): maps of a model whose weights were all
+  re-initialised should look unlike the trained model's. A method whose maps stay similar
+  (Spearman rank correlation above a threshold) shows the input's structure, not what the
+  model learned.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from auditor.attribution import compute
+from auditor.attribution.engine import CAM_METHODS
+
+
+def resolution_check(
+    methods: Sequence[str], *, cells: tuple[int, int] | None, image_size: int, object_side: float
+) -> dict[str, str]:
+    """CAM methods that cannot localise objects of median side ``object_side`` pixels."""
+    if cells is None or not math.isfinite(object_side):
+        return {}
+    cell = image_size / min(cells)
+    if cell <= object_side:
+        return {}
+    reason = (
+        f"one CAM cell spans {cell:.0f} px, more than the median object side ({object_side:.0f} px)"
+    )
+    return {m: reason for m in methods if m in CAM_METHODS}
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-row Spearman rank correlation. a, b (Tensor[N, P]) -> Tensor[N]"""
+    ra, rb = _ranks(a.double()), _ranks(b.double())
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    denominator = (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)
+    return ((ra * rb).sum(1) / denominator).float()
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    return x.argsort(1).argsort(1).double()
+
+
+def randomized_copy(model: nn.Module, *, seed: int) -> nn.Module:
+    """A deep copy of ``model`` with every resettable module re-initialised."""
+    clone = copy.deepcopy(model)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        for module in clone.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+    finally:
+        torch.random.set_rng_state(state)
+    return clone.eval()
+
+
+def randomization_check(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    methods: Sequence[str],
+    *,
+    target_layer: str | None,
+    max_similarity: float,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """(mean Spearman similarity per method, methods that fail with the reason)."""
+    if inputs.shape[0] == 0:
+        return {}, {}
+    random_model = randomized_copy(model, seed=seed)
+    original = compute(
+        model, inputs, targets, methods=methods, target_layer=_layer(model, target_layer)
+    )
+    randomized = compute(
+        random_model,
+        inputs,
+        targets,
+        methods=methods,
+        target_layer=_layer(random_model, target_layer),
+    )
+    similarity = {
+        m: float(spearman(original.maps[m].flatten(1), randomized.maps[m].flatten(1)).nanmean())
+        for m in methods
+    }
+    failed = {
+        m: "maps of a randomly re-initialised model stay similar "
+        f"(Spearman {s:.2f} > {max_similarity})"
+        for m, s in similarity.items()
+        if s > max_similarity
+    }
+    return similarity, failed
+
+
+def _layer(model: nn.Module, name: str | None) -> nn.Module | None:
+    return dict(model.named_modules())[name] if name else None

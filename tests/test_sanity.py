@@ -1,0 +1,53 @@
+import math
+
+import torch
+from scipy.stats import spearmanr
+
+from auditor.detect.sanity import (
+    randomization_check,
+    randomized_copy,
+    resolution_check,
+    spearman,
+)
+
+
+def test_spearman_matches_scipy():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 50, generator=g), torch.rand(3, 50, generator=g)
+    b[1] = a[1] * 2 + 1  # monotone: correlation 1
+    ours = spearman(a, b)
+    for i in range(3):
+        assert math.isclose(float(ours[i]), spearmanr(a[i], b[i]).statistic, abs_tol=1e-6)
+    assert math.isclose(float(ours[1]), 1.0, abs_tol=1e-6)
+
+
+def test_resolution_check_only_concerns_coarse_cams():
+    coarse = resolution_check(["gradcam", "saliency"], cells=(2, 2), image_size=64, object_side=12)
+    assert set(coarse) == {"gradcam"} and "32 px" in coarse["gradcam"]
+    assert resolution_check(["gradcam"], cells=(8, 8), image_size=64, object_side=12) == {}
+    assert resolution_check(["saliency"], cells=None, image_size=64, object_side=12) == {}
+
+
+def test_randomized_copy_leaves_model_and_global_rng_alone(tiny_cnn):
+    before = {k: v.clone() for k, v in tiny_cnn.state_dict().items()}
+    rng = torch.random.get_rng_state()
+    clone = randomized_copy(tiny_cnn, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert all(torch.equal(before[k], v) for k, v in tiny_cnn.state_dict().items())
+    assert not torch.equal(clone.fc.weight, tiny_cnn.fc.weight)
+
+
+def test_randomization_check_reports_every_method(tiny_cnn):
+    inputs = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    similarity, failed = randomization_check(
+        tiny_cnn, inputs, torch.tensor([0, 1, 2, 0]), ("gradcam", "saliency"),
+        target_layer="features", max_similarity=0.5,
+    )  # fmt: skip
+    assert set(similarity) == {"gradcam", "saliency"}
+    assert all(-1 <= s <= 1 for s in similarity.values())
+    assert set(failed) == {m for m, s in similarity.items() if s > 0.5}
+    _, none_fail = randomization_check(
+        tiny_cnn, inputs, torch.tensor([0, 1, 2, 0]), ("saliency",), target_layer=None,
+        max_similarity=1.0,
+    )  # fmt: skip
+    assert none_fail == {}
