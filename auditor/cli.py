@@ -49,9 +49,34 @@ def cli(verbose: bool) -> None:
     help="torchvision name (with --weights), TorchScript file, or module:factory.",
 )
 @click.option("--weights", type=click.Path(dir_okay=False), help="state_dict file.")
-@click.option("--data", required=True, type=click.Path(), help="COCO annotation JSON.")
 @click.option(
-    "--images", type=click.Path(file_okay=False), help="Image root (default: JSON's folder)."
+    "--data",
+    required=True,
+    type=click.Path(),
+    help="COCO annotation .json, Pascal VOC root folder, or .csv manifest (image,label + mask "
+    "or x0,y0,x1,y1).",
+)
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False),
+    help="Image root (default: the JSON's or CSV's folder; VOC: JPEGImages).",
+)
+@click.option("--split", help="VOC image set: ImageSets/Main/<split>.txt (default: all XML).")
+@click.option(
+    "--label-policy",
+    type=click.Choice(["single", "all"]),
+    help="Images with several categories: audit the largest (single, default) or each (all).",
+)
+@click.option(
+    "--class-map",
+    type=click.Path(dir_okay=False, exists=True),
+    help="JSON {category: index} or CSV category,index: dataset categories -> model outputs.",
+)
+@click.option(
+    "--keep-aspect",
+    is_flag=True,
+    default=None,
+    help="Letterbox: resize the long side, pad the rest (padding is ignored by the metrics).",
 )
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Run directory to write."
@@ -72,6 +97,10 @@ def audit(
     weights: str | None,
     data: str,
     images: str | None,
+    split: str | None,
+    label_policy: str | None,
+    class_map: str | None,
+    keep_aspect: bool | None,
     out: str,
     methods: str | None,
     target_layer: str | None,
@@ -90,7 +119,8 @@ def audit(
     overrides: dict[str, Any] = {
         "methods": tuple(methods.split(",")) if methods else None, "target_layer": target_layer,
         "image_size": image_size, "normalize": normalize, "device": device,
-        "batch_size": batch_size,
+        "batch_size": batch_size, "split": split, "label_policy": label_policy,
+        "class_map": class_map, "keep_aspect": keep_aspect or None,
     }  # fmt: skip
     config = (
         load_config(config_path, **overrides) if config_path else config_from_dict({}, **overrides)

@@ -12,6 +12,7 @@ from auditor.attribution.engine import METHODS as KNOWN_METHODS
 from auditor.errors import ConfigError
 
 Device = Literal["auto", "cpu", "cuda"]
+LabelPolicy = Literal["single", "all"]
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,20 @@ class DetectConfig:
     Behavioural evidence: swapping the background costs the class at least ``min_gap``
     accuracy (lower CI end), or the background alone predicts the class more often than it
     predicts it for other classes' backgrounds (one-sided Fisher test at ``alpha``, by at
-    least ``min_gap``). A flag needs both; one alone gives a warning.
+    least ``min_gap``). A flag needs both; one alone gives a warning. Saliency p-values are
+    Benjamini-Hochberg adjusted across classes at false discovery rate ``q``.
+    A method never drives a flag when its maps for a re-initialised model keep a Spearman
+    correlation above ``sanity_max_similarity`` with the trained model's (Adebayo et al.),
+    or when it is a CAM whose cells are larger than the median object.
     """
 
     min_n: int = 20
     max_chance_corrected: float = 0.0
     min_gap: float = 0.1
     alpha: float = 0.05
+    q: float = 0.05
+    sanity_samples: int = 16
+    sanity_max_similarity: float = 0.5
     bootstrap: int = 2000
     confidence: float = 0.95
     seed: int = 0
@@ -57,6 +65,10 @@ class AuditConfig:
     num_workers: int = 0
     exemplars_per_class: int = 4
     donor_pool: int = 64
+    split: str | None = None
+    label_policy: LabelPolicy = "single"
+    class_map: str | None = None
+    keep_aspect: bool = False
     detect: DetectConfig = field(default_factory=DetectConfig)
 
     def __post_init__(self) -> None:
@@ -72,7 +84,20 @@ class AuditConfig:
             raise ConfigError(f"Expected batch_size >= 1, got {self.batch_size}.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"Expected device auto, cpu or cuda, got {self.device!r}.")
+        self._check_data_options()
         parse_normalize(self.normalize)
+
+    def _check_data_options(self) -> None:
+        if self.label_policy not in ("single", "all"):
+            raise ConfigError(f"Expected label_policy single or all, got {self.label_policy!r}.")
+        if self.num_workers < 0:
+            raise ConfigError(f"Expected num_workers >= 0, got {self.num_workers}.")
+        if not isinstance(self.keep_aspect, bool):
+            raise ConfigError(f"Expected keep_aspect true or false, got {self.keep_aspect!r}.")
+        if self.split is not None and (not self.split or any(c in self.split for c in "/\\")):
+            raise ConfigError(f"Expected split to be an image-set name, got {self.split!r}.")
+        if self.class_map is not None and not Path(self.class_map).is_file():
+            raise ConfigError(f"class_map {self.class_map}: file not found.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,6 +10,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from auditor.config import AuditConfig
+from auditor.data.records import Record
+from auditor.data.transforms import AuditTransform
+
 THUMBNAIL = 96
 MEAN_SIZE = 64
 
@@ -25,6 +29,7 @@ class Exemplar:
     mask: torch.Tensor  # bool [t, t]
     maps: dict[str, torch.Tensor]  # float16 [t, t] per method, each scaled to max 1
     scores: dict[str, float]
+    interventions: dict[str, int]  # intervention column -> predicted class
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -91,3 +96,72 @@ def _resize(x: torch.Tensor, size: int, mode: str = "area") -> torch.Tensor:
     if x.shape[-1] > size or x.shape[-2] > size:
         x = F.interpolate(x.float(), size=(size, size), mode=mode)
     return x[:, 0] if squeeze else x
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """The usable samples of one batch with everything computed for them."""
+
+    inputs: torch.Tensor  # Tensor[n, 3, S, S]
+    masks: torch.Tensor  # Tensor[n, S, S] bool
+    maps: dict[str, torch.Tensor]  # method -> Tensor[n, S, S]
+    targets: torch.Tensor  # Tensor[n]
+    predictions: torch.Tensor  # Tensor[n]
+    indices: list[int]  # dataset positions
+    scores: dict[str, dict[str, list[float]]]  # method -> metric -> n values
+    acts: dict[str, list[int]]  # intervention column -> n predictions
+
+
+def collect_evidence(
+    evidence: dict[int, ClassEvidence],
+    batch: ScoredBatch,
+    records: list[Record],
+    transform: AuditTransform,
+    config: AuditConfig,
+) -> None:
+    """Add a scored batch to the per-class means and offer its worst samples as exemplars."""
+    primary = batch.scores[config.methods[0]]["chance_corrected"]
+    for label in batch.targets.unique().tolist():
+        picked = (batch.targets == label).nonzero().flatten()
+        maps = {m: v[picked] for m, v in batch.maps.items()}
+        evidence[label].add_means(maps, batch.masks[picked])
+    candidates = _worst_per_class(batch.targets, primary, config.exemplars_per_class)
+    if not candidates:
+        return
+    pick = torch.tensor(candidates, device=batch.inputs.device)
+    images = thumbnail(transform.denormalize(batch.inputs[pick]))
+    small_masks = thumbnail_masks(batch.masks[pick])
+    small_maps = {m: thumbnail_maps(v[pick]) for m, v in batch.maps.items()}
+    for k, j in enumerate(candidates):
+        record = records[batch.indices[j]]
+        exemplar = Exemplar(
+            score=primary[j],
+            image_id=record.image_id,
+            file_name=str(record.path.name),
+            label=record.label,
+            prediction=int(batch.predictions[j]),
+            image=images[k].clone(),
+            mask=small_masks[k].clone(),
+            maps={m: v[k].clone() for m, v in small_maps.items()},
+            scores={m: s["chance_corrected"][j] for m, s in batch.scores.items()},
+            interventions={name: values[j] for name, values in batch.acts.items()},
+        )
+        evidence[record.label].offer(exemplar, tiebreak=batch.indices[j])
+
+
+def _worst_per_class(targets: torch.Tensor, primary: list[float], keep: int) -> list[int]:
+    """Indices into the batch of each class's ``keep`` lowest finite scores."""
+    by_class: dict[int, list[tuple[float, int]]] = {}
+    for j, (label, score) in enumerate(zip(targets.tolist(), primary)):
+        if score == score:  # not NaN
+            by_class.setdefault(label, []).append((score, j))
+    return sorted(j for items in by_class.values() for _, j in sorted(items)[:keep])
+
+
+def evidence_payload(evidence: dict[int, ClassEvidence], names: list[str]) -> dict[str, Any]:
+    return {
+        "classes": {
+            names[i]: {"exemplars": [e.to_dict() for e in ev.exemplars()], "means": ev.means()}
+            for i, ev in evidence.items()
+        }
+    }

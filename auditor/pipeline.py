@@ -26,11 +26,12 @@ from auditor.config import AuditConfig
 from auditor.data.records import AuditDataset, DatasetInfo, Record, parse_skip, read_dataset
 from auditor.data.transforms import AuditTransform
 from auditor.detect.counterfactual import DonorPool, behaviour, remove_object
+from auditor.detect.sanity import randomization_check, resolution_check
 from auditor.detect.stats import ClassResult, class_results, verdict
 from auditor.errors import ConfigError, DataError
-from auditor.exemplars import ClassEvidence, Exemplar, thumbnail, thumbnail_maps, thumbnail_masks
+from auditor.exemplars import ClassEvidence, ScoredBatch, collect_evidence, evidence_payload
 from auditor.models import LoadedModel, TargetLayer, file_sha256, load_model, resolve_target_layer
-from auditor.scoring import chance_corrected, energy_inside, mask_fraction
+from auditor.scoring import METRICS, score_all
 
 log = logging.getLogger(__name__)
 
@@ -80,39 +81,60 @@ def audit(
     config = config or AuditConfig()
     started = time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights)
-    info = read_dataset(data, images=images)
+    info = read_dataset(
+        data,
+        images=images,
+        split=config.split,
+        label_policy=config.label_policy,
+        class_map=config.class_map,
+    )
     _check_classes(loaded, info)
     device = resolve_device(config.device)
     net = loaded.model.to(device)
     layer = _target_layer(net, config, device)
-    transform = AuditTransform(config.image_size, config.normalize)
+    transform = AuditTransform(
+        config.image_size, config.normalize, geometry="pad" if config.keep_aspect else "stretch"
+    )
     evidence = {i: ClassEvidence(config.exemplars_per_class) for i in range(len(info.class_names))}
-    pool = donor_pool(info.records, transform, size=config.donor_pool, device=device)
+    probe = probe_samples(info.records, transform, size=config.donor_pool, device=device)
+    pool = DonorPool(remove_object(probe.inputs, probe.masks), probe.labels) if probe else None
+    trust = method_trust(net, probe, layer, config)
     rows: list[dict[str, Any]] = []
     for batch in _batches(info.records, transform, config, device, progress):
         rows += _audit_batch(net, batch, info.records, layer, transform, evidence, config, pool)
     samples = pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
-    results = class_results(samples, info.class_names, config.methods, config.detect)
+    results = class_results(
+        samples, info.class_names, config.methods, config.detect, untrusted=trust["untrusted"]
+    )
     timings = {"total_s": round(time.perf_counter() - started, 3)}
     return AuditRun(
-        summary=_summary(loaded, info, data, config, results, samples),
+        summary=_summary(loaded, info, data, config, results, samples) | {"trust": trust},
         samples=samples,
         run_info=_run_info(loaded, info, data, config, layer, device, timings),
-        evidence=_evidence_payload(evidence, info.class_names),
+        evidence=evidence_payload(evidence, info.class_names),
     )
 
 
 SAMPLE_COLUMNS = [
     "sample", "image_id", "file_name", "label", "label_name", "prediction", "correct", "method",
-    "energy_inside", "chance_corrected", "mask_fraction", "pred_swapped", "donor_label",
+    *METRICS, "mask_fraction", "pred_swapped", "donor_label",
     "pred_background_only", "pred_object_only", "skip_reason", "skip_detail",
 ]  # fmt: skip
 
 
-def donor_pool(
+@dataclass(frozen=True)
+class Probe:
+    """A few usable samples spread evenly over the dataset, loaded once before the loop."""
+
+    inputs: torch.Tensor  # Tensor[P, 3, S, S]
+    masks: torch.Tensor  # Tensor[P, S, S] bool
+    labels: torch.Tensor  # Tensor[P]
+
+
+def probe_samples(
     records: list[Record], transform: AuditTransform, *, size: int, device: torch.device
-) -> DonorPool | None:
-    """Object-free backgrounds of up to ``size`` usable images spread evenly over the dataset."""
+) -> Probe | None:
+    """Up to ``size`` usable samples at evenly spaced dataset positions."""
     if size <= 0 or not records:
         return None
     dataset = AuditDataset(records, transform)
@@ -120,10 +142,35 @@ def donor_pool(
     samples = [s for s in (dataset[i] for i in picks) if not s["skip"]]
     if not samples:
         return None
-    inputs = torch.stack([s["inputs"] for s in samples]).to(device)
-    masks = torch.stack([s["masks"] for s in samples]).to(device)
-    labels = torch.tensor([s["targets"] for s in samples])
-    return DonorPool(remove_object(inputs, masks), labels)
+    return Probe(
+        inputs=torch.stack([s["inputs"] for s in samples]).to(device),
+        masks=torch.stack([s["masks"] for s in samples]).to(device),
+        labels=torch.tensor([s["targets"] for s in samples]),
+    )
+
+
+def method_trust(
+    net: torch.nn.Module, probe: Probe | None, layer: TargetLayer | None, config: AuditConfig
+) -> dict[str, Any]:
+    """Which methods may drive a flag: resolution and model-randomisation checks."""
+    if probe is None:
+        return {"untrusted": {}, "randomization_similarity": {}, "object_side_px": None}
+    side = float(probe.masks.flatten(1).sum(1).float().sqrt().median())
+    untrusted = resolution_check(
+        config.methods, cells=layer.cells if layer else None, image_size=config.image_size,
+        object_side=side,
+    )  # fmt: skip
+    n = config.detect.sanity_samples
+    similarity, failed = randomization_check(
+        net, probe.inputs[:n], probe.labels[:n].to(probe.inputs.device), config.methods,
+        target_layer=layer.name if layer else None,
+        max_similarity=config.detect.sanity_max_similarity, seed=config.detect.seed,
+    )  # fmt: skip
+    return {
+        "untrusted": {**failed, **untrusted},
+        "randomization_similarity": similarity,
+        "object_side_px": round(side, 1),
+    }
 
 
 def _check_classes(loaded: LoadedModel, info: DatasetInfo) -> None:
@@ -151,12 +198,15 @@ def _batches(
     device: torch.device,
     progress: bool,
 ) -> Iterator[dict[str, Any]]:
-    loader = DataLoader(
+    workers = config.num_workers
+    loader = DataLoader(  # in order: batch k holds samples k*B .. k*B+B-1 with any workers
         AuditDataset(records, transform),
         batch_size=config.batch_size,
         shuffle=False,
-        num_workers=config.num_workers,
+        num_workers=workers,
         pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        in_order=True,
     )
     with tqdm(total=len(records), desc="audit", unit="img", disable=not progress) as bar:
         for batch in loader:
@@ -188,24 +238,14 @@ def _audit_batch(
         net, inputs, targets, methods=config.methods, target_layer=layer.module if layer else None
     )
     predictions = result.logits.argmax(1)
-    scores = {m: _scores(maps, masks) for m, maps in result.maps.items()}
+    valid = ~batch["ignore"][keep].to(device) if "ignore" in batch else None
+    scores = {m: score_all(maps, masks, valid) for m, maps in result.maps.items()}
     acts = _behaviour_columns(net, inputs, masks, targets, indices, pool)
     for j, index in enumerate(indices):
         extra = {name: values[j] for name, values in acts.items()}
         rows += _sample_rows(index, records[index], int(predictions[j]), scores, j, extra)
-    _collect_evidence(
-        evidence,
-        inputs,
-        masks,
-        result.maps,
-        targets,
-        predictions,
-        indices,
-        records,
-        scores,
-        transform,
-        config,
-    )
+    scored = ScoredBatch(inputs, masks, result.maps, targets, predictions, indices, scores, acts)
+    collect_evidence(evidence, scored, records, transform, config)
     return rows
 
 
@@ -226,14 +266,6 @@ def _behaviour_columns(
         "pred_background_only": b.background_only.tolist(),
         "pred_object_only": b.object_only.tolist(),
     }  # fmt: skip
-
-
-def _scores(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, list[float]]:
-    return {
-        "energy_inside": energy_inside(maps, masks).tolist(),
-        "chance_corrected": chance_corrected(maps, masks).tolist(),
-        "mask_fraction": mask_fraction(masks).tolist(),
-    }
 
 
 def _sample_rows(
@@ -262,8 +294,8 @@ def _skip_row(index: int, record: Record, skip: str) -> dict[str, Any]:
     reason, detail = parse_skip(skip)
     nan = float("nan")
     return _base_row(index, record) | {
-        "prediction": -1, "correct": False, "method": None, "energy_inside": nan,
-        "chance_corrected": nan, "mask_fraction": nan, "pred_swapped": None, "donor_label": None,
+        "prediction": -1, "correct": False, "method": None, "mask_fraction": nan,
+        **dict.fromkeys(METRICS, nan), "pred_swapped": None, "donor_label": None,
         "pred_background_only": None, "pred_object_only": None,
         "skip_reason": reason, "skip_detail": detail,
     }  # fmt: skip
@@ -274,66 +306,6 @@ def _base_row(index: int, record: Record) -> dict[str, Any]:
         "sample": index, "image_id": record.image_id, "file_name": str(record.path),
         "label": record.label, "label_name": record.label_name,
     }  # fmt: skip
-
-
-def _collect_evidence(
-    evidence: dict[int, ClassEvidence],
-    inputs: torch.Tensor,
-    masks: torch.Tensor,
-    maps: dict[str, torch.Tensor],
-    targets: torch.Tensor,
-    predictions: torch.Tensor,
-    indices: list[int],
-    records: list[Record],
-    scores: dict[str, dict[str, list[float]]],
-    transform: AuditTransform,
-    config: AuditConfig,
-) -> None:
-    primary = config.methods[0]
-    for label in targets.unique().tolist():
-        picked = (targets == label).nonzero().flatten()
-        evidence[label].add_means({m: v[picked] for m, v in maps.items()}, masks[picked])
-    candidates = _worst_per_class(
-        targets, scores[primary]["chance_corrected"], config.exemplars_per_class
-    )
-    if not candidates:
-        return
-    pick = torch.tensor(candidates, device=inputs.device)
-    images = thumbnail(transform.denormalize(inputs[pick]))
-    small_masks = thumbnail_masks(masks[pick])
-    small_maps = {m: thumbnail_maps(v[pick]) for m, v in maps.items()}
-    for k, j in enumerate(candidates):
-        record = records[indices[j]]
-        exemplar = Exemplar(
-            score=scores[primary]["chance_corrected"][j],
-            image_id=record.image_id,
-            file_name=str(record.path.name),
-            label=record.label,
-            prediction=int(predictions[j]),
-            image=images[k],
-            mask=small_masks[k],
-            maps={m: v[k] for m, v in small_maps.items()},
-            scores={m: s["chance_corrected"][j] for m, s in scores.items()},
-        )
-        evidence[record.label].offer(exemplar, tiebreak=indices[j])
-
-
-def _worst_per_class(targets: torch.Tensor, primary: list[float], keep: int) -> list[int]:
-    """Indices into the batch of each class's ``keep`` lowest finite scores."""
-    by_class: dict[int, list[tuple[float, int]]] = {}
-    for j, (label, score) in enumerate(zip(targets.tolist(), primary)):
-        if score == score:  # not NaN
-            by_class.setdefault(label, []).append((score, j))
-    return sorted(j for items in by_class.values() for _, j in sorted(items)[:keep])
-
-
-def _evidence_payload(evidence: dict[int, ClassEvidence], names: list[str]) -> dict[str, Any]:
-    return {
-        "classes": {
-            names[i]: {"exemplars": [e.to_dict() for e in ev.exemplars()], "means": ev.means()}
-            for i, ev in evidence.items()
-        }
-    }
 
 
 def _summary(

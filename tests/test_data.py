@@ -1,36 +1,17 @@
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from PIL import Image
+from pycocotools import mask as mask_utils
+from test_data_fixtures import box_ann, write_coco
 
 from auditor.data import AuditDataset, read_dataset
 from auditor.data.coco import annotation_mask
+from auditor.data.masks import rle_counts
 from auditor.data.transforms import AuditTransform
 from auditor.errors import DataError
-
-
-def write_coco(folder: Path, images: list[dict], annotations: list[dict]) -> Path:
-    path = folder / "annotations.json"
-    coco = {
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": 7, "name": "b"}, {"id": 3, "name": "a"}],
-    }
-    path.write_text(json.dumps(coco))
-    return path
-
-
-def box_ann(image_id: int, category: int, box: list[float]) -> dict:
-    return {
-        "id": image_id,
-        "image_id": image_id,
-        "category_id": category,
-        "bbox": box,
-        "area": box[2] * box[3],
-        "iscrowd": 0,
-    }
 
 
 def test_classes_follow_category_id_and_masks_come_from_polygons(tmp_path):
@@ -93,22 +74,48 @@ def test_bad_samples_are_skipped_with_reasons(tmp_path):
 
 
 def test_unusual_image_modes_are_converted(tmp_path):
-    for mode, name in [
-        ("L", "gray.png"),
-        ("RGBA", "rgba.png"),
-        ("I;16", "deep.png"),
-        ("P", "pal.png"),
-    ]:
-        Image.new(mode, (8, 8)).save(tmp_path / name)
-    images = [
-        {"id": i, "file_name": n, "height": 8, "width": 8}
-        for i, n in enumerate(["gray.png", "rgba.png", "deep.png", "pal.png"], 1)
-    ]
-    info = read_dataset(
-        write_coco(tmp_path, images, [box_ann(i, 3, [0, 0, 4, 4]) for i in range(1, 5)])
-    )
-    dataset = AuditDataset(info.records, AuditTransform(8))
-    assert all(dataset[i]["skip"] == "" for i in range(4))
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)
+    files = {
+        "gray.png": Image.new("L", (8, 8), 200),
+        "rgba.png": Image.new("RGBA", (8, 8), (255, 0, 0, 255)),
+        "la.png": Image.new("LA", (8, 8), (90, 255)),
+        "deep.png": Image.fromarray(ramp),
+        "pal.png": Image.new("P", (8, 8), 3),
+        "cmyk.jpg": Image.new("CMYK", (8, 8), (0, 255, 255, 0)),
+    }
+    for name, image in files.items():
+        image.save(tmp_path / name)
+    with Image.open(tmp_path / "deep.png") as deep_file:
+        assert deep_file.mode.startswith("I")
+    images = [{"id": i, "file_name": n, "height": 8, "width": 8} for i, n in enumerate(files, 1)]
+    anns = [box_ann(i, 3, [0, 0, 4, 4]) for i in range(1, len(files) + 1)]
+    info = read_dataset(write_coco(tmp_path, images, anns))
+    dataset = AuditDataset(info.records, AuditTransform(8, normalize="none"))
+    samples = [dataset[i] for i in range(len(files))]
+    assert [s["skip"] for s in samples] == [""] * len(files)
+    assert samples[0]["inputs"][:, 0, 0].tolist() == pytest.approx([200 / 255] * 3)
+    assert samples[1]["inputs"][:, 0, 0].tolist() == pytest.approx([1, 0, 0])
+    deep = samples[3]["inputs"][0]
+    assert deep[0, 0] == 0 and deep[7, 7] == 1 and len(deep.unique()) > 32
+    assert samples[5]["inputs"][0, 0, 0] > 0.9 > 0.1 > samples[5]["inputs"][1, 0, 0]
+
+
+def test_truncated_image_is_skipped(tmp_path):
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    images = [{"id": 1, "file_name": "cut.png", "height": 64, "width": 64}]
+    info = read_dataset(write_coco(tmp_path, images, [box_ann(1, 3, [0, 0, 4, 4])]))
+    assert AuditDataset(info.records, AuditTransform(16))[0]["skip"].startswith("unreadable_image")
+
+
+def test_truncated_image_is_skipped_even_when_pil_is_told_to_accept_it(tmp_path, monkeypatch):
+    """weasyprint sets this process-wide flag on import; our decoding must not follow it."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    test_truncated_image_is_skipped(tmp_path)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored after decoding
 
 
 @pytest.mark.parametrize("content,message", [
@@ -133,3 +140,18 @@ def test_mask_stays_binary_and_aligned_after_resize():
     _, out = transform(image, mask)
     assert out.dtype.is_floating_point is False
     assert out[4:12, 8:16].all() and out.sum() == 64
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    mask=arrays(
+        np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 12)), elements=st.integers(0, 1)
+    )
+)
+def test_python_rle_parser_matches_pycocotools(mask):
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    counts = rle_counts(rle["counts"].decode("ascii"))
+    flat = mask.flatten(order="F")
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [2]])))
+    assert counts == np.diff(np.concatenate([[0], changes])).tolist()[: len(counts)]
+    assert sum(counts) == mask.size

@@ -1,48 +1,55 @@
-"""COCO annotation files: images, categories, and per-image object masks.
+"""COCO annotation files: images, categories, object instances and crowd ignore regions.
 
-An image's label is the category of its annotations (with several, the one of largest total
-area). Its mask is the union of that category's segmentations, or of its boxes where no
-segmentation exists. Class ``i`` is the ``i``-th category sorted by id.
+Instances come from polygons, compressed or uncompressed RLE, or ``bbox`` where there is no
+segmentation. ``iscrowd`` annotations are ignore regions, never objects. Categories are in
+id order, so class ``i`` is the ``i``-th category sorted by id (see :mod:`auditor.data.labels`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from auditor.data.records import DatasetInfo, Record, SkipReason
+from auditor.data.entries import Category, ImageEntry, Instance, SkipReason, skipped_entry
+from auditor.data.images import resolve_inside
+from auditor.data.masks import CocoMask, UnionMask, coco_mask
 from auditor.errors import DataError
 
+log = logging.getLogger(__name__)
 
-def read_coco(path: Path, *, images: str | Path | None = None) -> DatasetInfo:
+Entries = tuple[list[Category], list[ImageEntry]]
+
+
+def read_coco(path: Path, *, images: str | Path | None = None) -> Entries:
+    """Categories sorted by id and one entry per ``images`` item, in file order."""
     coco = _load_json(path)
     root = Path(images) if images is not None else path.parent
     categories = sorted(coco["categories"], key=lambda c: c["id"])
-    index = {c["id"]: i for i, c in enumerate(categories)}
-    names = [str(c["name"]) for c in categories]
-    by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    for ann in coco["annotations"]:
-        by_image[ann.get("image_id")].append(ann)
-    records: list[Record] = []
+    known = {c["id"] for c in categories}
+    by_image = _annotations_by_image(coco["annotations"], path)
+    entries: list[ImageEntry] = []
     seen: set[Any] = set()
     for image in coco["images"]:
-        records.append(_record(image, by_image.get(image.get("id"), []), root, index, names, seen))
-    return DatasetInfo(records=records, class_names=names, source=path)
+        key = _key(image.get("id"))
+        entries.append(_entry(image, by_image.get(key, []), root, known, seen))
+    return [Category(str(c["id"]), str(c["name"])) for c in categories], entries
 
 
 def _load_json(path: Path) -> dict[str, Any]:
     try:
-        coco = json.loads(path.read_text())
+        coco = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot be read ({exc}).") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg}).") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply.") from None
     if not isinstance(coco, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(coco).__name__}.")
     for key in ("images", "annotations", "categories"):
@@ -50,101 +57,118 @@ def _load_json(path: Path) -> dict[str, Any]:
             raise DataError(f"{path}: key `{key}` missing.")
         if not isinstance(coco[key], list):
             raise DataError(f"{path}: `{key}` must be a list, got {type(coco[key]).__name__}.")
-    for key in ("images", "annotations", "categories"):
         if not all(isinstance(item, dict) for item in coco[key]):
             raise DataError(f"{path}: every entry of `{key}` must be an object.")
-    if not coco["categories"]:
-        raise DataError(f"{path}: `categories` is empty.")
-    if not all(isinstance(c.get("id"), int) and "name" in c for c in coco["categories"]):
-        raise DataError(f"{path}: every category needs an integer `id` and a `name`.")
+    _check_categories(path, coco["categories"])
     return coco
 
 
-def _record(
+def _check_categories(path: Path, categories: list[dict[str, Any]]) -> None:
+    if not categories:
+        raise DataError(f"{path}: `categories` is empty.")
+    for c in categories:
+        if not _is_int(c.get("id")) or not isinstance(c.get("name"), str | int):
+            raise DataError(
+                f"{path}: every category needs an integer `id` and a `name`, got {c!r:.80}."
+            )
+    ids = [c["id"] for c in categories]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{path}: category ids repeat in `categories`.")
+
+
+def _annotations_by_image(anns: list[dict[str, Any]], path: Path) -> dict[Any, list[dict]]:
+    by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    orphans = 0
+    for ann in anns:
+        key = _key(ann.get("image_id"))
+        if key is None:
+            orphans += 1
+        else:
+            by_image[key].append(ann)
+    if orphans:
+        log.warning("%s: %d annotation(s) without a usable `image_id` ignored.", path, orphans)
+    return by_image
+
+
+def _entry(
     image: dict[str, Any],
     anns: list[dict[str, Any]],
     root: Path,
-    index: dict[int, int],
-    names: list[str],
+    known: set[int],
     seen: set[Any],
-) -> Record:
+) -> ImageEntry:
     image_id = str(image.get("id"))
-    file_name = str(image.get("file_name", ""))
-    path = root / file_name
+    path = _locate(image, root, seen)
+    if isinstance(path, ImageEntry):
+        return path
+    objects = [a for a in anns if not _crowd(a)]
+    instances = [_instance(a) for a in objects if _key(a.get("category_id")) in known]
+    if objects and not instances:
+        detail = "category not in `categories`"
+        return skipped_entry(image_id, path, SkipReason.UNKNOWN_CATEGORY, detail)
+    crowds = tuple(CocoMask(a) for a in anns if _crowd(a))
     height, width = image.get("height"), image.get("width")
-    known = [a for a in anns if a.get("category_id") in index]
-
-    def skipped(reason: SkipReason, detail: str) -> Record:
-        return Record(image_id, path, -1, "", None, None, _no_mask, reason, detail)
-
-    if image_id in seen:
-        return skipped(SkipReason.DUPLICATE_ID, f"image id {image_id} appears more than once")
-    seen.add(image_id)
-    if not file_name or not _inside(root, path):
-        return skipped(SkipReason.OUTSIDE_ROOT, f"file_name {file_name!r} escapes {root}")
-    if not known:
-        detail = "no annotation" if not anns else "category not in `categories`"
-        return skipped(SkipReason.UNKNOWN_CATEGORY, detail)
-    label = _largest_category(known)
-    chosen = [a for a in known if a.get("category_id") == label]
-    ok_size = isinstance(height, int) and isinstance(width, int)
-    return Record(
+    ok_size = _is_int(height) and _is_int(width)
+    return ImageEntry(
         image_id=image_id,
         path=path,
-        label=index[label],
-        label_name=names[index[label]],
         height=height if ok_size else None,
         width=width if ok_size else None,
-        decode_mask=_MaskDecoder(chosen),
+        instances=tuple(instances),
+        decode_ignore=UnionMask(crowds) if crowds else None,
     )
 
 
-def _largest_category(anns: Sequence[dict[str, Any]]) -> int:
-    area: dict[int, float] = defaultdict(float)
-    for ann in anns:
-        area[ann["category_id"]] += float(ann.get("area") or 0.0)
-    return max(area, key=lambda c: (area[c], -c))
+def _locate(image: dict[str, Any], root: Path, seen: set[Any]) -> Path | ImageEntry:
+    """The image's path inside ``root``, or a skipped entry saying why there is none."""
+    key, file_name = _key(image.get("id")), image.get("file_name")
+    image_id, path = str(image.get("id")), root / str(file_name or "")
+    if key is None:
+        return skipped_entry(image_id, path, SkipReason.BAD_ANNOTATION, "image without an `id`")
+    if key in seen:
+        detail = f"image id {image_id} appears more than once"
+        return skipped_entry(image_id, path, SkipReason.DUPLICATE_ID, detail)
+    seen.add(key)
+    if not isinstance(file_name, str) or not file_name:
+        detail = f"`file_name` must be a non-empty string, got {file_name!r:.40}"
+        return skipped_entry(image_id, path, SkipReason.BAD_ANNOTATION, detail)
+    inside = resolve_inside(root, file_name)
+    if inside is None:
+        detail = f"file_name {file_name!r} escapes {root}"
+        return skipped_entry(image_id, path, SkipReason.OUTSIDE_ROOT, detail)
+    return inside
 
 
-def _inside(root: Path, path: Path) -> bool:
-    """True when ``path`` (following symlinks) stays inside ``root``."""
+def _crowd(ann: dict[str, Any]) -> bool:
+    return ann.get("iscrowd") in (1, True)
+
+
+def _instance(ann: dict[str, Any]) -> Instance:
+    return Instance(category=str(ann["category_id"]), area=_area(ann), decode=CocoMask(ann))
+
+
+def _area(ann: dict[str, Any]) -> float:
+    """The annotation's ``area``, else its box area, else 0 (only used to rank categories)."""
+    area = ann.get("area")
+    if isinstance(area, int | float) and not isinstance(area, bool) and math.isfinite(area):
+        return float(area)
+    box = ann.get("bbox")
     try:
-        return path.resolve().is_relative_to(root.resolve())
-    except (OSError, RuntimeError):
-        return False
+        value = float(box[2]) * float(box[3])  # type: ignore[index]
+    except (TypeError, ValueError, IndexError, KeyError):
+        return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
-def _no_mask(height: int, width: int) -> np.ndarray:
-    return np.zeros((height, width), dtype=bool)
+def _key(value: Any) -> int | str | None:
+    """A hashable id (int or str), or None for anything else."""
+    return value if _is_int(value) or isinstance(value, str) else None
 
 
-class _MaskDecoder:
-    """Union of the annotations' segmentations (polygon or RLE), or boxes where none exist."""
-
-    def __init__(self, anns: Sequence[dict[str, Any]]) -> None:
-        self.anns = list(anns)
-
-    def __call__(self, height: int, width: int) -> np.ndarray:
-        mask = np.zeros((height, width), dtype=bool)
-        for ann in self.anns:
-            mask |= annotation_mask(ann, height, width)
-        return mask
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def annotation_mask(ann: dict[str, Any], height: int, width: int) -> np.ndarray:
     """Bool ``[H, W]`` mask of one COCO annotation, clipped to the image."""
-    segmentation = ann.get("segmentation")
-    if segmentation:
-        if isinstance(segmentation, list):
-            rles = mask_utils.frPyObjects(segmentation, height, width)
-            rle = mask_utils.merge(rles)
-        elif isinstance(segmentation.get("counts"), list):
-            rle = mask_utils.frPyObjects(segmentation, height, width)
-        else:
-            rle = segmentation
-        return mask_utils.decode(rle).astype(bool)
-    x, y, w, h = (float(v) for v in ann["bbox"])
-    mask = np.zeros((height, width), dtype=bool)
-    x0, y0 = max(round(x), 0), max(round(y), 0)
-    mask[y0 : max(round(y + h), y0), x0 : max(round(x + w), x0)] = True
-    return mask
+    return coco_mask(ann, height, width)

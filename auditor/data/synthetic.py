@@ -3,10 +3,11 @@
 Each image shows one object (a shape whose outline differs by class, in a random colour,
 size, position and rotation) on a procedural background texture. Background kinds
 ``0..K-1`` are "owned" by classes ``0..K-1``; the remaining kinds are neutral. An image of
-class ``c`` gets its own kind with probability ``background_strength[c]`` and a neutral kind
-otherwise, so a strength of 0 makes backgrounds independent of the class and a strength near
-1 plants a background shortcut. A corner mark (an artefact outside the object) appears with
-probability ``artefact_rate[c]``.
+class ``c`` gets its own kind with probability ``background_strength[c]``, otherwise a kind
+drawn from the ``alternative`` pool: the neutral kinds (so a strength of 0 makes backgrounds
+independent of the class), or the other classes' kinds (Waterbirds-style: with two classes,
+a strength of 0.5 is independence and 0.99 a strong shortcut). A corner mark (an artefact
+outside the object) appears with probability ``artefact_rate[c]``.
 
 Scenes are parametric (:class:`Scene`), so the same object can be rendered again on another
 background or without the mark: an exact intervention used to measure ground truth.
@@ -20,6 +21,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -40,6 +42,7 @@ class SyntheticSpec:
     n_train: int = 1600
     n_audit: int = 400
     seed: int = 0
+    alternative: Literal["neutral", "others"] = "neutral"
 
     def __post_init__(self) -> None:
         k = len(self.classes)
@@ -91,7 +94,9 @@ def _sample_scene(spec: SyntheticSpec, label: int, rng: np.random.Generator) -> 
         int(255 * c) for c in _hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.75, 1.0))
     )
     owned = rng.uniform() < spec.background_strength[label]
-    background = label if owned else int(rng.choice(spec.neutral_kinds))
+    others = [k for k in range(len(spec.classes)) if k != label]
+    pool = spec.neutral_kinds if spec.alternative == "neutral" else others
+    background = label if owned else int(rng.choice(pool))
     return Scene(
         label=label,
         shape=spec.classes[label],

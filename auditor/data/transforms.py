@@ -1,6 +1,20 @@
-"""Geometry applied identically to an image and its mask; only the image is normalised."""
+"""Geometry applied identically to an image, its mask and its ignore region (torchvision
+``transforms.v2`` on ``tv_tensors``; masks resample nearest, so they stay binary). Only the
+image is normalised.
+
+Geometries, all ending at ``S x S``:
+
+- ``stretch`` (default): resize both sides to ``S``; the aspect ratio changes.
+- ``pad`` (``--keep-aspect``): resize the long side to ``S``, then pad the short side evenly
+  (letterbox). Padded pixels hold the normalisation mean (0 after normalising) and are
+  marked as ignore, so no metric counts them. Nothing of the image is lost.
+- ``crop``: resize the short side to ``S``, then center crop (torchvision's usual eval
+  preprocessing). Objects near the edges may be cut; a sample whose mask vanishes is skipped.
+"""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import torch
@@ -11,22 +25,44 @@ from torchvision.transforms.v2 import functional as F
 
 from auditor.config import parse_normalize
 
+Geometry = Literal["stretch", "pad", "crop"]
+GEOMETRIES: tuple[Geometry, ...] = ("stretch", "pad", "crop")
+
 
 class AuditTransform:
-    """Resize to ``image_size`` x ``image_size``; masks resample nearest, so they stay binary."""
+    """Decoded image + bool masks -> model inputs and masks at ``image_size`` x ``image_size``."""
 
-    def __init__(self, image_size: int, normalize: str = "imagenet") -> None:
+    def __init__(
+        self, image_size: int, normalize: str = "imagenet", *, geometry: Geometry = "stretch"
+    ) -> None:
+        if geometry not in GEOMETRIES:
+            raise ValueError(f"Expected geometry from {GEOMETRIES}, got {geometry!r}.")
         self.image_size = image_size
-        self.geometry = v2.Resize((image_size, image_size), antialias=True)
+        self.geometry_name = geometry
+        self.geometry = _geometry(image_size, geometry)
         self.stats = parse_normalize(normalize)
 
     def __call__(self, image: Image.Image, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (inputs Tensor[3, S, S] float32, masks Tensor[S, S] bool)."""
+        inputs, masks, _ = self.apply(image, mask)
+        return inputs, masks
+
+    def apply(
+        self, image: Image.Image, mask: np.ndarray, ignore: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """image (H x W) with mask and ignore (bool ndarray[H, W]) -> (inputs Tensor[3, S, S]
+        float32, masks Tensor[S, S] bool, ignore Tensor[S, S] bool). Ignore also covers
+        padding."""
         pixels = tv_tensors.Image(F.pil_to_tensor(image))
-        target = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8)))
-        pixels, target = self.geometry(pixels, target)
-        inputs = F.to_dtype(pixels.as_subclass(torch.Tensor), torch.float32, scale=True)
-        return self.normalize(inputs), target.as_subclass(torch.Tensor).bool()
+        height, width = pixels.shape[-2:]
+        valid = torch.ones(height, width, dtype=torch.uint8)
+        extra = _as_mask(ignore, height, width)
+        out = self.geometry(pixels, _as_mask(mask, height, width), extra, tv_tensors.Mask(valid))
+        pixels, masks, ignored, inside = (t.as_subclass(torch.Tensor) for t in out)
+        inside = inside.bool()
+        inputs = self.normalize(F.to_dtype(pixels, torch.float32, scale=True))
+        inputs = torch.where(inside, inputs, torch.zeros(()))
+        return inputs, masks.bool() & inside, ignored.bool() | ~inside
 
     def normalize(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.stats is None:
@@ -40,3 +76,17 @@ class AuditTransform:
             return inputs.clamp(0, 1)
         mean, std = (torch.tensor(v, device=inputs.device).view(3, 1, 1) for v in self.stats)
         return (inputs * std + mean).clamp(0, 1)
+
+
+def _geometry(size: int, geometry: Geometry) -> v2.Transform:
+    if geometry == "pad":
+        return v2.Compose([v2.Resize(None, max_size=size, antialias=True), v2.CenterCrop(size)])
+    if geometry == "crop":
+        return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    return v2.Resize((size, size), antialias=True)
+
+
+def _as_mask(mask: np.ndarray | None, height: int, width: int) -> tv_tensors.Mask:
+    if mask is None:
+        return tv_tensors.Mask(torch.zeros(height, width, dtype=torch.uint8))
+    return tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8)))

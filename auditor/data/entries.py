@@ -1,0 +1,84 @@
+"""What every reader produces before labels are chosen: images with their object instances,
+ignore regions and per-image skip reasons. Decoders are small picklable objects, so a
+dataset can cross into DataLoader worker processes under any start method."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+
+MaskDecoder = Callable[[int, int], np.ndarray]
+"""``decoder(height, width) -> bool ndarray[H, W]``; raises :class:`SampleSkip` or any
+exception (a malformed annotation) for this sample only."""
+
+
+class SkipReason(StrEnum):
+    """Why a sample was not audited. Stored in ``samples.parquet`` and listed in the report."""
+
+    MISSING_FILE = "missing_file"
+    UNREADABLE_IMAGE = "unreadable_image"
+    EMPTY_FILE = "empty_file"
+    OUTSIDE_ROOT = "outside_root"
+    SIZE_MISMATCH = "size_mismatch"
+    EMPTY_MASK = "empty_mask"
+    BAD_ANNOTATION = "bad_annotation"
+    MISSING_ANNOTATION = "missing_annotation"
+    NO_OBJECT = "no_object"
+    UNKNOWN_CATEGORY = "unknown_category"
+    UNMAPPED_CATEGORY = "unmapped_category"
+    DUPLICATE_ID = "duplicate_id"
+
+
+class SampleSkip(Exception):
+    """Raised while loading one sample: the sample is skipped with ``reason``, the run goes on."""
+
+    def __init__(self, reason: SkipReason, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class Category:
+    """A dataset category: ``key`` is what instances refer to (COCO: the id as text; VOC and
+    CSV: the name), ``name`` is what the report shows."""
+
+    key: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One annotated object: its category key, its area in pixels (for the label policy), and
+    how to draw its mask."""
+
+    category: str
+    area: float
+    decode: MaskDecoder
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image as a reader found it. ``decode_ignore`` draws the regions excluded from
+    every metric (COCO crowds, the VOC border); ``None`` means there are none."""
+
+    image_id: str
+    path: Path
+    height: int | None = None
+    width: int | None = None
+    instances: tuple[Instance, ...] = ()
+    decode_ignore: MaskDecoder | None = None
+    skip: SkipReason | None = None
+    skip_detail: str = ""
+
+
+def name_order(name: str) -> tuple[int, str]:
+    """Sort key for category names: numerically when a name is an integer, else by text."""
+    return (0, f"{int(name):020d}") if name.isdigit() else (1, name)
+
+
+def skipped_entry(image_id: str, path: Path, reason: SkipReason, detail: str) -> ImageEntry:
+    return ImageEntry(image_id=image_id, path=path, skip=reason, skip_detail=detail)
