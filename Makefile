@@ -22,5 +22,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check auditor tests benchmarks
 	$(VENV)/bin/mypy
 
+# Render the demo's report and turn it into pictures a person can check:
+# a headless Chromium screenshot of the HTML's first screen, and the PDF's pages as PNGs.
+report-check: $(STAMP)
+	test -f reports/demo/shortcut/summary.json || $(MAKE) demo
+	$(VENV)/bin/auditor report reports/demo/shortcut
+	command -v pdftoppm >/dev/null && command -v chromium >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q poppler-utils chromium)
+	mkdir -p reports/report-check
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+		--disable-background-networking --disable-component-update --disable-sync \
+		--user-data-dir=$$(mktemp -d) --window-size=1200,1400 \
+		--screenshot=reports/report-check/html-first-screen.png \
+		file://$(CURDIR)/reports/demo/shortcut/report.html
+	pdftoppm -r 60 -png reports/demo/shortcut/report.pdf reports/report-check/pdf-page
+	@echo "Pictures in reports/report-check/"
+
 clean:
 	rm -rf reports/demo datasets/demo*

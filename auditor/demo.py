@@ -140,7 +140,9 @@ def ensure_model(demo: DemoModel, root: Path, train: Path, *, echo: Callable[[st
     return weights
 
 
-def ground_truth(weights: Path, spec: SyntheticSpec, audit_folder: Path) -> list[dict]:
+def ground_truth(
+    weights: Path, spec: SyntheticSpec, audit_folder: Path, *, reliance_drop: float = RELIANCE_DROP
+) -> list[dict]:
     """Per class: accuracy on held-out images, and on the same objects re-rendered on a
     neutral background they were not on (mark removed). A large drop means the class is
     solved through the background: ground truth by intervention, not by how data was planted."""
@@ -157,7 +159,7 @@ def ground_truth(weights: Path, spec: SyntheticSpec, audit_folder: Path) -> list
     before, after = accuracy_by_class(original, targets, k), accuracy_by_class(swapped, targets, k)
     return [
         {"class": name, "accuracy": b, "swapped_accuracy": a, "drop": b - a,
-         "background_reliant": b - a >= RELIANCE_DROP}
+         "background_reliant": b - a >= reliance_drop}
         for name, b, a in zip(spec.classes, before, after)
     ]  # fmt: skip
 

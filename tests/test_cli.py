@@ -99,3 +99,27 @@ def test_python_api_matches_cli(coco_dataset, resnet_weights, audited):
         )  # batch size 7 vs 16
     assert "<table" in run_._repr_html_()
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_pdf_reads_as_a_reviewer_would(audited):
+    """Page count, verdict and every flagged class in the PDF's extracted text; one inline
+    picture per exemplar overlay, original and mean map in the HTML."""
+    from pypdf import PdfReader
+
+    _, out = audited
+    summary = json.loads((out / "summary.json").read_text())
+    reader = PdfReader(out / "report.pdf")
+    text = " ".join(page.extract_text() for page in reader.pages)
+    assert len(reader.pages) >= 3  # cover, method and classes, reproducibility
+    assert summary["verdict"].upper() in text
+    assert all(name in text for name in summary["flagged_classes"])
+    assert "page 1 of" in text.lower()
+    html = (out / "report.html").read_text()
+    sections = [c for c in summary["classes"] if c["status"] != "pass"]
+    assert html.count('<section class="class-section"') == len(sections)
+    evidence = torch.load(out / "evidence.pt", weights_only=True)["classes"]
+    methods = len(summary["methods"])
+    expected = sum(
+        1 + methods + 1 + len(evidence[c["name"]]["exemplars"]) * (1 + methods) for c in sections
+    )  # mean mask, mean maps, histogram; per exemplar the original and one overlay per method
+    assert html.count("<img") == expected

@@ -1,8 +1,10 @@
+import dataclasses
 import re
 
 import pandas as pd
 import pytest
 
+from auditor.config import DetectConfig
 from auditor.pipeline import SAMPLE_COLUMNS, AuditRun
 from auditor.report.render import RunDirFetcher, html_to_pdf, render_html
 
@@ -26,8 +28,7 @@ def minimal_run(name: str = EVIL) -> AuditRun:
         "created": "2026-11-22T00:00:00+00:00", "device": "cpu", "versions": {"torch": "x"},
         "timings": {"total_s": 1.0},
         "target_layer": {"name": "layer2", "cells": [8, 8], "automatic": True},
-        "config": {"detect": {"max_chance_corrected": 0.1, "min_n": 20, "confidence": 0.95,
-                              "bootstrap": 2000, "seed": 0}},
+        "config": {"detect": dataclasses.asdict(DetectConfig())},
     }  # fmt: skip
     skipped = {c: None for c in SAMPLE_COLUMNS} | {
         "sample": 0, "image_id": "9", "file_name": f"{EVIL}.png", "label": -1,

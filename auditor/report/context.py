@@ -19,6 +19,7 @@ def report_context(run: AuditRun) -> dict[str, Any]:
     summary, info = run.summary, run.run_info
     classes = sorted(summary["classes"], key=_risk)
     threshold = info["config"]["detect"]["max_chance_corrected"]
+    names = [c["name"] for c in summary["classes"]]
     return {
         "summary": summary,
         "info": info,
@@ -28,7 +29,11 @@ def report_context(run: AuditRun) -> dict[str, Any]:
         "target_layer": info.get("target_layer"),
         "detect": info["config"]["detect"],
         "classes": [_class_row(c, summary["methods"]) for c in classes],
-        "sections": [_class_section(run, c, threshold) for c in classes if c["status"] != "pass"],
+        "has_behaviour": any(c.get("behaviour") for c in classes),
+        "trust": _trust(summary.get("trust", {})),
+        "sections": [
+            _class_section(run, c, threshold, names) for c in classes if c["status"] != "pass"
+        ],
         "skipped": _skipped(run.samples),
         "skipped_by_reason": summary["dataset"].get("skipped_by_reason", {}),
     }
@@ -59,19 +64,45 @@ def _class_row(c: dict[str, Any], methods: list[str]) -> dict[str, Any]:
         "status": c["status"],
         "linked": c["status"] != "pass",
         "metrics": [_metric(m, c["metrics"].get(m, {})) for m in methods],
+        "behaviour": _behaviour(c.get("behaviour")),
+    }
+
+
+def _behaviour(b: dict[str, Any] | None) -> dict[str, str] | None:
+    if not b:
+        return None
+    ci = b.get("swap_gap_ci95") or [None, None]
+    return {
+        "swap_gap": _pct(b.get("swap_gap")),
+        "swap_ci": f"[{_pct(ci[0])}, {_pct(ci[1])}]",
+        "background_only": f"{_pct(b.get('background_only_accuracy'))} vs "
+        f"{_pct(b.get('background_only_baseline'))}",
+    }
+
+
+def _trust(trust: dict[str, Any]) -> dict[str, Any]:
+    similarity = trust.get("randomization_similarity", {})
+    return {
+        "untrusted": trust.get("untrusted", {}),
+        "similarity": {m: f"{s:+.2f}" for m, s in similarity.items() if s is not None},
+        "object_side": trust.get("object_side_px"),
     }
 
 
 def _metric(method: str, m: dict[str, Any]) -> dict[str, str]:
     ci = m.get("ci95") or [None, None]
+    p = m.get("p_adjusted")
     return {
         "method": method,
         "value": _signed(m.get("chance_corrected")),
         "ci": f"[{_signed(ci[0])}, {_signed(ci[1])}]" if ci[0] is not None else "n/a",
+        "p": "n/a" if p is None else f"{p:.1g}",
     }
 
 
-def _class_section(run: AuditRun, c: dict[str, Any], threshold: float) -> dict[str, Any]:
+def _class_section(
+    run: AuditRun, c: dict[str, Any], threshold: float, names: list[str]
+) -> dict[str, Any]:
     evidence = run.evidence.get("classes", {}).get(c["name"], {})
     means = evidence.get("means", {})
     scores = run.samples.loc[
@@ -91,20 +122,42 @@ def _class_section(run: AuditRun, c: dict[str, Any], threshold: float) -> dict[s
         "histogram": figures.histogram_svg(
             scores.tolist(), threshold=threshold, title=f"{c['name']}: {run.summary['methods'][0]}"
         ) if len(scores) else None,
-        "exemplars": [_exemplar(e, run.summary["methods"]) for e in evidence.get("exemplars", [])],
-    }  # fmt: skip
-
-
-def _exemplar(e: dict[str, Any], methods: list[str]) -> dict[str, Any]:
-    return {
-        "caption": f"{e['file_name']} (id {e['image_id']}), predicted class {e['prediction']}",
-        "original": figures.overlay(e["image"], None, e["mask"]),
-        "overlays": [
-            {"method": m, "uri": figures.overlay(e["image"], e["maps"][m], e["mask"]),
-             "score": _signed(e["scores"].get(m))}
-            for m in methods if m in e["maps"]
+        "exemplars": [
+            _exemplar(e, run.summary["methods"], names) for e in evidence.get("exemplars", [])
         ],
     }  # fmt: skip
+
+
+INTERVENTIONS = {
+    "pred_swapped": "background swapped",
+    "pred_background_only": "background only",
+    "pred_object_only": "object only",
+}
+
+
+def _exemplar(e: dict[str, Any], methods: list[str], names: list[str]) -> dict[str, Any]:
+    def name(index: int | None) -> str:
+        return names[index] if index is not None and 0 <= index < len(names) else "n/a"
+
+    acts = e.get("interventions", {})
+    return {
+        "caption": f"{e['file_name']} (id {e['image_id']}), predicted {name(e['prediction'])}",
+        "interventions": [
+            {"name": label, "prediction": name(acts.get(key)), "kept": acts.get(key) == e["label"]}
+            for key, label in INTERVENTIONS.items()
+            if key in acts
+        ],
+        "original": figures.overlay(e["image"], None, e["mask"]),
+        "overlays": [
+            {
+                "method": m,
+                "uri": figures.overlay(e["image"], e["maps"][m], e["mask"]),
+                "score": _signed(e["scores"].get(m)),
+            }
+            for m in methods
+            if m in e["maps"]
+        ],
+    }
 
 
 def _skipped(samples: pd.DataFrame) -> list[dict[str, str]]:
