@@ -109,10 +109,18 @@ def ensure_dataset(
     return write_dataset(spec, root)
 
 
-def ensure_model(demo: DemoModel, root: Path, train: Path, *, echo: Callable[[str], None]) -> Path:
-    """Train (or reuse the cached) ``state_dict`` for this demo model."""
+def ensure_model(
+    demo: DemoModel,
+    root: Path,
+    train: Path,
+    *,
+    echo: Callable[[str], None],
+    epochs: int = EPOCHS,
+    lr: float = LR,
+) -> Path:
+    """Train (or reuse the ``state_dict`` cached for the same recipe and data spec)."""
     weights, recipe_file = root / f"{ARCH}.pt", root / f"{ARCH}.json"
-    recipe = {"arch": ARCH, "epochs": EPOCHS, "lr": LR, "spec": _jsonable(demo.spec)}
+    recipe = {"arch": ARCH, "epochs": epochs, "lr": lr, "spec": _jsonable(demo.spec)}
     if (
         weights.is_file()
         and recipe_file.is_file()
@@ -122,14 +130,14 @@ def ensure_model(demo: DemoModel, root: Path, train: Path, *, echo: Callable[[st
         return weights
     transform = AuditTransform(IMAGE_SIZE)
     inputs, targets = load_tensors(train, transform)
-    with tqdm(total=EPOCHS * len(inputs), desc=f"train {demo.name}", unit="img") as bar:
+    with tqdm(total=epochs * len(inputs), desc=f"train {demo.name}", unit="img") as bar:
         model = train_classifier(
             inputs,
             targets,
             arch=ARCH,
-            num_classes=len(CLASSES),
-            epochs=EPOCHS,
-            lr=LR,
+            num_classes=len(demo.spec.classes),
+            epochs=epochs,
+            lr=lr,
             seed=demo.spec.seed,
             progress=bar,
         )

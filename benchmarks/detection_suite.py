@@ -25,9 +25,7 @@ from click.testing import CliRunner
 
 from auditor.cli import cli
 from auditor.data.synthetic import SyntheticSpec
-from auditor.data.transforms import AuditTransform
-from auditor.demo import ARCH, ensure_dataset, ground_truth
-from auditor.training import load_tensors, train_classifier
+from auditor.demo import ARCH, DemoModel, ensure_dataset, ensure_model, ground_truth
 
 FOUR = ("circle", "square", "triangle", "cross")
 TWO = ("circle", "square")
@@ -60,13 +58,9 @@ def scenarios(n_train: int, n_audit: int) -> list[Scenario]:
 def run_scenario(s: Scenario, root: Path, out: Path, *, epochs: int, drop: float) -> dict:
     data_root = root / s.name
     paths = ensure_dataset(s.spec, data_root, echo=print)
-    weights = data_root / f"{ARCH}.pt"
     started = time.perf_counter()
-    if not weights.is_file():
-        inputs, targets = load_tensors(paths["train"], AuditTransform(s.spec.image_size))
-        model = train_classifier(inputs, targets, arch=ARCH, num_classes=len(s.spec.classes),
-                                 epochs=epochs, lr=1e-3, seed=s.spec.seed)  # fmt: skip
-        torch.save(model.state_dict(), weights)
+    weights = ensure_model(DemoModel(s.name, s.name, s.spec), data_root, paths["train"],
+                           echo=print, epochs=epochs)  # fmt: skip
     train_s = time.perf_counter() - started
     truth = ground_truth(weights, s.spec, data_root / "audit", reliance_drop=drop)
     started = time.perf_counter()

@@ -285,8 +285,13 @@ def read_scenes(folder: str | Path) -> list[Scene]:
 def iter_interventions(
     scenes: Sequence[Scene], spec: SyntheticSpec, *, seed: int
 ) -> Iterator[Scene]:
-    """Each scene moved to a neutral background other than its own, with the mark removed."""
+    """Each scene moved to a background that carries no cue for its class, with the mark
+    removed: a neutral kind other than its own, or, when the training data only ever showed
+    the classes' own kinds (``alternative="others"``), another class's kind, so that the
+    intervention stays inside the training distribution (Waterbirds' worst group)."""
     rng = np.random.default_rng(seed)
     for scene in scenes:
-        options = [k for k in spec.neutral_kinds if k != scene.background]
+        pool = spec.neutral_kinds if spec.alternative == "neutral" else range(len(spec.classes))
+        cue_free = [k for k in pool if k != scene.label]
+        options = [k for k in cue_free if k != scene.background] or cue_free
         yield dataclasses.replace(scene, background=int(rng.choice(options)), artefact=False)
