@@ -27,7 +27,9 @@ class _Group(click.Group):
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
+            click.echo(
+                "Interrupted. Progress is kept: run the same command again to resume.", err=True
+            )
             ctx.exit(130)
 
 

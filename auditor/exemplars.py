@@ -66,6 +66,22 @@ class ClassEvidence:
     def exemplars(self) -> list[Exemplar]:
         return [e for _, _, e in sorted(self.heap, key=lambda t: (-t[0], t[1]))]
 
+    def state(self) -> dict[str, Any]:
+        """Plain values and tensors only, for a ``weights_only`` checkpoint."""
+        return {
+            "keep": self.keep,
+            "heap": [[score, tiebreak, e.to_dict()] for score, tiebreak, e in self.heap],
+            "map_sums": dict(self.map_sums),
+            "mask_sum": self.mask_sum,
+            "count": self.count,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ClassEvidence:
+        heap = [(score, tiebreak, Exemplar(**e)) for score, tiebreak, e in state["heap"]]
+        heapq.heapify(heap)
+        return cls(state["keep"], heap, dict(state["map_sums"]), state["mask_sum"], state["count"])
+
     def means(self) -> dict[str, torch.Tensor]:
         if not self.count or self.mask_sum is None:
             return {}

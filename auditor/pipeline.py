@@ -17,11 +17,12 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from auditor import __version__
 from auditor.attribution.engine import CAM_METHODS, compute
+from auditor.checkpoint import Checkpoint, Progress, fingerprint
 from auditor.config import AuditConfig
 from auditor.data.records import AuditDataset, DatasetInfo, Record, parse_skip, read_dataset
 from auditor.data.transforms import AuditTransform
@@ -76,8 +77,13 @@ def audit(
     images: str | Path | None = None,
     config: AuditConfig | None = None,
     progress: bool = False,
+    checkpoint: Path | None = None,
 ) -> AuditRun:
-    """Audit ``model`` on ``data`` and return the results (see :func:`auditor.store.save_run`)."""
+    """Audit ``model`` on ``data`` and return the results (see :func:`auditor.store.save_run`).
+
+    With ``checkpoint``, progress is saved there as the audit goes, and an earlier
+    interrupted run of the same model, data and config resumes where it stopped.
+    """
     config = config or AuditConfig()
     started = time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights)
@@ -95,14 +101,25 @@ def audit(
     transform = AuditTransform(
         config.image_size, config.normalize, geometry="pad" if config.keep_aspect else "stretch"
     )
-    evidence = {i: ClassEvidence(config.exemplars_per_class) for i in range(len(info.class_names))}
+    fresh = {i: ClassEvidence(config.exemplars_per_class) for i in range(len(info.class_names))}
+    saver = Checkpoint(checkpoint, _fingerprint(loaded, info, config))
+    state = saver.load(Progress(rows=[], evidence=fresh))
     probe = probe_samples(info.records, transform, size=config.donor_pool, device=device)
     pool = DonorPool(remove_object(probe.inputs, probe.masks), probe.labels) if probe else None
     trust = method_trust(net, probe, layer, config)
-    rows: list[dict[str, Any]] = []
-    for batch in _batches(info.records, transform, config, device, progress):
-        rows += _audit_batch(net, batch, info.records, layer, transform, evidence, config, pool)
-    samples = pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
+    batches = _batches(info.records, transform, config, device, progress, start=state.done)
+    try:
+        for batch in batches:
+            state.rows += _audit_batch(
+                net, batch, info.records, layer, transform, state.evidence, config, pool
+            )
+            state.done += len(batch["index"])
+            saver.maybe_save(state)
+    except BaseException:
+        saver.maybe_save(state, force=True)
+        raise
+    evidence = state.evidence
+    samples = pd.DataFrame(state.rows, columns=SAMPLE_COLUMNS)
     results = class_results(
         samples, info.class_names, config.methods, config.detect, untrusted=trust["untrusted"]
     )
@@ -173,6 +190,14 @@ def method_trust(
     }
 
 
+def _fingerprint(loaded: LoadedModel, info: DatasetInfo, config: AuditConfig) -> str:
+    return fingerprint(
+        config=config.to_dict(), model=loaded.spec, weights=loaded.sha256,
+        data=str(info.source), data_sha=file_sha256(info.source) if info.source.is_file() else None,
+        records=len(info.records), auditor=__version__,
+    )  # fmt: skip
+
+
 def _check_classes(loaded: LoadedModel, info: DatasetInfo) -> None:
     k = loaded.num_classes
     if k is not None and k < len(info.class_names):
@@ -197,10 +222,15 @@ def _batches(
     config: AuditConfig,
     device: torch.device,
     progress: bool,
+    *,
+    start: int = 0,
 ) -> Iterator[dict[str, Any]]:
+    """Batches of the samples from position ``start`` on, in dataset order."""
     workers = config.num_workers
+    dataset = AuditDataset(records, transform)
+    remaining = Subset(dataset, range(start, len(records))) if start else dataset
     loader = DataLoader(  # in order: batch k holds samples k*B .. k*B+B-1 with any workers
-        AuditDataset(records, transform),
+        remaining,
         batch_size=config.batch_size,
         shuffle=False,
         num_workers=workers,
@@ -208,7 +238,8 @@ def _batches(
         prefetch_factor=4 if workers else None,
         in_order=True,
     )
-    with tqdm(total=len(records), desc="audit", unit="img", disable=not progress) as bar:
+    bar_options = {"total": len(records), "initial": start, "desc": "audit", "unit": "img"}
+    with tqdm(**bar_options, disable=not progress) as bar:
         for batch in loader:
             bar.update(len(batch["index"]))
             yield batch

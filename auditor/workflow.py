@@ -26,8 +26,11 @@ def audit_to_dir(
 ) -> AuditRun:
     """Audit, then write summary.json, samples.parquet, run.json, report.html and report.pdf."""
     out = Path(out)
-    run = audit(model, data=data, weights=weights, images=images, config=config, progress=progress)
+    partial = out / ".partial.pt"
+    run = audit(model, data=data, weights=weights, images=images, config=config,
+                progress=progress, checkpoint=partial)  # fmt: skip
     save_run(run, out)
+    partial.unlink(missing_ok=True)
     started = time.perf_counter()
     write_reports(run, out, pdf=pdf)
     timings = {**run.run_info["timings"], "report_s": round(time.perf_counter() - started, 3)}
