@@ -118,18 +118,23 @@ def test_truncated_image_is_skipped_even_when_pil_is_told_to_accept_it(tmp_path,
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored after decoding
 
 
-@pytest.mark.parametrize("content,message", [
-    ("{not json", "invalid JSON"),
-    ('{"images": [], "annotations": []}', "key `categories` missing"),
-    ('{"images": {}, "annotations": [], "categories": []}', "`images` must be a list"),
-    ("[]", "expected a JSON object"),
+@pytest.mark.parametrize("name,content,message", [
+    ("annotations.json", "{not json", "invalid JSON"),
+    ("annotations.json", '{"images": [], "annotations": []}', "key `categories` missing"),
+    ("annotations.json", '{"images": {}, "annotations": [], "categories": []}',
+     "`images` must be a list"),
+    ("annotations.json", "[]", "expected a JSON object"),
+    ("manifest.csv", "image,mask\n", "`label` missing"),
+    ("manifest.csv", "file,label,mask\n", "`image` missing"),
+    ("manifest.csv", "image,label,x0,y0\n", "`mask` column or box columns"),
+    ("manifest.csv", "", "`image`, `label` missing"),
 ])  # fmt: skip
-def test_whole_file_problems_name_the_file(tmp_path, content, message):
-    path = tmp_path / "annotations.json"
+def test_whole_file_problems_name_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
     path.write_text(content)
     with pytest.raises(DataError, match=message) as info:
         read_dataset(path)
-    assert "annotations.json" in str(info.value)
+    assert name in str(info.value)
 
 
 def test_mask_stays_binary_and_aligned_after_resize():

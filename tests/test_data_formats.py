@@ -267,20 +267,6 @@ def test_csv_per_row_problems(tmp_path):
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("header,message", [
-    ("image,mask\n", "`label` missing"),
-    ("file,label,mask\n", "`image` missing"),
-    ("image,label,x0,y0\n", "`mask` column or box columns"),
-    ("", "`image`, `label` missing"),
-])  # fmt: skip
-def test_csv_without_required_columns_is_a_data_error(tmp_path, header, message):
-    path = tmp_path / "manifest.csv"
-    path.write_text(header)
-    with pytest.raises(DataError, match=message) as info:
-        read_dataset(path)
-    assert "manifest.csv" in str(info.value)
-
-
 def test_class_map_json_and_csv(tmp_path):
     write_image(tmp_path / "x.png", W, H)
     images = [{"id": i, "file_name": "x.png", "height": H, "width": W} for i in (1, 2, 3)]

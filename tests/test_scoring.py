@@ -112,28 +112,18 @@ def run_quantus(metric, maps, masks):
 SETTINGS = {"normalise": False, "abs": False, "disable_warnings": True}
 
 
-def test_energy_matches_relevance_mass_accuracy(random_batch):
+@pytest.mark.parametrize("ours,theirs", [
+    (energy_inside, lambda: quantus.RelevanceMassAccuracy(**SETTINGS)),
+    (rank_accuracy, lambda: quantus.RelevanceRankAccuracy(**SETTINGS)),
+    (auroc, lambda: quantus.AUC(**SETTINGS)),
+    (lambda m, k: topk_intersection(m, k, k=20),
+     lambda: quantus.TopKIntersection(k=20, **SETTINGS)),
+], ids=["mass_accuracy", "rank_accuracy", "auc", "top_k_intersection"])  # fmt: skip
+def test_matches_quantus(random_batch, ours, theirs):
     maps, masks = random_batch
-    theirs = run_quantus(quantus.RelevanceMassAccuracy(**SETTINGS), maps, masks)
-    torch.testing.assert_close(energy_inside(maps, masks), theirs, atol=1e-6, rtol=0)
-
-
-def test_rank_accuracy_matches_quantus(random_batch):
-    maps, masks = random_batch
-    theirs = run_quantus(quantus.RelevanceRankAccuracy(**SETTINGS), maps, masks)
-    torch.testing.assert_close(rank_accuracy(maps, masks), theirs, atol=1e-6, rtol=0)
-
-
-def test_auroc_matches_quantus(random_batch):
-    maps, masks = random_batch
-    theirs = run_quantus(quantus.AUC(**SETTINGS), maps, masks)
-    torch.testing.assert_close(auroc(maps, masks), theirs, atol=1e-6, rtol=0)
-
-
-def test_topk_intersection_matches_quantus(random_batch):
-    maps, masks = random_batch
-    theirs = run_quantus(quantus.TopKIntersection(k=20, **SETTINGS), maps, masks)
-    torch.testing.assert_close(topk_intersection(maps, masks, k=20), theirs, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        ours(maps, masks), run_quantus(theirs(), maps, masks), atol=1e-6, rtol=0
+    )
 
 
 def test_auroc_with_ties_counts_half():
