@@ -148,3 +148,22 @@ def test_untrusted_methods_are_reported_but_never_drive_a_flag():
         samples, NAMES, ["gradcam"], DetectConfig(), untrusted={"gradcam": "failed sanity check"}
     )
     assert results[0].status == "warn" and "gradcam" in results[0].metrics
+
+
+def test_removed_object_leaves_texture_not_its_silhouette():
+    """The filled box holds only the image's own background values (a striped texture
+    here), so neither a smooth patch nor the object's colour outlines it."""
+    from auditor.detect.counterfactual import bounding_boxes, margin, remove_object
+
+    stripes = (torch.arange(32) % 4 < 2).float()
+    inputs = stripes.view(1, 1, 32, 1).expand(1, 3, 32, 32).clone()
+    masks = torch.zeros(1, 32, 32, dtype=torch.bool)
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    masks[0] = (yy - 16) ** 2 + (xx - 16) ** 2 < 36  # a disc
+    inputs[:, :, masks[0]] = 7.0
+    out = remove_object(inputs, masks)
+    assert margin(masks) == 1
+    box = bounding_boxes(dilate(masks, 1))[0]
+    assert box.sum() == 13 * 13 and box[10:23, 10:23].all()  # the disc spans 11..21
+    assert set(out[0, 0, box].unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(out[:, :, ~box], inputs[:, :, ~box])
