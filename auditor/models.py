@@ -146,29 +146,40 @@ def resolve_target_layer(
     With ``name``, the module of that dotted name. Otherwise the last spatial feature map
     before global pooling; when that map is coarser than 7x7 cells (resnet18 at 64 px ends at
     2x2), the deepest layer that still has at least 7x7 cells, since a CAM cannot localise
-    below its layer's resolution.
+    below its layer's resolution. For a torchvision vision transformer, the token grid that
+    enters the last encoder block (its ``ln_1``): the CAM drops the class token. Later token
+    outputs are no use, as only the class token reaches the head after the last attention.
     """
-    shapes = _spatial_output_shapes(model, image_size=image_size, device=device)
+    shapes, tokens = _spatial_output_shapes(model, image_size=image_size, device=device)
+    modules = dict(model.named_modules())
     if name is not None:
-        modules = dict(model.named_modules())
         if name not in modules:
             raise ModelError(f"--target-layer {name!r}: no such module in the model.")
-        if name not in shapes:
-            raise ModelError(f"--target-layer {name!r}: its output is not a spatial feature map.")
-        return TargetLayer(name, modules[name], shapes[name], automatic=False)
+        cells = shapes.get(name) or tokens.get(name)
+        if cells is None:
+            raise ModelError(
+                f"--target-layer {name!r}: its output is not a spatial feature map "
+                "(Tensor[N, C, H, W]) or a square token grid (Tensor[N, 1 + H*W, C])."
+            )
+        return TargetLayer(name, modules[name], cells, automatic=False)
+    if isinstance(model, torchvision.models.VisionTransformer):
+        last = f"encoder.layers.encoder_layer_{len(model.encoder.layers) - 1}.ln_1"
+        return TargetLayer(last, modules[last], tokens[last], automatic=True)
     spatial = [(n, s) for n, s in shapes.items() if s[0] * s[1] > 1]
     if not spatial:
         raise ModelError("No spatial feature map found for a CAM; give --target-layer.")
     fine = [(n, s) for n, s in spatial if min(s) >= MIN_CAM_CELLS]
     chosen, cells = (fine or spatial)[-1]
-    return TargetLayer(chosen, dict(model.named_modules())[chosen], cells, automatic=True)
+    return TargetLayer(chosen, modules[chosen], cells, automatic=True)
 
 
 def _spatial_output_shapes(
     model: nn.Module, *, image_size: int, device: torch.device | None
-) -> dict[str, tuple[int, int]]:
-    """Module name -> (H, W) of its 4-D output, in the order the modules finish."""
+) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+    """Module name -> (H, W) of its 4-D output, in the order the modules finish; and module
+    name -> (h, w) grid of its transformer tokens Tensor[N, 1 + h*w, C], class token first."""
     shapes: dict[str, tuple[int, int]] = {}
+    tokens: dict[str, tuple[int, int]] = {}
     handles = []
 
     def record(name: str):
@@ -176,6 +187,10 @@ def _spatial_output_shapes(
             if isinstance(output, torch.Tensor) and output.dim() == 4:
                 shapes.pop(name, None)  # a reused module counts at its last use
                 shapes[name] = (int(output.shape[2]), int(output.shape[3]))
+            elif isinstance(output, torch.Tensor) and output.dim() == 3:
+                side = round((output.shape[1] - 1) ** 0.5)
+                if side > 0 and side * side == output.shape[1] - 1:
+                    tokens[name] = (side, side)
 
         return hook
 
@@ -193,4 +208,4 @@ def _spatial_output_shapes(
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return shapes
+    return shapes, tokens

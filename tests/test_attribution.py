@@ -8,6 +8,16 @@ from auditor.errors import AttributionError
 from auditor.models import resolve_target_layer
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One CPU thread, as in test_attribution_references.py: tiny models gain nothing from
+    more, and on a shared CPU OpenMP threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_saliency_matches_captum(tiny_cnn):
     inputs = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(0))
     targets = torch.tensor([0, 1, 2, 1])
@@ -81,3 +91,118 @@ def test_target_layer_keeps_at_least_seven_cells():
     small = resolve_target_layer(model, None, image_size=64)
     assert small.name == "layer2" and small.cells == (8, 8)
     assert resolve_target_layer(model, "layer3", image_size=64).cells == (4, 4)
+
+
+class _HandSet(torch.nn.Module):
+    """1x1 conv to channels (x, -x), a rectifier, GAP, and a linear head with rows
+    (1, -2) and (0.5, 1). ``relu`` picks how the rectifier is called."""
+
+    def __init__(self, relu: str) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 1, bias=False)
+        self.act = torch.nn.ReLU(inplace=relu == "module_inplace")
+        self.fc = torch.nn.Linear(2, 2, bias=False)
+        self.relu = relu
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+            self.fc.weight.copy_(torch.tensor([[1.0, -2.0], [0.5, 1.0]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        if self.relu.startswith("module"):
+            h = self.act(h)
+        elif self.relu == "F.relu":
+            h = torch.nn.functional.relu(h)
+        elif self.relu == "F.relu_inplace":
+            h = torch.nn.functional.relu(h, inplace=True)
+        elif self.relu == "torch.relu_":
+            h = torch.relu_(h)
+        elif self.relu == "torch.relu":
+            h = torch.relu(h)
+        elif self.relu == "Tensor.relu":
+            h = h.relu()
+        else:
+            h = h.relu_()
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+HAND_INPUT = torch.tensor([[[[1.0, -2.0], [3.0, 0.5]]]])
+# Class 0 by hand: the rectified channels are r1 = relu(x), r2 = relu(-x); dscore/dr is
+# (1/4, -2/4) per cell, so the plain gradient is 1/4 where x > 0 and (-1/2)(-1) where x < 0.
+GOLDEN = {
+    "saliency": [[0.25, 0.5], [0.25, 0.25]],
+    "gradient_x_input": [[0.25, 1.0], [0.75, 0.125]],  # |x * g|
+    "guided_backprop": [[0.25, 0.0], [0.25, 0.25]],  # the negative -1/2 is cut
+    "deconvnet": [[0.25, 0.25], [0.25, 0.25]],  # relu(1/4) through r1 everywhere
+    "gradcam": [[0.25, 0.0], [0.75, 0.125]],  # relu(r1/4 - r2/2)
+    "gradcam_pp": [[0.32, 0.0], [0.96, 0.16]],  # alpha = 1/(2 + 4.5/4); w1 = 4 alpha / 4
+    "layercam": [[0.25, 0.0], [0.75, 0.125]],  # relu(g) * A
+    "guided_gradcam": [[0.0625, 0.0], [0.1875, 0.03125]],
+    "cam": [[1.0, 0.0], [3.0, 0.5]],  # relu(r1 - 2 r2)
+    "integrated_gradients": [[0.25, 1.0], [0.75, 0.125]],  # one linear piece: x * g
+}
+
+
+@pytest.mark.parametrize(
+    "relu",
+    [
+        "module",
+        "module_inplace",
+        "F.relu",
+        "F.relu_inplace",
+        "torch.relu",
+        "torch.relu_",
+        "Tensor.relu",
+        "relu_",
+    ],
+)
+def test_golden_values_on_a_hand_set_model(relu):
+    """Every rectifier call style gives the same maps; with a functional rectifier there is no
+    module to take as the CAM layer, so the layer methods are checked on the module variants."""
+    model = _HandSet(relu).eval()
+    functional = not relu.startswith("module")
+    layered = {"gradcam", "gradcam_pp", "layercam", "guided_gradcam"}
+    methods = tuple(m for m in GOLDEN if not (functional and m in layered))
+    layer = None if functional else model.act
+    maps = attribute(model, HAND_INPUT, [0], methods=methods, target_layer=layer)
+    for method in methods:
+        torch.testing.assert_close(maps[method][0], torch.tensor(GOLDEN[method]), msg=method)
+
+
+@pytest.mark.parametrize("base", ["saliency", "guided_backprop", "deconvnet"])
+def test_smoothgrad_with_small_noise_keeps_a_piecewise_linear_models_map(base):
+    """Noise of 0.01 never flips a unit of the hand-set model, whose gradient is then constant,
+    so SmoothGrad around each base method equals that method's golden map."""
+    model = _HandSet("module").eval()
+    options = {"smoothgrad": {"base": base, "sigma": 0.01, "samples": 5, "max_batch": 2}}
+    found = attribute(model, HAND_INPUT, [0], methods=("smoothgrad",), options=options)
+    torch.testing.assert_close(found["smoothgrad"][0], torch.tensor(GOLDEN[base]))
+
+
+def test_integrated_gradients_trapezoid_with_a_baseline_matches_captum(tiny_cnn):
+    """Captum's trapezoid puts n points 1/(n-1) apart but weighs them by 1/n (ends halved), so
+    its weights sum to (n-1)/n; ours sum to 1, so the reference is scaled by n/(n-1)."""
+    from captum.attr import IntegratedGradients
+
+    inputs = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    baseline = torch.full((1, 3, 8, 8), 0.25)
+    options = {
+        "integrated_gradients": {
+            "steps": 6,
+            "quadrature": "riemann_trapezoid",
+            "baseline": baseline,
+            "reduce": "channels",
+            "max_batch": 5,
+        }
+    }
+    ours = attribute(
+        tiny_cnn, inputs, [0, 1, 2], methods=("integrated_gradients",), options=options
+    )
+    theirs = IntegratedGradients(tiny_cnn).attribute(
+        inputs,
+        baselines=baseline.expand_as(inputs),
+        target=[0, 1, 2],
+        n_steps=6,
+        method="riemann_trapezoid",
+    )
+    torch.testing.assert_close(ours["integrated_gradients"], theirs * 6 / 5, rtol=1e-4, atol=1e-7)

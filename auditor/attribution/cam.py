@@ -1,9 +1,15 @@
-"""Class activation maps from a layer's activations and gradients (pure tensor functions)."""
+"""Class activation maps from a layer's activations and gradients (pure tensor functions).
+
+Every function takes ``activations, gradients (Tensor[N, C, h, w])`` of the same layer and
+returns ``Tensor[N, h, w]``, non-negative (the ReLU of the weighted sum, as in the papers).
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from auditor.errors import AttributionError
 
 
 def gradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
@@ -13,6 +19,56 @@ def gradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
     """
     weights = gradients.mean(dim=(2, 3), keepdim=True)
     return torch.relu((weights * activations).sum(dim=1))
+
+
+def gradcam_pp(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhyay et al.), with the exponential-score closed form.
+
+    The higher derivatives of exp(score) are powers of the first, so the pixel weights are
+    alpha = g^2 / (2 g^2 + sum(A) g^3), and zero where that denominator is zero. No epsilon
+    is added, so the map does not depend on the scale of the gradients.
+
+    activations, gradients (Tensor[N, C, h, w]) -> Tensor[N, h, w]
+    """
+    squared = gradients.pow(2)
+    totals = activations.sum(dim=(2, 3), keepdim=True)
+    denominator = 2 * squared + totals * squared * gradients
+    safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+    alphas = torch.where(denominator != 0, squared / safe, torch.zeros_like(squared))
+    weights = (alphas * torch.relu(gradients)).sum(dim=(2, 3), keepdim=True)
+    return torch.relu((weights * activations).sum(dim=1))
+
+
+def layercam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """LayerCAM (Jiang et al.): activations weighted cell by cell by positive gradients.
+
+    activations, gradients (Tensor[N, C, h, w]) -> Tensor[N, h, w]
+    """
+    return torch.relu((torch.relu(gradients) * activations).sum(dim=1))
+
+
+def class_activation_map(activations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """CAM (Zhou et al.): the head's class weights applied to the pooled feature map, ReLU'd.
+
+    activations (Tensor[N, C, h, w]), weights (Tensor[N, C]: each sample's target row of the
+    linear head) -> Tensor[N, h, w]
+    """
+    return torch.relu(torch.einsum("nc,nchw->nhw", weights.to(activations.dtype), activations))
+
+
+def token_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """A transformer's tokens as a feature map, the class token dropped.
+
+    tokens (Tensor[N, 1 + h*w, C]) -> Tensor[N, C, h, w] (square grid)
+    """
+    cells = tokens.shape[1] - 1
+    side = round(cells**0.5)
+    if tokens.dim() != 3 or side * side != cells:
+        raise AttributionError(
+            "Expected tokens of shape (N, 1 + h*w, C) with a square grid, "
+            f"got {tuple(tokens.shape)}."
+        )
+    return tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

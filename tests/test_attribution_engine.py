@@ -1,0 +1,261 @@
+"""The engine's contract: pass counts, hygiene, batch independence, options and targets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from auditor.attribution import METHODS, LayerFilter, attribute, compute
+from auditor.errors import AttributionError
+
+SEED_METHODS = ("saliency", "deconvnet", "guided_backprop", "cam", "gradcam", "guided_gradcam")
+FAST = {"smoothgrad": {"samples": 3}, "integrated_gradients": {"steps": 4}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One CPU thread, as in test_attribution_references.py: tiny models gain nothing from
+    more, and on a shared CPU OpenMP threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class _Mixed(nn.Module):
+    """ReLU as a reused in-place module and as a functional call; raises on request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 5, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.norm = nn.BatchNorm2d(5)
+        self.fc = nn.Linear(5, 3)
+        self.fail = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.conv1(x))
+        if self.fail:
+            raise RuntimeError("injected")
+        h = torch.nn.functional.relu(self.norm(self.act(self.conv2(h))))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def mixed() -> _Mixed:
+    torch.manual_seed(3)
+    return _Mixed().eval()
+
+
+def _inputs(n: int = 4, size: int = 8) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
+
+
+def _state(model: nn.Module) -> list[tuple[str, int, bool, int]]:
+    """(name, module id, training, hook count) of every module."""
+    return [
+        (
+            name,
+            id(m),
+            m.training,
+            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks),
+        )
+        for name, m in model.named_modules()
+    ]
+
+
+def _assert_clean(model: nn.Module, before: list) -> None:
+    assert _state(model) == before
+    assert all(p.grad is None for p in model.parameters())
+    assert torch._C._len_torch_function_stack() == 0
+
+
+@pytest.mark.parametrize("error", [None, "forward", "target", "rule"])
+def test_hygiene_after_success_and_injected_errors(mixed, error):
+    mixed.train()
+    mixed.norm.eval()  # a mixed state must come back as it was
+    before = _state(mixed)
+    inputs, targets = _inputs(), [0, 1, 2, 0]
+    methods, layer = METHODS, mixed.conv2
+    if error == "forward":
+        mixed.fail = True
+    elif error == "target":
+        targets = [0, 1, 2, 9]
+    elif error == "rule":
+        mixed.act, methods = nn.Identity(), ("saliency", "guided_backprop")
+        mixed.forward = lambda x: mixed.fc(mixed.conv2(mixed.conv1(x)).mean(dim=(2, 3)))
+        before = _state(mixed)
+    if error is None:
+        attribute(mixed, inputs, targets, methods=methods, target_layer=layer, options=FAST)
+    else:
+        with pytest.raises((AttributionError, RuntimeError)):
+            attribute(mixed, inputs, targets, methods=methods, target_layer=layer, options=FAST)
+    _assert_clean(mixed, before)
+
+
+def test_six_seed_methods_cost_one_forward_and_three_backwards(mixed, monkeypatch):
+    forwards, backwards = [], []
+    mixed.register_forward_pre_hook(lambda *_: forwards.append(1))
+    grad = torch.autograd.grad
+
+    def counting(*args, **kwargs):
+        backwards.append(1)
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    attribute(mixed, _inputs(), [0, 1, 2, 0], methods=SEED_METHODS, target_layer=mixed.conv2)
+    assert (len(forwards), len(backwards)) == (1, 3)
+    backwards.clear()
+    attribute(
+        mixed, _inputs(), [0, 1, 2, 0], methods=("saliency", "gradcam"), target_layer=mixed.conv2
+    )
+    assert len(backwards) == 1
+
+
+def test_batch_independence_of_every_method(mixed):
+    inputs, targets = _inputs(5), torch.tensor([0, 1, 2, 0, 1])
+    full = attribute(
+        mixed, inputs, targets, methods=METHODS, target_layer=mixed.conv2, options=FAST
+    )
+    part = attribute(
+        mixed, inputs[2:4], targets[2:4], methods=METHODS, target_layer=mixed.conv2, options=FAST
+    )
+    for method in METHODS:
+        torch.testing.assert_close(full[method][2:4], part[method], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_maps_are_float32_non_negative_at_input_size(mixed, dtype):
+    model, inputs = mixed.to(dtype), _inputs().to(dtype)
+    maps = attribute(
+        model, inputs, [0, 1, 2, 0], methods=METHODS, target_layer=model.conv2, options=FAST
+    )
+    assert list(maps) == list(METHODS)
+    for method, found in maps.items():
+        assert found.dtype == torch.float32 and found.shape == (4, 8, 8), method
+        assert bool((found >= 0).all()), method
+
+
+def test_reductions_keep_one_channel_map(mixed):
+    inputs, targets = _inputs(), [0, 1, 2, 0]
+    options = {"saliency": {"reduce": "channels"}}
+    channels = attribute(mixed, inputs, targets, methods=("saliency",), options=options)["saliency"]
+    signed = attribute(
+        mixed, inputs, targets, methods=("saliency",), options={"saliency": {"reduce": "signed"}}
+    )["saliency"]
+    default = attribute(mixed, inputs, targets, methods=("saliency",))["saliency"]
+    assert channels.shape == (4, 3, 8, 8)
+    torch.testing.assert_close(default, channels.abs().amax(dim=1))
+    torch.testing.assert_close(signed.abs(), default)
+    assert bool((signed < 0).any())
+
+
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"saliency": {"reduce": "mean"}}, "reduce"),
+        ({"saliency": {"samples": 3}}, "Unknown option"),
+        ({"gradcam": {"reduce": "signed"}}, "no options"),
+        ({"smoothgrad": {"samples": 3}}, "not among"),
+        ({"integrated_gradients": {"steps": 0}}, "positive"),
+    ],
+)
+def test_bad_options_are_rejected(mixed, options, match):
+    methods = ("saliency", "gradcam", "integrated_gradients")
+    with pytest.raises(AttributionError, match=match):
+        attribute(
+            mixed, _inputs(), [0] * 4, methods=methods, target_layer=mixed.conv2, options=options
+        )
+
+
+def test_layer_methods_need_a_layer_and_cam_a_gap_linear_head(mixed):
+    with pytest.raises(AttributionError, match="target layer"):
+        attribute(mixed, _inputs(), [0] * 4, methods=("layercam",))
+    flat_head = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3))
+    with pytest.raises(AttributionError, match="global average pooling"):
+        attribute(flat_head, _inputs(), [0] * 4, methods=("cam",))
+
+
+def test_empty_batch_gives_empty_maps(mixed):
+    maps = attribute(
+        mixed, _inputs()[:0], [], methods=("saliency", "gradcam"), target_layer=mixed.conv2
+    )
+    assert all(m.shape == (0, 8, 8) for m in maps.values())
+
+
+def _signed(model: nn.Module, inputs: torch.Tensor, targets: object) -> torch.Tensor:
+    options = {"saliency": {"reduce": "channels"}}
+    return attribute(model, inputs, targets, methods=("saliency",), options=options)["saliency"]
+
+
+def test_prediction_and_class_index_targets_agree(mixed):
+    inputs = _inputs()
+    predicted = compute(mixed, inputs, "prediction", methods=("saliency",))
+    by_index = attribute(mixed, inputs, predicted.logits.argmax(1), methods=("saliency",))
+    torch.testing.assert_close(predicted.maps["saliency"], by_index["saliency"])
+
+
+def test_multi_label_sets_sum_the_selected_classes(mixed):
+    inputs = _inputs(2)
+    sets = _signed(mixed, inputs, [[0, 2], [1]])
+    mask = _signed(mixed, inputs, torch.tensor([[1, 0, 1], [0, 1, 0]]))
+    g0, g1, g2 = (_signed(mixed, inputs, [k, k]) for k in range(3))
+    torch.testing.assert_close(sets, mask)
+    torch.testing.assert_close(sets[0], g0[0] + g2[0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(sets[1], g1[1])
+
+
+def test_callable_target_turns_logits_into_scores(mixed):
+    inputs = _inputs(2)
+    margin = _signed(mixed, inputs, lambda logits: logits[:, 1] - logits[:, 0])
+    g0, g1 = _signed(mixed, inputs, [0, 0]), _signed(mixed, inputs, [1, 1])
+    torch.testing.assert_close(margin, g1 - g0, rtol=1e-5, atol=1e-7)
+    with pytest.raises(AttributionError, match="Tensor"):
+        _signed(mixed, inputs, lambda logits: logits)
+
+
+def test_regression_modifiers(mixed):
+    """A one-output regression: what increases (relu), decreases (negate), changes (absolute)
+    or keeps (small_values) the output, from the same signed gradient."""
+    regression = nn.Sequential(mixed, nn.Linear(3, 1)).eval()
+    inputs = _inputs(2)
+    signed = _signed(regression, inputs, [0, 0])
+
+    def modified(modifier: str) -> torch.Tensor:
+        options = {"saliency": {"modifier": modifier, "reduce": "channels"}}
+        return attribute(regression, inputs, [0, 0], methods=("saliency",), options=options)[
+            "saliency"
+        ]
+
+    torch.testing.assert_close(modified("relu"), signed.clamp(min=0))
+    torch.testing.assert_close(modified("negate"), (-signed).clamp(min=0))
+    torch.testing.assert_close(modified("absolute"), signed.abs())
+    torch.testing.assert_close(modified("small_values"), 1 / (signed.abs() + 1e-7))
+
+
+def test_layer_filter_target_is_conv_filter_saliency(mixed):
+    inputs = _inputs(2)
+    found = _signed(mixed, inputs, LayerFilter(mixed.conv2, 3))
+    leaf = inputs.clone().requires_grad_(True)
+    h = mixed.conv1(leaf).relu()
+    (expected,) = torch.autograd.grad(mixed.conv2(h)[:, 3].mean(dim=(1, 2)).sum(), leaf)
+    torch.testing.assert_close(found, expected)
+    per_sample = _signed(mixed, inputs, LayerFilter(mixed.conv2, torch.tensor([3, 3])))
+    torch.testing.assert_close(per_sample, found)
+
+
+def test_works_inside_no_grad_and_leaves_the_inputs_alone(mixed):
+    inputs = _inputs()
+    kept = inputs.clone()
+    expected = attribute(
+        mixed, inputs, [0, 1, 2, 0], methods=SEED_METHODS, target_layer=mixed.conv2
+    )
+    with torch.no_grad():
+        found = attribute(
+            mixed, inputs, [0, 1, 2, 0], methods=SEED_METHODS, target_layer=mixed.conv2
+        )
+    for method in SEED_METHODS:
+        torch.testing.assert_close(found[method], expected[method])
+    torch.testing.assert_close(inputs, kept, rtol=0, atol=0)
+    assert not inputs.requires_grad
