@@ -6,6 +6,7 @@ and dropped. Only :func:`audit` knows every stage.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import time
@@ -29,7 +30,7 @@ from auditor.data.transforms import AuditTransform
 from auditor.detect.counterfactual import DonorPool, behaviour, remove_object
 from auditor.detect.sanity import randomization_check, resolution_check
 from auditor.detect.stats import ClassResult, class_results, verdict
-from auditor.errors import ConfigError, DataError
+from auditor.errors import AttributionError, ConfigError, DataError
 from auditor.exemplars import ClassEvidence, ScoredBatch, collect_evidence, evidence_payload
 from auditor.models import LoadedModel, TargetLayer, file_sha256, load_model, resolve_target_layer
 from auditor.scoring import METRICS, score_all
@@ -105,6 +106,7 @@ def audit(
     saver = Checkpoint(checkpoint, _fingerprint(loaded, info, config))
     state = saver.load(Progress(rows=[], evidence=fresh))
     probe = probe_samples(info.records, transform, size=config.donor_pool, device=device)
+    config, method_errors = runnable_methods(net, probe, layer, config)
     pool = DonorPool(remove_object(probe.inputs, probe.masks), probe.labels) if probe else None
     trust = method_trust(net, probe, layer, config)
     batches = _batches(info.records, transform, config, device, progress, start=state.done)
@@ -125,7 +127,8 @@ def audit(
     )
     timings = {"total_s": round(time.perf_counter() - started, 3)}
     return AuditRun(
-        summary=_summary(loaded, info, data, config, results, samples) | {"trust": trust},
+        summary=_summary(loaded, info, data, config, results, samples)
+        | {"trust": trust, "method_errors": method_errors},
         samples=samples,
         run_info=_run_info(loaded, info, data, config, layer, device, timings),
         evidence=evidence_payload(evidence, info.class_names),
@@ -164,6 +167,28 @@ def probe_samples(
         masks=torch.stack([s["masks"] for s in samples]).to(device),
         labels=torch.tensor([s["targets"] for s in samples]),
     )
+
+
+def runnable_methods(
+    net: torch.nn.Module, probe: Probe | None, layer: TargetLayer | None, config: AuditConfig
+) -> tuple[AuditConfig, dict[str, str]]:
+    """Try each method on two probe samples; one that cannot run on this model (CAM without
+    a GAP + linear head, guided backprop without ReLUs) is dropped and reported, so it ends
+    as an error entry rather than ending the audit."""
+    if probe is None:
+        return config, {}
+    errors = {}
+    for method in config.methods:
+        try:
+            compute(net, probe.inputs[:2], probe.labels[:2].to(probe.inputs.device),
+                    methods=(method,), target_layer=layer.module if layer else None)  # fmt: skip
+        except AttributionError as exc:
+            errors[method] = str(exc)
+    kept = tuple(m for m in config.methods if m not in errors)
+    if not kept:
+        details = "; ".join(f"{m}: {e}" for m, e in errors.items())
+        raise AttributionError(f"No requested method can run on this model ({details}).")
+    return dataclasses.replace(config, methods=kept), errors
 
 
 def method_trust(

@@ -123,3 +123,22 @@ def test_pdf_reads_as_a_reviewer_would(audited):
         1 + methods + 1 + len(evidence[c["name"]]["exemplars"]) * (1 + methods) for c in sections
     )  # mean mask, mean maps, histogram; per exemplar the original and one overlay per method
     assert html.count("<img") == expected
+
+
+def test_a_method_that_cannot_run_is_reported_not_fatal(coco_dataset, tmp_path):
+    """efficientnet_b0 has no ReLU, so guided backprop cannot run; saliency still does."""
+    import torchvision
+
+    weights = tmp_path / "effnet.pt"
+    torch.save(torchvision.models.efficientnet_b0(num_classes=4).state_dict(), weights)
+    common = ["audit", "--model", "efficientnet_b0", "--weights", str(weights), "--data",
+              str(coco_dataset), "--image-size", "32", "--no-pdf"]  # fmt: skip
+    result = run(*common, "--out", str(tmp_path / "a"), "--methods", "guided_backprop,saliency")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["methods"] == ["saliency"]
+    assert "ReLU" in summary["method_errors"]["guided_backprop"]
+    assert "guided_backprop could not run" in (tmp_path / "a" / "report.html").read_text()
+    alone = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "b"), "--methods",
+                                     "guided_backprop"])  # fmt: skip
+    assert alone.exit_code == 1 and "No requested method can run" in alone.output

@@ -31,6 +31,7 @@ def report_context(run: AuditRun) -> dict[str, Any]:
         "classes": [_class_row(c, summary["methods"]) for c in classes],
         "has_behaviour": any(c.get("behaviour") for c in classes),
         "trust": _trust(summary.get("trust", {})),
+        "method_errors": summary.get("method_errors", {}),
         "sections": [
             _class_section(run, c, threshold, names) for c in classes if c["status"] != "pass"
         ],
