@@ -206,3 +206,27 @@ def test_integrated_gradients_trapezoid_with_a_baseline_matches_captum(tiny_cnn)
         method="riemann_trapezoid",
     )
     torch.testing.assert_close(ours["integrated_gradients"], theirs * 6 / 5, rtol=1e-4, atol=1e-7)
+
+
+def test_label_and_prediction_in_one_call_share_the_forward(tiny_cnn):
+    from auditor.attribution import attribute_many
+
+    inputs = torch.randn(4, 3, 10, 10, generator=torch.Generator().manual_seed(5))
+    labels = torch.tensor([0, 1, 2, 0])
+    methods = ("saliency", "guided_backprop", "deconvnet", "gradcam", "cam", "guided_gradcam")
+    forwards = []
+    handle = tiny_cnn.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        both = attribute_many(tiny_cnn, inputs, {"label": labels, "prediction": "prediction"},
+                              methods=methods, target_layer=tiny_cnn.features)  # fmt: skip
+    finally:
+        handle.remove()
+    assert len(forwards) == 1
+    predicted = tiny_cnn(inputs).argmax(1)
+    for name, targets in (("label", labels), ("prediction", predicted)):
+        alone = attribute(
+            tiny_cnn, inputs, targets, methods=methods, target_layer=tiny_cnn.features
+        )
+        for method in methods:
+            torch.testing.assert_close(both[name][method], alone[method])
+    assert all(p.grad is None for p in tiny_cnn.parameters())

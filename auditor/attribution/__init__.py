@@ -1,6 +1,14 @@
 """Attribution maps, computed for a batch in as few passes as the methods allow."""
 
-from auditor.attribution.engine import CAM_METHODS, METHODS, Attribution, attribute, compute
+from auditor.attribution.engine import (
+    CAM_METHODS,
+    METHODS,
+    Attribution,
+    attribute,
+    attribute_many,
+    compute,
+    compute_many,
+)
 from auditor.attribution.options import (
     GradientOptions,
     IntegratedGradientsOptions,
@@ -17,5 +25,7 @@ __all__ = [
     "LayerFilter",
     "SmoothGradOptions",
     "attribute",
+    "attribute_many",
     "compute",
+    "compute_many",
 ]

@@ -17,6 +17,7 @@ the mode are removed even when the model raises.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -123,22 +124,81 @@ def compute(
     options: Mapping[str, Mapping[str, Any] | GradientOptions] | None = None,
 ) -> Attribution:
     """Maps and logits from one forward pass and at most three input-only backwards."""
+    return compute_many(
+        model, inputs, {"": targets}, methods=methods, target_layer=target_layer, options=options
+    )[""]
+
+
+def attribute_many(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: Mapping[str, TargetSpec],
+    *,
+    methods: Sequence[str] = ("gradcam", "saliency"),
+    target_layer: nn.Module | None = None,
+    options: Mapping[str, Mapping[str, Any] | GradientOptions] | None = None,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Maps for several targets of the same images in one call, e.g. what supports the
+    label and what supports the prediction: ``{"label": labels, "prediction": "prediction"}``.
+
+    -> {target name: {method: Tensor[N, H, W]}}; the targets share one forward pass.
+    """
+    found = compute_many(
+        model, inputs, targets, methods=methods, target_layer=target_layer, options=options
+    )
+    return {name: result.maps for name, result in found.items()}
+
+
+def compute_many(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: Mapping[str, TargetSpec],
+    *,
+    methods: Sequence[str] = ("gradcam", "saliency"),
+    target_layer: nn.Module | None = None,
+    options: Mapping[str, Mapping[str, Any] | GradientOptions] | None = None,
+) -> dict[str, Attribution]:
+    """One forward pass shared by every target; each target then costs its own input-only
+    backwards (one per rule), with the graph kept until the last of them."""
     methods = tuple(dict.fromkeys(methods))
     _check_methods(methods, target_layer)
     settings = parsed(methods, options)
+    if not targets:
+        raise AttributionError("Expected at least one target.")
     if inputs.shape[0] == 0:
         empty = {m: inputs.new_zeros((0, *inputs.shape[-2:])) for m in methods}
-        return Attribution(empty, inputs.new_zeros((0, 0)))
-    filter_layer = targets.layer if isinstance(targets, LayerFilter) else None
+        return {name: Attribution(empty, inputs.new_zeros((0, 0))) for name in targets}
     layered = any(m in CAM_METHODS for m in methods)
-    layers = {"target": target_layer if layered else None, "filter": filter_layer}
+    layers = {"target": target_layer if layered else None, "filter": _filter_layer(targets)}
+    names = list(targets)
+    out = {}
     with _eval_mode(model), _capture(layers) as captured, torch.enable_grad():
-        forward = _forward(model, inputs, targets, methods, captured)
-        grads = _backwards(forward, methods)
-        maps = _maps(forward, grads, methods, settings)
-        maps.update(_sampled_maps(model, inputs, forward.objective, settings, captured))
-    ordered = {m: maps[m].detach().float() for m in methods}
-    return Attribution(ordered, forward.logits.detach())
+        forward = _forward(model, inputs, targets[names[0]], methods, captured)
+        for k, name in enumerate(names):
+            if k:
+                forward = _retargeted(forward, targets[name], captured)
+            grads = _backwards(forward, methods, keep_graph=k < len(names) - 1)
+            maps = _maps(forward, grads, methods, settings)
+            maps.update(_sampled_maps(model, inputs, forward.objective, settings, captured))
+            ordered = {m: maps[m].detach().float() for m in methods}
+            out[name] = Attribution(ordered, forward.logits.detach())
+    return out
+
+
+def _filter_layer(targets: Mapping[str, TargetSpec]) -> nn.Module | None:
+    layers = {id(t.layer): t.layer for t in targets.values() if isinstance(t, LayerFilter)}
+    if len(layers) > 1:
+        raise AttributionError("Filter targets of one call must share their layer.")
+    return next(iter(layers.values()), None)
+
+
+def _retargeted(
+    forward: _Forward, targets: TargetSpec, captured: dict[str, torch.Tensor]
+) -> _Forward:
+    """The same forward pass scored for other targets."""
+    found = objective(targets, forward.logits.detach())
+    total = found.scores(forward.logits, captured.get("filter")).sum()
+    return dataclasses.replace(forward, objective=found, total=total)
 
 
 def _sampled_maps(
@@ -189,7 +249,9 @@ def _forward(
     return _Forward(leaf, logits, found, total, layer, recorder.head, switch)
 
 
-def _backwards(forward: _Forward, methods: tuple[str, ...]) -> dict[tuple[Rule, str], torch.Tensor]:
+def _backwards(
+    forward: _Forward, methods: tuple[str, ...], *, keep_graph: bool = False
+) -> dict[tuple[Rule, str], torch.Tensor]:
     """One ``autograd.grad`` call per rule needed: {(rule, "input" | "layer"): gradient}."""
     wanted = {need for m in methods for need in _NEEDS.get(m, ())}
     rules = [r for r in RULES if any(w[0] == r for w in wanted)]
@@ -205,7 +267,7 @@ def _backwards(forward: _Forward, methods: tuple[str, ...]) -> dict[tuple[Rule, 
         wrt = [forward.inputs if part == "input" else _layer_output(forward) for part in parts]
         forward.switch.rule = rule
         found = torch.autograd.grad(
-            forward.total, wrt, retain_graph=i < len(rules) - 1, allow_unused=True
+            forward.total, wrt, retain_graph=keep_graph or i < len(rules) - 1, allow_unused=True
         )
         for part, tensor, grad in zip(parts, wrt, found):
             grads[(rule, part)] = torch.zeros_like(tensor) if grad is None else grad
