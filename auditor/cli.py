@@ -89,6 +89,7 @@ def cli(verbose: bool) -> None:
 @click.option("--normalize", help="imagenet | none | M,M,M/S,S,S")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--batch-size", type=int)
+@click.option("--workers", type=int, help="DataLoader worker processes (default 0: decode inline).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="audit.toml")
 @click.option(
     "--fail-on-flag", is_flag=True, help=f"Exit with {EXIT_FLAGGED} if a class is flagged."
@@ -110,6 +111,7 @@ def audit(
     normalize: str | None,
     device: str | None,
     batch_size: int | None,
+    workers: int | None,
     config_path: str | None,
     fail_on_flag: bool,
     no_pdf: bool,
@@ -122,7 +124,7 @@ def audit(
         "methods": tuple(methods.split(",")) if methods else None, "target_layer": target_layer,
         "image_size": image_size, "normalize": normalize, "device": device,
         "batch_size": batch_size, "split": split, "label_policy": label_policy,
-        "class_map": class_map, "keep_aspect": keep_aspect or None,
+        "class_map": class_map, "keep_aspect": keep_aspect or None, "num_workers": workers,
     }  # fmt: skip
     config = (
         load_config(config_path, **overrides) if config_path else config_from_dict({}, **overrides)

@@ -29,7 +29,7 @@ class Exemplar:
     mask: torch.Tensor  # bool [t, t]
     maps: dict[str, torch.Tensor]  # float16 [t, t] per method, each scaled to max 1
     scores: dict[str, float]
-    interventions: dict[str, int]  # intervention column -> predicted class
+    interventions: dict[str, Any]  # predicted class and label probability per intervention
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -125,7 +125,7 @@ class ScoredBatch:
     predictions: torch.Tensor  # Tensor[n]
     indices: list[int]  # dataset positions
     scores: dict[str, dict[str, list[float]]]  # method -> metric -> n values
-    acts: dict[str, list[int]]  # intervention column -> n predictions
+    acts: dict[str, list[Any]]  # intervention column -> n predictions or label probabilities
 
 
 def collect_evidence(

@@ -138,7 +138,8 @@ def audit(
 SAMPLE_COLUMNS = [
     "sample", "image_id", "file_name", "label", "label_name", "prediction", "correct", "method",
     *METRICS, "mask_fraction", "pred_swapped", "donor_label",
-    "pred_background_only", "pred_object_only", "skip_reason", "skip_detail",
+    "pred_background_only", "pred_object_only", "prob_label", "prob_label_swapped",
+    "prob_label_background_only", "prob_label_object_only", "skip_reason", "skip_detail",
 ]  # fmt: skip
 
 
@@ -296,7 +297,11 @@ def _audit_batch(
     predictions = result.logits.argmax(1)
     valid = ~batch["ignore"][keep].to(device) if "ignore" in batch else None
     scores = {m: score_all(maps, masks, valid) for m, maps in result.maps.items()}
-    acts = _behaviour_columns(net, inputs, masks, targets, indices, pool)
+    label_probability = result.logits.float().softmax(1).gather(1, targets[:, None])[:, 0]
+    acts = {
+        "prob_label": label_probability.tolist(),
+        **_behaviour_columns(net, inputs, masks, targets, indices, pool),
+    }
     for j, index in enumerate(indices):
         extra = {name: values[j] for name, values in acts.items()}
         rows += _sample_rows(index, records[index], int(predictions[j]), scores, j, extra)
@@ -312,15 +317,18 @@ def _behaviour_columns(
     targets: torch.Tensor,
     indices: list[int],
     pool: DonorPool | None,
-) -> dict[str, list[int]]:
+) -> dict[str, list[Any]]:
     if pool is None:
         return {}
     keys = torch.tensor(indices)
     b = behaviour(net, inputs, masks, targets, keys, pool)
+    probability = b.label_probability.tolist()
     return {
         "pred_swapped": b.swapped.tolist(), "donor_label": b.donor_labels.tolist(),
         "pred_background_only": b.background_only.tolist(),
         "pred_object_only": b.object_only.tolist(),
+        "prob_label_swapped": probability[0], "prob_label_background_only": probability[1],
+        "prob_label_object_only": probability[2],
     }  # fmt: skip
 
 

@@ -142,3 +142,24 @@ def test_a_method_that_cannot_run_is_reported_not_fatal(coco_dataset, tmp_path):
     alone = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "b"), "--methods",
                                      "guided_backprop"])  # fmt: skip
     assert alone.exit_code == 1 and "No requested method can run" in alone.output
+
+
+def test_samples_record_label_probability_under_each_intervention(audited):
+    _, out = audited
+    samples = pd.read_parquet(out / "samples.parquet")
+    for column in ("prob_label", "prob_label_swapped", "prob_label_background_only",
+                   "prob_label_object_only"):  # fmt: skip
+        values = samples[column].dropna()
+        assert len(values) and values.between(0, 1).all()
+    html = (out / "report.html").read_text()
+    if json.loads((out / "summary.json").read_text())["verdict"] != "pass":
+        assert "p(label)" in html and "→" in html
+
+
+def test_workers_give_the_same_rows(coco_dataset, resnet_weights, tmp_path, audited):
+    result = run("audit", "--model", "resnet18", "--weights", str(resnet_weights), "--data",
+                 str(coco_dataset), "--out", str(tmp_path), "--image-size", "32",
+                 "--batch-size", "16", "--workers", "2", "--no-pdf")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ours = pd.read_parquet(tmp_path / "samples.parquet")
+    pd.testing.assert_frame_equal(ours, pd.read_parquet(audited[1] / "samples.parquet"))

@@ -149,12 +149,15 @@ class DonorPool:
 
 @dataclass(frozen=True)
 class Behaviour:
-    """Predictions under each intervention, per sample (Tensor[N] of class indices)."""
+    """Predictions under each intervention, per sample (Tensor[N] of class indices), and the
+    probability of the labelled class under each (Tensor[3, N]: swapped, background only,
+    object only)."""
 
     swapped: torch.Tensor
     donor_labels: torch.Tensor
     background_only: torch.Tensor
     object_only: torch.Tensor
+    label_probability: torch.Tensor
 
 
 @torch.no_grad()
@@ -173,6 +176,12 @@ def behaviour(
         background_only(inputs, masks),
         object_only(inputs, masks),
     ])  # fmt: skip
-    predictions = model(batch).argmax(1).view(3, -1)
-    swapped = torch.where(donor_labels.to(inputs.device) >= 0, predictions[0], -1)
-    return Behaviour(swapped, donor_labels.to(inputs.device), predictions[1], predictions[2])
+    logits = model(batch).float().view(3, len(inputs), -1)
+    predictions = logits.argmax(2)
+    label_probability = logits.softmax(2).gather(2, targets.view(1, -1, 1).expand(3, -1, 1))[..., 0]
+    has_donor = donor_labels.to(inputs.device) >= 0
+    swapped = torch.where(has_donor, predictions[0], -1)
+    label_probability[0] = torch.where(has_donor, label_probability[0], torch.nan)
+    return Behaviour(
+        swapped, donor_labels.to(inputs.device), predictions[1], predictions[2], label_probability
+    )

@@ -130,9 +130,9 @@ def _class_section(
 
 
 INTERVENTIONS = {
-    "pred_swapped": "background swapped",
-    "pred_background_only": "background only",
-    "pred_object_only": "object only",
+    "swapped": "background swapped",
+    "background_only": "background only",
+    "object_only": "object only",
 }
 
 
@@ -144,9 +144,16 @@ def _exemplar(e: dict[str, Any], methods: list[str], names: list[str]) -> dict[s
     return {
         "caption": f"{e['file_name']} (id {e['image_id']}), predicted {name(e['prediction'])}",
         "interventions": [
-            {"name": label, "prediction": name(acts.get(key)), "kept": acts.get(key) == e["label"]}
+            {
+                "name": label,
+                "prediction": name(acts.get(f"pred_{key}")),
+                "kept": acts.get(f"pred_{key}") == e["label"],
+                "probability": _probability_change(
+                    acts.get("prob_label"), acts.get(f"prob_label_{key}")
+                ),
+            }
             for key, label in INTERVENTIONS.items()
-            if key in acts
+            if f"pred_{key}" in acts
         ],
         "original": figures.overlay(e["image"], None, e["mask"]),
         "overlays": [
@@ -159,6 +166,13 @@ def _exemplar(e: dict[str, Any], methods: list[str], names: list[str]) -> dict[s
             if m in e["maps"]
         ],
     }
+
+
+def _probability_change(before: float | None, after: float | None) -> str:
+    """``0.97 → 0.12``: the labelled class's probability on the original, then intervened."""
+    if before is None or after is None or not (math.isfinite(before) and math.isfinite(after)):
+        return ""
+    return f"{before:.2f} → {after:.2f}"
 
 
 def _skipped(samples: pd.DataFrame) -> list[dict[str, str]]:
