@@ -50,3 +50,14 @@ def resnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "resnet18.pt"
     torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One CPU thread for modules of many tiny-model tests: they gain nothing from more, and
+    on a shared CPU OpenMP threads wait on each other. Opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

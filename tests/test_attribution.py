@@ -7,15 +7,7 @@ from auditor.attribution import attribute, compute
 from auditor.errors import AttributionError
 from auditor.models import resolve_target_layer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One CPU thread, as in test_attribution_references.py: tiny models gain nothing from
-    more, and on a shared CPU OpenMP threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_saliency_matches_captum(tiny_cnn):

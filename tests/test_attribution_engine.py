@@ -13,14 +13,7 @@ SEED_METHODS = ("saliency", "deconvnet", "guided_backprop", "cam", "gradcam", "g
 FAST = {"smoothgrad": {"samples": 3}, "integrated_gradients": {"steps": 4}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One CPU thread, as in test_attribution_references.py: tiny models gain nothing from
-    more, and on a shared CPU OpenMP threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Mixed(nn.Module):

@@ -45,14 +45,7 @@ INPUT_METHODS = ("saliency", "gradient_x_input", "deconvnet", "guided_backprop")
 CHANNELS = {"reduce": "channels"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One CPU thread: small batches gain little from more, and a shared CPU makes OpenMP
-    threads wait on each other (many times slower). Restored for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def close(ours: torch.Tensor, theirs: torch.Tensor, rtol: float = 1e-4) -> None:
