@@ -103,7 +103,8 @@ def audit(
         config.image_size, config.normalize, geometry="pad" if config.keep_aspect else "stretch"
     )
     fresh = {i: ClassEvidence(config.exemplars_per_class) for i in range(len(info.class_names))}
-    saver = Checkpoint(checkpoint, _fingerprint(loaded, info, config))
+    data_sha = file_sha256(info.source) if info.source.is_file() else None  # hashed once
+    saver = Checkpoint(checkpoint, _fingerprint(loaded, info, config, data_sha))
     state = saver.load(Progress(rows=[], evidence=fresh))
     probe = probe_samples(info.records, transform, size=config.donor_pool, device=device)
     config, method_errors = runnable_methods(net, probe, layer, config)
@@ -127,7 +128,7 @@ def audit(
     )
     timings = {"total_s": round(time.perf_counter() - started, 3)}
     return AuditRun(
-        summary=_summary(loaded, info, data, config, results, samples)
+        summary=_summary(loaded, info, data, data_sha, config, results, samples)
         | {"trust": trust, "method_errors": method_errors},
         samples=samples,
         run_info=_run_info(loaded, info, data, config, layer, device, timings),
@@ -216,10 +217,12 @@ def method_trust(
     }
 
 
-def _fingerprint(loaded: LoadedModel, info: DatasetInfo, config: AuditConfig) -> str:
+def _fingerprint(
+    loaded: LoadedModel, info: DatasetInfo, config: AuditConfig, data_sha: str | None
+) -> str:
     return fingerprint(
         config=config.to_dict(), model=loaded.spec, weights=loaded.sha256,
-        data=str(info.source), data_sha=file_sha256(info.source) if info.source.is_file() else None,
+        data=str(info.source), data_sha=data_sha,
         records=len(info.records), auditor=__version__,
     )  # fmt: skip
 
@@ -376,6 +379,7 @@ def _summary(
     loaded: LoadedModel,
     info: DatasetInfo,
     data: str | Path,
+    data_sha: str | None,
     config: AuditConfig,
     results: list[ClassResult],
     samples: pd.DataFrame,
@@ -389,7 +393,7 @@ def _summary(
         "model": {"spec": loaded.spec, "sha256": loaded.sha256},
         "dataset": {
             "spec": str(data),
-            "sha256": file_sha256(info.source) if info.source.is_file() else None,
+            "sha256": data_sha,
             "n_images": len(info.records),
             "n_skipped": int(skipped["sample"].nunique()),
             "skipped_by_reason": {

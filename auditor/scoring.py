@@ -128,9 +128,10 @@ def _top_hits(
 ) -> torch.Tensor:
     """Expected hits in M among each row's top-``k`` of Omega, ties at the cut shared."""
     ranked = torch.where(omega, values, -math.inf)
+    usable = _usable(values, inside, omega).tolist()
     out = torch.empty(values.shape[0], dtype=torch.float32, device=values.device)
     for i, k in enumerate(ks.tolist()):
-        if k == 0 or not _usable(values[i : i + 1], inside[i : i + 1], omega[i : i + 1]):
+        if k == 0 or not usable[i]:
             out[i] = math.nan
             continue
         cut = ranked[i].topk(k).values[-1]
