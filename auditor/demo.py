@@ -117,10 +117,11 @@ def ensure_model(
     echo: Callable[[str], None],
     epochs: int = EPOCHS,
     lr: float = LR,
+    arch: str = ARCH,
 ) -> Path:
     """Train (or reuse the ``state_dict`` cached for the same recipe and data spec)."""
-    weights, recipe_file = root / f"{ARCH}.pt", root / f"{ARCH}.json"
-    recipe = {"arch": ARCH, "epochs": epochs, "lr": lr, "spec": _jsonable(demo.spec)}
+    weights, recipe_file = root / f"{arch}.pt", root / f"{arch}.json"
+    recipe = {"arch": arch, "epochs": epochs, "lr": lr, "spec": _jsonable(demo.spec)}
     if (
         weights.is_file()
         and recipe_file.is_file()
@@ -128,13 +129,13 @@ def ensure_model(
     ):
         echo(f"Using cached {demo.name} model {weights}")
         return weights
-    transform = AuditTransform(IMAGE_SIZE)
+    transform = AuditTransform(demo.spec.image_size)
     inputs, targets = load_tensors(train, transform)
     with tqdm(total=epochs * len(inputs), desc=f"train {demo.name}", unit="img") as bar:
         model = train_classifier(
             inputs,
             targets,
-            arch=ARCH,
+            arch=arch,
             num_classes=len(demo.spec.classes),
             epochs=epochs,
             lr=lr,
@@ -149,15 +150,20 @@ def ensure_model(
 
 
 def ground_truth(
-    weights: Path, spec: SyntheticSpec, audit_folder: Path, *, reliance_drop: float = RELIANCE_DROP
+    weights: Path,
+    spec: SyntheticSpec,
+    audit_folder: Path,
+    *,
+    reliance_drop: float = RELIANCE_DROP,
+    arch: str = ARCH,
 ) -> list[dict]:
     """Per class: accuracy on held-out images, and on the same objects re-rendered on a
     neutral background they were not on (mark removed). A large drop means the class is
     solved through the background: ground truth by intervention, not by how data was planted."""
     from auditor.models import load_model
 
-    model = load_model(ARCH, weights).model
-    transform = AuditTransform(IMAGE_SIZE)
+    model = load_model(arch, weights).model
+    transform = AuditTransform(spec.image_size)
     scenes = read_scenes(audit_folder)
     targets = torch.tensor([s.label for s in scenes])
     original = predict(model, stack_images([render(s) for s in scenes], transform))

@@ -27,13 +27,13 @@ from auditor.checkpoint import Checkpoint, Progress, fingerprint
 from auditor.config import AuditConfig
 from auditor.data.records import AuditDataset, DatasetInfo, Record, parse_skip, read_dataset
 from auditor.data.transforms import AuditTransform
-from auditor.detect.counterfactual import DonorPool, behaviour, remove_object
+from auditor.detect.counterfactual import Behaviour, DonorPool, behaviour, remove_object
 from auditor.detect.sanity import randomization_check, resolution_check
 from auditor.detect.stats import ClassResult, class_results, verdict
 from auditor.errors import AttributionError, ConfigError, DataError
 from auditor.exemplars import ClassEvidence, ScoredBatch, collect_evidence, evidence_payload
 from auditor.models import LoadedModel, TargetLayer, file_sha256, load_model, resolve_target_layer
-from auditor.scoring import METRICS, score_all
+from auditor.scoring import METRICS, chance_corrected, score_all
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def audit(
 
 SAMPLE_COLUMNS = [
     "sample", "image_id", "file_name", "label", "label_name", "prediction", "correct", "method",
-    *METRICS, "mask_fraction", "pred_swapped", "donor_label",
+    *METRICS, "mask_fraction", "swap_chance_corrected", "pred_swapped", "donor_label",
     "pred_background_only", "pred_object_only", "prob_label", "prob_label_swapped",
     "prob_label_background_only", "prob_label_object_only", "skip_reason", "skip_detail",
 ]  # fmt: skip
@@ -301,10 +301,13 @@ def _audit_batch(
     valid = ~batch["ignore"][keep].to(device) if "ignore" in batch else None
     scores = {m: score_all(maps, masks, valid) for m, maps in result.maps.items()}
     label_probability = result.logits.float().softmax(1).gather(1, targets[:, None])[:, 0]
-    acts = {
-        "prob_label": label_probability.tolist(),
-        **_behaviour_columns(net, inputs, masks, targets, indices, pool),
-    }
+    acts: dict[str, list[Any]] = {"prob_label": label_probability.tolist()}
+    if pool is not None:
+        b = behaviour(net, inputs, masks, targets, torch.tensor(indices), pool)
+        acts |= _behaviour_columns(b)
+        swap = _broken_swap_scores(net, b, targets, predictions, masks, valid, layer, config)
+        for method, values in swap.items():
+            scores[method]["swap_chance_corrected"] = values
     for j, index in enumerate(indices):
         extra = {name: values[j] for name, values in acts.items()}
         rows += _sample_rows(index, records[index], int(predictions[j]), scores, j, extra)
@@ -313,18 +316,7 @@ def _audit_batch(
     return rows
 
 
-def _behaviour_columns(
-    net: torch.nn.Module,
-    inputs: torch.Tensor,
-    masks: torch.Tensor,
-    targets: torch.Tensor,
-    indices: list[int],
-    pool: DonorPool | None,
-) -> dict[str, list[Any]]:
-    if pool is None:
-        return {}
-    keys = torch.tensor(indices)
-    b = behaviour(net, inputs, masks, targets, keys, pool)
+def _behaviour_columns(b: Behaviour) -> dict[str, list[Any]]:
     probability = b.label_probability.tolist()
     return {
         "pred_swapped": b.swapped.tolist(), "donor_label": b.donor_labels.tolist(),
@@ -333,6 +325,32 @@ def _behaviour_columns(
         "prob_label_swapped": probability[0], "prob_label_background_only": probability[1],
         "prob_label_object_only": probability[2],
     }  # fmt: skip
+
+
+def _broken_swap_scores(
+    net: torch.nn.Module,
+    b: Behaviour,
+    targets: torch.Tensor,
+    predictions: torch.Tensor,
+    masks: torch.Tensor,
+    valid: torch.Tensor | None,
+    layer: TargetLayer | None,
+    config: AuditConfig,
+) -> dict[str, list[float]]:
+    """Per method, C of the new prediction's map on each background-swapped image whose
+    prediction the swap broke (NaN for the others). The object keeps its place and mask in
+    the swapped image, so a negative C says the wrong answer was read off the background
+    rather than caused by the pasted object's edge."""
+    broken = b.broken(targets, predictions)
+    out = {m: torch.full((len(targets),), torch.nan) for m in config.methods}
+    if broken.any():
+        result = compute(net, b.swapped_inputs[broken], b.swapped[broken], methods=config.methods,
+                         target_layer=layer.module if layer else None)  # fmt: skip
+        picked = None if valid is None else valid[broken]
+        where = broken.nonzero().flatten().cpu()
+        for method, maps in result.maps.items():
+            out[method][where] = chance_corrected(maps, masks[broken], picked).cpu()
+    return {m: v.tolist() for m, v in out.items()}
 
 
 def _sample_rows(
@@ -362,6 +380,7 @@ def _skip_row(index: int, record: Record, skip: str) -> dict[str, Any]:
     nan = float("nan")
     return _base_row(index, record) | {
         "prediction": -1, "correct": False, "method": None, "mask_fraction": nan,
+        "swap_chance_corrected": nan,
         **dict.fromkeys(METRICS, nan), "pred_swapped": None, "donor_label": None,
         "pred_background_only": None, "pred_object_only": None,
         "skip_reason": reason, "skip_detail": detail,

@@ -70,6 +70,37 @@ def test_saliency_alone_warns():
     assert results[0].status == "warn" and verdict(results) == "warn"
 
 
+def test_maps_of_broken_swaps_confirm_reliance_the_originals_cannot_show():
+    """Class 0 is recognised by the absence of another class's cue: its own maps sit on the
+    object, but the wrong answers the swap causes are read off the new background."""
+    samples = frame({0: 0.3, 1: 0.5, 2: 0.5}, bg_only={0: 0}, swap_correct={0: False})
+    own = samples["label"] == 0
+    samples["swap_chance_corrected"] = np.where(own, -0.1, np.nan)
+    result = class_results(samples, NAMES, ["gradcam"], DetectConfig())[0]
+    assert result.status == "flag"
+    assert any("swap broke" in reason for reason in result.reasons)
+    assert result.swap_metrics["gradcam"].n == 40 and result.metrics["gradcam"].mean > 0
+    samples["swap_chance_corrected"] = np.where(own, 0.3, np.nan)  # broken answers on the object
+    assert class_results(samples, NAMES, ["gradcam"], DetectConfig())[0].status == "warn"
+
+
+def test_maps_of_broken_swaps_without_behavioural_evidence_raise_nothing():
+    samples = frame({0: 0.3, 1: 0.5, 2: 0.5})
+    samples["swap_chance_corrected"] = np.where(samples["label"] == 0, -0.1, np.nan)
+    results = class_results(samples, NAMES, ["gradcam"], DetectConfig())
+    assert [r.status for r in results] == ["pass"] * 3
+    assert results[0].to_dict()["swap_metrics"]["gradcam"]["n"] == 40
+
+
+def test_broken_counts_right_answers_the_swap_made_wrong():
+    from auditor.detect.counterfactual import Behaviour
+
+    swapped = torch.tensor([0, 1, 2, -1, 1])
+    b = Behaviour(swapped, swapped, swapped, swapped, torch.zeros(3, 5), torch.zeros(5, 3, 2, 2))
+    targets, predictions = torch.tensor([0, 0, 1, 0, 0]), torch.tensor([0, 0, 2, 0, 1])
+    assert b.broken(targets, predictions).tolist() == [False, True, False, False, False]
+
+
 def test_small_class_is_insufficient_not_pass():
     samples = frame({0: 0.5, 1: 0.5, 2: 0.5}, n=10)
     results = class_results(samples, NAMES, ["gradcam"], DetectConfig(min_n=20))

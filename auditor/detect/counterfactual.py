@@ -149,15 +149,23 @@ class DonorPool:
 
 @dataclass(frozen=True)
 class Behaviour:
-    """Predictions under each intervention, per sample (Tensor[N] of class indices), and the
+    """Predictions under each intervention, per sample (Tensor[N] of class indices), the
     probability of the labelled class under each (Tensor[3, N]: swapped, background only,
-    object only)."""
+    object only), and the background-swapped images themselves (Tensor[N, C, H, W]), so
+    that the predictions the swap changed can be explained on the images that changed them.
+    """
 
     swapped: torch.Tensor
     donor_labels: torch.Tensor
     background_only: torch.Tensor
     object_only: torch.Tensor
     label_probability: torch.Tensor
+    swapped_inputs: torch.Tensor
+
+    def broken(self, targets: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+        """Samples predicted right whose background swap made the prediction wrong: the
+        ones the swap gap counts (Tensor[N] bool)."""
+        return (predictions == targets) & (self.swapped >= 0) & (self.swapped != targets)
 
 
 @torch.no_grad()
@@ -171,8 +179,9 @@ def behaviour(
 ) -> Behaviour:
     """Predict on all three interventions of a batch in one forward pass."""
     backgrounds, donor_labels = pool.pick(targets.cpu(), keys.cpu())
+    swapped_inputs = swap_background(inputs, masks, backgrounds.to(inputs.device))
     batch = torch.cat([
-        swap_background(inputs, masks, backgrounds.to(inputs.device)),
+        swapped_inputs,
         background_only(inputs, masks),
         object_only(inputs, masks),
     ])  # fmt: skip
@@ -183,5 +192,6 @@ def behaviour(
     swapped = torch.where(has_donor, predictions[0], -1)
     label_probability[0] = torch.where(has_donor, label_probability[0], torch.nan)
     return Behaviour(
-        swapped, donor_labels.to(inputs.device), predictions[1], predictions[2], label_probability
-    )
+        swapped, donor_labels.to(inputs.device), predictions[1], predictions[2], label_probability,
+        swapped_inputs,
+    )  # fmt: skip

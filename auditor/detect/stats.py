@@ -63,6 +63,7 @@ class ClassResult:
     reasons: list[str] = field(default_factory=list)
     metrics: dict[str, MethodStats] = field(default_factory=dict)
     behaviour: BehaviourStats | None = None
+    swap_metrics: dict[str, MethodStats] = field(default_factory=dict)
 
     @property
     def flagged(self) -> bool:
@@ -79,13 +80,22 @@ class ClassResult:
             "reasons": self.reasons,
             "metrics": {m: s.to_dict() for m, s in self.metrics.items()},
             "behaviour": None if self.behaviour is None else self.behaviour.to_dict(),
+            "swap_metrics": {m: s.to_dict() for m, s in self.swap_metrics.items()},
         }
 
 
-def method_stats(rows: pd.DataFrame, config: DetectConfig, rng: np.random.Generator) -> MethodStats:
-    """Statistics of one class's rows for one method."""
-    finite_rows = rows[np.isfinite(rows["chance_corrected"].to_numpy(dtype=float))]
-    values = finite_rows["chance_corrected"].to_numpy(dtype=float)
+def method_stats(
+    rows: pd.DataFrame,
+    config: DetectConfig,
+    rng: np.random.Generator,
+    column: str = "chance_corrected",
+) -> MethodStats:
+    """Statistics of one class's rows for one method, on the scores in ``column``
+    (``swap_chance_corrected``: the maps of the predictions a background swap broke)."""
+    if column not in rows:
+        rows = rows.assign(**{column: np.nan})
+    finite_rows = rows[np.isfinite(rows[column].to_numpy(dtype=float))]
+    values = finite_rows[column].to_numpy(dtype=float)
     if values.size == 0:
         nan = float("nan")
         return MethodStats(0, nan, nan, nan, nan)
@@ -104,17 +114,13 @@ def method_stats(rows: pd.DataFrame, config: DetectConfig, rng: np.random.Genera
         by_outcome={
             name: {"n": len(part), "chance_corrected": finite(part.mean())}
             for name, part in (
-                (
-                    "correct",
-                    finite_rows.loc[finite_rows["correct"].astype(bool), "chance_corrected"],
-                ),
-                (
-                    "wrong",
-                    finite_rows.loc[~finite_rows["correct"].astype(bool), "chance_corrected"],
-                ),
+                ("correct", finite_rows.loc[finite_rows["correct"].astype(bool), column]),
+                ("wrong", finite_rows.loc[~finite_rows["correct"].astype(bool), column]),
             )
         },
-        secondary={m: finite(rows[m].mean()) for m in SECONDARY if m in rows},
+        secondary={m: finite(rows[m].mean()) for m in SECONDARY if m in rows}
+        if column == "chance_corrected"
+        else {},
     )
 
 
@@ -144,8 +150,11 @@ def class_results(
     untrusted = dict(untrusted or {})
     scored = samples[samples["skip_reason"].isna()]
     images = scored.drop_duplicates("sample")
-    per_class = [_class_method_stats(scored, c, methods, config) for c in range(len(class_names))]
-    per_class = _adjust(per_class, methods)
+    per_class, swap = (
+        _adjust([_class_method_stats(scored, c, methods, config, column)
+                 for c in range(len(class_names))], methods)
+        for column in ("chance_corrected", "swap_chance_corrected")
+    )  # fmt: skip
     behaviours = _behaviours(images, len(class_names), config)
     results = []
     for index, name in enumerate(class_names):
@@ -153,20 +162,30 @@ def class_results(
         accuracy = float(own["correct"].mean()) if len(own) else float("nan")
         acts = behaviours.get(index)
         driving = [m for m in methods if m not in untrusted]
-        status, reasons = _rule(per_class[index], acts, driving, config, list(class_names))
-        results.append(
-            ClassResult(index, name, len(own), accuracy, status, reasons, per_class[index], acts)
+        status, reasons = _rule(
+            per_class[index], swap[index], acts, driving, config, list(class_names)
         )
+        results.append(ClassResult(
+            index, name, len(own), accuracy, status, reasons, per_class[index], acts, swap[index]
+        ))  # fmt: skip
     return results
 
 
 def _class_method_stats(
-    scored: pd.DataFrame, label: int, methods: Sequence[str], config: DetectConfig
+    scored: pd.DataFrame,
+    label: int,
+    methods: Sequence[str],
+    config: DetectConfig,
+    column: str = "chance_corrected",
 ) -> dict[str, MethodStats]:
     rows = scored[scored["label"] == label]
+    stream = 0 if column == "chance_corrected" else 1
     return {
         m: method_stats(
-            rows[rows["method"] == m], config, np.random.default_rng([config.seed, label, i])
+            rows[rows["method"] == m],
+            config,
+            np.random.default_rng([config.seed, label, i, stream]),
+            column,
         )
         for i, m in enumerate(methods)
     }
@@ -199,25 +218,27 @@ def _behaviours(images: pd.DataFrame, k: int, config: DetectConfig) -> dict[int,
 
 def _rule(
     per_method: dict[str, MethodStats],
+    swap_per_method: dict[str, MethodStats],
     acts: BehaviourStats | None,
     driving: Sequence[str],
     config: DetectConfig,
     names: list[str],
 ) -> tuple[Status, list[str]]:
+    """FLAG when attribution and interventions agree, WARN when only one shows reliance.
+
+    Attribution agrees when the label's maps sit off the object on the original images, or,
+    once the interventions show reliance, when the maps of the predictions a background
+    swap broke sit off the object on the swapped images: the wrong answers were read off the
+    new background (a class recognised by the *absence* of another class's cue has nothing
+    to point at on its own images; its failures do).
+    """
     n = max((s.n for s in per_method.values()), default=0)
     if n < config.min_n:
         return "insufficient_data", [f"{n} scored images, fewer than the minimum {config.min_n}"]
-    evidence = {m: s for m, s in per_method.items() if m in driving}
-    saliency = [
-        f"{m}: mean chance-corrected energy {s.mean:+.2f}, {config.confidence:.0%} CI "
-        f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}] below {config.max_chance_corrected:+.2f} "
-        f"(one-sided Wilcoxon, BH-adjusted p = {s.p_adjusted:.1g}, d = {s.effect_size:+.2f})"
-        for m, s in evidence.items()
-        if s.n >= config.min_n
-        and s.ci_high < config.max_chance_corrected
-        and s.p_adjusted < config.q
-    ]
+    saliency = _off_object(per_method, driving, config, "")
     behaviour = acts.evidence(config, names) if acts is not None else []
+    if behaviour and not saliency:
+        saliency = _off_object(swap_per_method, driving, config, SWAPPED)
     if saliency and behaviour:
         return "flag", saliency + behaviour
     if saliency:
@@ -228,6 +249,26 @@ def _rule(
     if behaviour:
         return "warn", [*behaviour, "the interventions show reliance, but attribution maps do not"]
     return "pass", []
+
+
+SWAPPED = "on the {n} swapped images whose prediction the swap broke, the new prediction's map: "
+
+
+def _off_object(
+    per_method: dict[str, MethodStats], driving: Sequence[str], config: DetectConfig, where: str
+) -> list[str]:
+    """A reason for each driving method whose maps sit significantly off the object."""
+    return [
+        f"{m}: {where.format(n=s.n)}mean chance-corrected energy {s.mean:+.2f}, "
+        f"{config.confidence:.0%} CI [{s.ci_low:+.2f}, {s.ci_high:+.2f}] below "
+        f"{config.max_chance_corrected:+.2f} (one-sided Wilcoxon, BH-adjusted "
+        f"p = {s.p_adjusted:.1g}, d = {s.effect_size:+.2f})"
+        for m, s in per_method.items()
+        if m in driving
+        and s.n >= config.min_n
+        and s.ci_high < config.max_chance_corrected
+        and s.p_adjusted < config.q
+    ]
 
 
 def verdict(results: Sequence[ClassResult]) -> Literal["pass", "warn", "fail"]:

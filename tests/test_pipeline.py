@@ -1,0 +1,50 @@
+"""The streaming audit through the Python API, on a tiny model built here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from auditor.config import AuditConfig
+from auditor.data.transforms import AuditTransform
+from auditor.models import LoadedModel
+from auditor.pipeline import audit
+from auditor.training import load_tensors
+from tests.conftest import TinyCNN
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(coco_dataset):
+    """A tiny CNN fitted to the audit images themselves: it reads backgrounds as well as
+    shapes, so swapping the background breaks some of its right answers."""
+    torch.manual_seed(3)
+    inputs, targets = load_tensors(coco_dataset, AuditTransform(32))
+    net = TinyCNN(classes=4)
+    optimiser = torch.optim.Adam(net.parameters(), lr=0.03)
+    for _ in range(60):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(net(inputs), targets).backward()
+        optimiser.step()
+    model = LoadedModel(net.eval(), "tiny", 4, None)
+    config = AuditConfig(image_size=32, batch_size=16, methods=("gradcam", "saliency"))
+    return audit(model, data=coco_dataset, config=config)
+
+
+def test_swap_maps_are_scored_exactly_where_the_swap_broke_a_right_answer(tiny_run):
+    scored = tiny_run.samples[tiny_run.samples["skip_reason"].isna()]
+    broken = (
+        scored["correct"]
+        & (scored["pred_swapped"] >= 0)
+        & (scored["pred_swapped"] != scored["label"])
+    )
+    finite = scored["swap_chance_corrected"].notna()
+    assert broken.any() and finite.equals(broken)
+    assert np.all(np.abs(scored.loc[finite, "swap_chance_corrected"]) <= 1)
+    per_image = broken[scored["method"] == "saliency"]
+    labels = scored.loc[per_image.index, "label"]
+    for c in tiny_run.summary["classes"]:
+        assert set(c["swap_metrics"]) == {"gradcam", "saliency"}
+        assert c["swap_metrics"]["saliency"]["n"] == int(per_image[labels == c["index"]].sum())
