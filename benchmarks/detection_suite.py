@@ -38,11 +38,11 @@ class Scenario:
     negative_control: bool
 
 
-def scenarios(n_train: int, n_audit: int) -> list[Scenario]:
+def scenarios(n_train: int, n_audit: int, seed_offset: int = 0) -> list[Scenario]:
     def spec(classes, strength, artefact, seed, alternative="neutral"):
         return SyntheticSpec(classes=classes, background_strength=strength, artefact_rate=artefact,
-                             image_size=64, n_train=n_train, n_audit=n_audit, seed=seed,
-                             alternative=alternative)  # fmt: skip
+                             image_size=64, n_train=n_train, n_audit=n_audit,
+                             seed=seed + seed_offset, alternative=alternative)  # fmt: skip
 
     return [
         Scenario("background-0.50", spec(TWO, (0.5, 0.5), (0, 0), 21, "others"), True),
@@ -55,17 +55,19 @@ def scenarios(n_train: int, n_audit: int) -> list[Scenario]:
     ]
 
 
-def run_scenario(s: Scenario, root: Path, out: Path, *, epochs: int, drop: float) -> dict:
+def run_scenario(
+    s: Scenario, root: Path, out: Path, *, epochs: int, drop: float, arch: str
+) -> dict:
     data_root = root / s.name
     paths = ensure_dataset(s.spec, data_root, echo=print)
     started = time.perf_counter()
     weights = ensure_model(DemoModel(s.name, s.name, s.spec), data_root, paths["train"],
-                           echo=print, epochs=epochs)  # fmt: skip
+                           echo=print, epochs=epochs, arch=arch)  # fmt: skip
     train_s = time.perf_counter() - started
-    truth = ground_truth(weights, s.spec, data_root / "audit", reliance_drop=drop)
+    truth = ground_truth(weights, s.spec, data_root / "audit", reliance_drop=drop, arch=arch)
     started = time.perf_counter()
     result = CliRunner().invoke(cli, [
-        "audit", "--model", ARCH, "--weights", str(weights), "--data", str(paths["audit"]),
+        "audit", "--model", arch, "--weights", str(weights), "--data", str(paths["audit"]),
         "--out", str(out / s.name), "--image-size", str(s.spec.image_size), "--batch-size", "64",
     ], catch_exceptions=False)  # fmt: skip
     audit_s = time.perf_counter() - started
@@ -101,16 +103,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--reliance-drop", type=float, default=0.3)
     parser.add_argument("--only", help="Run only scenarios whose name contains this text.")
+    parser.add_argument("--arch", default=ARCH, help="torchvision architecture to train.")
+    parser.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="Shift every seed: fresh data and models (held-out draws).",
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     started = time.perf_counter()
     rows = []
-    for s in scenarios(args.n_train, args.n_audit):
+    for s in scenarios(args.n_train, args.n_audit, args.seed_offset):
         if args.only and args.only not in s.name:
             continue
-        rows.append(
-            run_scenario(s, args.root, args.out, epochs=args.epochs, drop=args.reliance_drop)
-        )
+        options = {"epochs": args.epochs, "drop": args.reliance_drop, "arch": args.arch}
+        rows.append(run_scenario(s, args.root, args.out, **options))
         print(json.dumps(rows[-1]), flush=True)
     print(f"\n{'scenario':<32}{'reliant (truth)':<26}{'flagged':<26}{'prec':>6}{'recall':>8}"
           f"{'false-flag':>12}{'s/1000 img':>12}")  # fmt: skip
