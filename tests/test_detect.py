@@ -198,3 +198,16 @@ def test_removed_object_leaves_texture_not_its_silhouette():
     assert box.sum() == 13 * 13 and box[10:23, 10:23].all()  # the disc spans 11..21
     assert set(out[0, 0, box].unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(out[:, :, ~box], inputs[:, :, ~box])
+
+
+def test_background_only_is_also_tested_against_chance():
+    from scipy.stats import binomtest
+
+    samples = frame({0: 0.5, 1: 0.5, 2: 0.5}, bg_only={0: 0})
+    b = class_results(samples, NAMES, ["gradcam"], DetectConfig())[0].to_dict()["behaviour"]
+    hits = int(
+        (samples.drop_duplicates("sample").query("label == 0")["pred_background_only"] == 0).sum()
+    )
+    expected = binomtest(hits, 40, 1 / 3, alternative="greater").pvalue
+    assert b["background_only_chance"] == 1 / 3 and hits == 30
+    assert abs(b["background_only_binomial_p"] - expected) < 1e-12

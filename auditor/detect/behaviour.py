@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import fisher_exact
+from scipy.stats import binomtest, fisher_exact
 
 from auditor.config import DetectConfig
 from auditor.detect.stats_util import bootstrap_ci, finite
@@ -28,12 +28,16 @@ from auditor.detect.stats_util import bootstrap_ci, finite
 
 @dataclass(frozen=True)
 class Identification:
-    """How often the background alone gives the class, against the most similar class."""
+    """How often the background alone gives the class, against the most similar class
+    (``p``, which decides) and against chance, 1/K (``p_chance``, a one-sided binomial test,
+    reported as the ImageNet-9 Backgrounds Challenge does)."""
 
     rate: float
     baseline: float
     baseline_class: int
     p: float
+    p_chance: float = float("nan")
+    chance: float = float("nan")
 
     def significant(self, config: DetectConfig) -> bool:
         return self.p < config.alpha and self.rate - self.baseline >= config.min_gap
@@ -79,6 +83,8 @@ class BehaviourStats:
             "background_only_accuracy": finite(ident.rate),
             "background_only_baseline": finite(ident.baseline),
             "background_only_p": finite(ident.p),
+            "background_only_chance": finite(ident.chance),
+            "background_only_binomial_p": finite(ident.p_chance),
         }
 
 
@@ -92,15 +98,16 @@ def identification(images: pd.DataFrame, label: int, k: int) -> Identification:
     if label not in hits.index or k < 2:
         return Identification(float("nan"), float("nan"), -1, float("nan"))
     own_hits, own_n = (int(v) for v in hits.loc[label])
+    p_chance = float(binomtest(own_hits, own_n, 1 / k, alternative="greater").pvalue)
     others = hits.drop(index=label)
     if others.empty:
-        return Identification(own_hits / own_n, float("nan"), -1, float("nan"))
+        return Identification(own_hits / own_n, float("nan"), -1, float("nan"), p_chance, 1 / k)
     rates = others["sum"] / others["count"]
     top = int(rates.idxmax())
     other_hits, other_n = (int(v) for v in others.loc[top])
     table = [[own_hits, own_n - own_hits], [other_hits, other_n - other_hits]]
     p = float(fisher_exact(table, alternative="greater").pvalue)
-    return Identification(own_hits / own_n, other_hits / other_n, top, p)
+    return Identification(own_hits / own_n, other_hits / other_n, top, p, p_chance, 1 / k)
 
 
 def behaviour_stats(
