@@ -1,9 +1,12 @@
 """Bounded per-class evidence kept while streaming: the most background-reliant images
-(thumbnails, masks and maps) and running sums for the class's mean map and mean mask."""
+(thumbnails, masks and maps), the background-swapped images whose right answer the swap
+broke, with the maps of their new prediction, and running sums for the class's mean map and
+mean mask."""
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +47,7 @@ class ClassEvidence:
     map_sums: dict[str, torch.Tensor] = field(default_factory=dict)
     mask_sum: torch.Tensor | None = None
     count: int = 0
+    broken_heap: list[tuple[float, int, Exemplar]] = field(default_factory=list)
 
     def add_means(self, maps: dict[str, torch.Tensor], masks: torch.Tensor) -> None:
         """maps {method: Tensor[n, H, W]}, masks (Tensor[n, H, W] bool) of this class's images."""
@@ -55,32 +59,43 @@ class ClassEvidence:
             small = _resize(share, MEAN_SIZE).sum(0).cpu()
             self.map_sums[method] = self.map_sums.get(method, 0) + small
 
-    def offer(self, exemplar: Exemplar, tiebreak: int) -> None:
-        """Keep the ``keep`` exemplars with the lowest score (most background-reliant)."""
+    def offer(self, exemplar: Exemplar, tiebreak: int, *, broken: bool = False) -> None:
+        """Keep the ``keep`` exemplars with the lowest score (most background-reliant), of
+        the original images or (``broken``) of the swapped images whose answer broke."""
+        heap = self.broken_heap if broken else self.heap
         item = (-exemplar.score, tiebreak, exemplar)
-        if len(self.heap) < self.keep:
-            heapq.heappush(self.heap, item)
-        elif item > self.heap[0]:
-            heapq.heapreplace(self.heap, item)
+        if len(heap) < self.keep:
+            heapq.heappush(heap, item)
+        elif item > heap[0]:
+            heapq.heapreplace(heap, item)
 
     def exemplars(self) -> list[Exemplar]:
-        return [e for _, _, e in sorted(self.heap, key=lambda t: (-t[0], t[1]))]
+        return _ranked(self.heap)
+
+    def broken_exemplars(self) -> list[Exemplar]:
+        return _ranked(self.broken_heap)
 
     def state(self) -> dict[str, Any]:
         """Plain values and tensors only, for a ``weights_only`` checkpoint."""
         return {
             "keep": self.keep,
-            "heap": [[score, tiebreak, e.to_dict()] for score, tiebreak, e in self.heap],
+            "heap": _plain(self.heap),
             "map_sums": dict(self.map_sums),
             "mask_sum": self.mask_sum,
             "count": self.count,
+            "broken_heap": _plain(self.broken_heap),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ClassEvidence:
-        heap = [(score, tiebreak, Exemplar(**e)) for score, tiebreak, e in state["heap"]]
-        heapq.heapify(heap)
-        return cls(state["keep"], heap, dict(state["map_sums"]), state["mask_sum"], state["count"])
+        return cls(
+            state["keep"],
+            _heap(state["heap"]),
+            dict(state["map_sums"]),
+            state["mask_sum"],
+            state["count"],
+            _heap(state.get("broken_heap", [])),
+        )
 
     def means(self) -> dict[str, torch.Tensor]:
         if not self.count or self.mask_sum is None:
@@ -88,6 +103,20 @@ class ClassEvidence:
         out = {m: s / self.count for m, s in self.map_sums.items()}
         out["mask"] = self.mask_sum / self.count
         return out
+
+
+def _ranked(heap: list[tuple[float, int, Exemplar]]) -> list[Exemplar]:
+    return [e for _, _, e in sorted(heap, key=lambda t: (-t[0], t[1]))]
+
+
+def _plain(heap: list[tuple[float, int, Exemplar]]) -> list[list[Any]]:
+    return [[score, tiebreak, e.to_dict()] for score, tiebreak, e in heap]
+
+
+def _heap(items: list[list[Any]]) -> list[tuple[float, int, Exemplar]]:
+    heap = [(score, tiebreak, Exemplar(**e)) for score, tiebreak, e in items]
+    heapq.heapify(heap)
+    return heap
 
 
 def thumbnail(images: torch.Tensor) -> torch.Tensor:
@@ -115,6 +144,17 @@ def _resize(x: torch.Tensor, size: int, mode: str = "area") -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class BrokenSwaps:
+    """The background-swapped images of a batch whose right answer the swap broke."""
+
+    positions: list[int]  # into the batch
+    inputs: torch.Tensor  # Tensor[b, 3, S, S], the swapped images
+    maps: dict[str, torch.Tensor]  # method -> Tensor[b, S, S], maps of the new prediction
+    predictions: torch.Tensor  # Tensor[b], the new (wrong) predictions
+    scores: dict[str, list[float]]  # method -> b values of C
+
+
+@dataclass(frozen=True)
 class ScoredBatch:
     """The usable samples of one batch with everything computed for them."""
 
@@ -126,6 +166,7 @@ class ScoredBatch:
     indices: list[int]  # dataset positions
     scores: dict[str, dict[str, list[float]]]  # method -> metric -> n values
     acts: dict[str, list[Any]]  # intervention column -> n predictions or label probabilities
+    broken: BrokenSwaps | None = None
 
 
 def collect_evidence(
@@ -142,27 +183,73 @@ def collect_evidence(
         maps = {m: v[picked] for m, v in batch.maps.items()}
         evidence[label].add_means(maps, batch.masks[picked])
     candidates = _worst_per_class(batch.targets, primary, config.exemplars_per_class)
-    if not candidates:
-        return
-    pick = torch.tensor(candidates, device=batch.inputs.device)
-    images = thumbnail(transform.denormalize(batch.inputs[pick]))
-    small_masks = thumbnail_masks(batch.masks[pick])
-    small_maps = {m: thumbnail_maps(v[pick]) for m, v in batch.maps.items()}
-    for k, j in enumerate(candidates):
+    originals = _exemplars(
+        batch.inputs, batch.masks, batch.maps, candidates, transform,
+        lambda j: {m: s["chance_corrected"][j] for m, s in batch.scores.items()},
+    )  # fmt: skip
+    for j, (thumb, mask, maps, scores) in zip(candidates, originals):
         record = records[batch.indices[j]]
         exemplar = Exemplar(
-            score=primary[j],
-            image_id=record.image_id,
-            file_name=str(record.path.name),
-            label=record.label,
-            prediction=int(batch.predictions[j]),
-            image=images[k].clone(),
-            mask=small_masks[k].clone(),
-            maps={m: v[k].clone() for m, v in small_maps.items()},
-            scores={m: s["chance_corrected"][j] for m, s in batch.scores.items()},
-            interventions={name: values[j] for name, values in batch.acts.items()},
-        )
+            primary[j], record.image_id, str(record.path.name), record.label,
+            int(batch.predictions[j]), thumb, mask, maps, scores,
+            {name: values[j] for name, values in batch.acts.items()},
+        )  # fmt: skip
         evidence[record.label].offer(exemplar, tiebreak=batch.indices[j])
+    if batch.broken is not None:
+        _offer_broken(evidence, batch, batch.broken, records, transform, config)
+
+
+def _offer_broken(
+    evidence: dict[int, ClassEvidence],
+    batch: ScoredBatch,
+    broken: BrokenSwaps,
+    records: list[Record],
+    transform: AuditTransform,
+    config: AuditConfig,
+) -> None:
+    """Offer the swapped images whose broken answer's map sits furthest off the object."""
+    primary = broken.scores[config.methods[0]]
+    targets = batch.targets[broken.positions]
+    candidates = _worst_per_class(targets, primary, config.exemplars_per_class)
+    masks = batch.masks[broken.positions]
+    chosen = _exemplars(
+        broken.inputs, masks, broken.maps, candidates, transform,
+        lambda k: {m: values[k] for m, values in broken.scores.items()},
+    )  # fmt: skip
+    for k, (thumb, mask, maps, scores) in zip(candidates, chosen):
+        j = broken.positions[k]
+        record = records[batch.indices[j]]
+        exemplar = Exemplar(
+            primary[k], record.image_id, str(record.path.name), record.label,
+            int(broken.predictions[k]), thumb, mask, maps, scores, {},
+        )  # fmt: skip
+        evidence[record.label].offer(exemplar, tiebreak=batch.indices[j], broken=True)
+
+
+def _exemplars(
+    inputs: torch.Tensor,
+    masks: torch.Tensor,
+    maps: dict[str, torch.Tensor],
+    rows: list[int],
+    transform: AuditTransform,
+    scores: Callable[[int], dict[str, float]],
+) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], dict[str, float]]]:
+    """Thumbnail, mask, maps and scores of each of ``rows``, bounded in size."""
+    if not rows:
+        return []
+    pick = torch.tensor(rows, device=inputs.device)
+    images = thumbnail(transform.denormalize(inputs[pick]))
+    small_masks = thumbnail_masks(masks[pick])
+    small_maps = {m: thumbnail_maps(v[pick]) for m, v in maps.items()}
+    return [
+        (
+            images[k].clone(),
+            small_masks[k].clone(),
+            {m: v[k].clone() for m, v in small_maps.items()},
+            scores(j),
+        )
+        for k, j in enumerate(rows)
+    ]
 
 
 def _worst_per_class(targets: torch.Tensor, primary: list[float], keep: int) -> list[int]:
@@ -177,7 +264,11 @@ def _worst_per_class(targets: torch.Tensor, primary: list[float], keep: int) -> 
 def evidence_payload(evidence: dict[int, ClassEvidence], names: list[str]) -> dict[str, Any]:
     return {
         "classes": {
-            names[i]: {"exemplars": [e.to_dict() for e in ev.exemplars()], "means": ev.means()}
+            names[i]: {
+                "exemplars": [e.to_dict() for e in ev.exemplars()],
+                "broken_exemplars": [e.to_dict() for e in ev.broken_exemplars()],
+                "means": ev.means(),
+            }
             for i, ev in evidence.items()
         }
     }

@@ -31,7 +31,13 @@ from auditor.detect.counterfactual import Behaviour, DonorPool, behaviour, remov
 from auditor.detect.sanity import randomization_check, resolution_check
 from auditor.detect.stats import ClassResult, class_results, verdict
 from auditor.errors import AttributionError, ConfigError, DataError
-from auditor.exemplars import ClassEvidence, ScoredBatch, collect_evidence, evidence_payload
+from auditor.exemplars import (
+    BrokenSwaps,
+    ClassEvidence,
+    ScoredBatch,
+    collect_evidence,
+    evidence_payload,
+)
 from auditor.models import LoadedModel, TargetLayer, file_sha256, load_model, resolve_target_layer
 from auditor.scoring import METRICS, chance_corrected, score_all
 
@@ -302,16 +308,19 @@ def _audit_batch(
     scores = {m: score_all(maps, masks, valid) for m, maps in result.maps.items()}
     label_probability = result.logits.float().softmax(1).gather(1, targets[:, None])[:, 0]
     acts: dict[str, list[Any]] = {"prob_label": label_probability.tolist()}
+    broken = None
     if pool is not None:
         b = behaviour(net, inputs, masks, targets, torch.tensor(indices), pool)
         acts |= _behaviour_columns(b)
-        swap = _broken_swap_scores(net, b, targets, predictions, masks, valid, layer, config)
-        for method, values in swap.items():
-            scores[method]["swap_chance_corrected"] = values
+        broken = _broken_swaps(net, b, targets, predictions, masks, valid, layer, config)
+        for method in config.methods:
+            scores[method]["swap_chance_corrected"] = _per_sample(broken, method, len(indices))
     for j, index in enumerate(indices):
         extra = {name: values[j] for name, values in acts.items()}
         rows += _sample_rows(index, records[index], int(predictions[j]), scores, j, extra)
-    scored = ScoredBatch(inputs, masks, result.maps, targets, predictions, indices, scores, acts)
+    scored = ScoredBatch(
+        inputs, masks, result.maps, targets, predictions, indices, scores, acts, broken
+    )
     collect_evidence(evidence, scored, records, transform, config)
     return rows
 
@@ -327,7 +336,7 @@ def _behaviour_columns(b: Behaviour) -> dict[str, list[Any]]:
     }  # fmt: skip
 
 
-def _broken_swap_scores(
+def _broken_swaps(
     net: torch.nn.Module,
     b: Behaviour,
     targets: torch.Tensor,
@@ -336,21 +345,38 @@ def _broken_swap_scores(
     valid: torch.Tensor | None,
     layer: TargetLayer | None,
     config: AuditConfig,
-) -> dict[str, list[float]]:
-    """Per method, C of the new prediction's map on each background-swapped image whose
-    prediction the swap broke (NaN for the others). The object keeps its place and mask in
-    the swapped image, so a negative C says the wrong answer was read off the background
-    rather than caused by the pasted object's edge."""
+) -> BrokenSwaps | None:
+    """The swapped images whose right answer the swap broke, with the maps of the new
+    prediction and their C. The object keeps its place and mask in the swapped image, so a
+    negative C says the wrong answer was read off the background rather than caused by the
+    pasted object's edge."""
     broken = b.broken(targets, predictions)
-    out = {m: torch.full((len(targets),), torch.nan) for m in config.methods}
-    if broken.any():
-        result = compute(net, b.swapped_inputs[broken], b.swapped[broken], methods=config.methods,
-                         target_layer=layer.module if layer else None)  # fmt: skip
-        picked = None if valid is None else valid[broken]
-        where = broken.nonzero().flatten().cpu()
-        for method, maps in result.maps.items():
-            out[method][where] = chance_corrected(maps, masks[broken], picked).cpu()
-    return {m: v.tolist() for m, v in out.items()}
+    if not broken.any():
+        return None
+    inputs, new = b.swapped_inputs[broken], b.swapped[broken]
+    result = compute(
+        net, inputs, new, methods=config.methods, target_layer=layer.module if layer else None
+    )
+    picked = None if valid is None else valid[broken]
+    return BrokenSwaps(
+        positions=broken.nonzero().flatten().tolist(),
+        inputs=inputs,
+        maps=result.maps,
+        predictions=new,
+        scores={
+            m: chance_corrected(maps, masks[broken], picked).tolist()
+            for m, maps in result.maps.items()
+        },
+    )
+
+
+def _per_sample(broken: BrokenSwaps | None, method: str, n: int) -> list[float]:
+    """A method's C of the broken swaps at their batch positions, NaN elsewhere."""
+    values = [float("nan")] * n
+    if broken is not None:
+        for position, value in zip(broken.positions, broken.scores[method]):
+            values[position] = value
+    return values
 
 
 def _sample_rows(

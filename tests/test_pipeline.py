@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +13,7 @@ from auditor.config import AuditConfig
 from auditor.data.transforms import AuditTransform
 from auditor.models import LoadedModel
 from auditor.pipeline import audit
+from auditor.report.render import render_html
 from auditor.training import load_tensors
 from tests.conftest import TinyCNN
 
@@ -48,3 +52,18 @@ def test_swap_maps_are_scored_exactly_where_the_swap_broke_a_right_answer(tiny_r
     for c in tiny_run.summary["classes"]:
         assert set(c["swap_metrics"]) == {"gradcam", "saliency"}
         assert c["swap_metrics"]["saliency"]["n"] == int(per_image[labels == c["index"]].sum())
+
+
+def test_report_shows_the_answers_a_swap_broke(tiny_run):
+    summary = copy.deepcopy(tiny_run.summary)
+    for c in summary["classes"]:
+        c["status"] = "warn"  # every class gets its section
+    run = dataclasses.replace(tiny_run, summary=summary)
+    classes = run.evidence["classes"]
+    with_broken = [name for name, ev in classes.items() if ev["broken_exemplars"]]
+    assert with_broken
+    assert all(len(ev["broken_exemplars"]) <= 4 for ev in classes.values())
+    html = render_html(run)
+    assert html.count("Answers the background swap broke") == len(with_broken)
+    shown = sum(len(classes[name]["broken_exemplars"]) for name in with_broken)
+    assert html.count("swapped, mask outlined") == shown

@@ -126,6 +126,10 @@ def _class_section(
         "exemplars": [
             _exemplar(e, run.summary["methods"], names) for e in evidence.get("exemplars", [])
         ],
+        "broken_exemplars": [
+            _exemplar(e, run.summary["methods"], names, after_swap=True)
+            for e in evidence.get("broken_exemplars", [])
+        ],
     }  # fmt: skip
 
 
@@ -136,13 +140,25 @@ INTERVENTIONS = {
 }
 
 
-def _exemplar(e: dict[str, Any], methods: list[str], names: list[str]) -> dict[str, Any]:
+def _exemplar(
+    e: dict[str, Any], methods: list[str], names: list[str], *, after_swap: bool = False
+) -> dict[str, Any]:
+    """One exemplar for display; ``after_swap``: a background-swapped image whose right
+    answer broke, shown with the maps of its new prediction."""
+
     def name(index: int | None) -> str:
         return names[index] if index is not None and 0 <= index < len(names) else "n/a"
 
     acts = e.get("interventions", {})
+    predicted = (
+        f"labelled {name(e['label'])}, predicted {name(e['prediction'])} on the swapped "
+        f"background; maps of {name(e['prediction'])}"
+        if after_swap
+        else f"predicted {name(e['prediction'])}"
+    )
     return {
-        "caption": f"{e['file_name']} (id {e['image_id']}), predicted {name(e['prediction'])}",
+        "caption": f"{e['file_name']} (id {e['image_id']}), {predicted}",
+        "image_caption": f"{'swapped' if after_swap else 'original'}, mask outlined",
         "interventions": [
             {
                 "name": label,
