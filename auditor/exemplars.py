@@ -6,7 +6,6 @@ mean mask."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,7 +184,7 @@ def collect_evidence(
     candidates = _worst_per_class(batch.targets, primary, config.exemplars_per_class)
     originals = _exemplars(
         batch.inputs, batch.masks, batch.maps, candidates, transform,
-        lambda j: {m: s["chance_corrected"][j] for m, s in batch.scores.items()},
+        {m: s["chance_corrected"] for m, s in batch.scores.items()},
     )  # fmt: skip
     for j, (thumb, mask, maps, scores) in zip(candidates, originals):
         record = records[batch.indices[j]]
@@ -213,8 +212,7 @@ def _offer_broken(
     candidates = _worst_per_class(targets, primary, config.exemplars_per_class)
     masks = batch.masks[broken.positions]
     chosen = _exemplars(
-        broken.inputs, masks, broken.maps, candidates, transform,
-        lambda k: {m: values[k] for m, values in broken.scores.items()},
+        broken.inputs, masks, broken.maps, candidates, transform, broken.scores
     )  # fmt: skip
     for k, (thumb, mask, maps, scores) in zip(candidates, chosen):
         j = broken.positions[k]
@@ -232,9 +230,9 @@ def _exemplars(
     maps: dict[str, torch.Tensor],
     rows: list[int],
     transform: AuditTransform,
-    scores: Callable[[int], dict[str, float]],
+    scores: dict[str, list[float]],
 ) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], dict[str, float]]]:
-    """Thumbnail, mask, maps and scores of each of ``rows``, bounded in size."""
+    """Thumbnail, mask, maps and per-method score of each of ``rows``, bounded in size."""
     if not rows:
         return []
     pick = torch.tensor(rows, device=inputs.device)
@@ -246,7 +244,7 @@ def _exemplars(
             images[k].clone(),
             small_masks[k].clone(),
             {m: v[k].clone() for m, v in small_maps.items()},
-            scores(j),
+            {m: values[j] for m, values in scores.items()},
         )
         for k, j in enumerate(rows)
     ]

@@ -150,11 +150,14 @@ def class_results(
     untrusted = dict(untrusted or {})
     scored = samples[samples["skip_reason"].isna()]
     images = scored.drop_duplicates("sample")
-    per_class, swap = (
-        _adjust([_class_method_stats(scored, c, methods, config, column)
-                 for c in range(len(class_names))], methods)
-        for column in ("chance_corrected", "swap_chance_corrected")
-    )  # fmt: skip
+
+    def adjusted(column: str) -> list[dict[str, MethodStats]]:
+        k = len(class_names)
+        return _adjust(
+            [_class_method_stats(scored, c, methods, config, column) for c in range(k)], methods
+        )
+
+    per_class, swap = adjusted("chance_corrected"), adjusted("swap_chance_corrected")
     behaviours = _behaviours(images, len(class_names), config)
     results = []
     for index, name in enumerate(class_names):
