@@ -25,3 +25,7 @@ class ModelError(AuditorError, ValueError):
 
 class AttributionError(AuditorError, RuntimeError):
     """An attribution method cannot be computed for this model or input."""
+
+
+class RunDirError(AuditorError, OSError):
+    """The run directory cannot be written, is held by another process, or is damaged."""

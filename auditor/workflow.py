@@ -1,5 +1,9 @@
 """The one path from a model and a dataset to a finished run directory, shared by
-``auditor audit`` and ``auditor demo``: audit -> store -> report."""
+``auditor audit`` and ``auditor demo``: audit -> store -> report.
+
+The run directory is locked for the whole job and checked to be writable before the model
+is loaded, so a bad ``--out`` costs nothing and two audits never interleave their files.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from auditor.config import AuditConfig
 from auditor.models import LoadedModel
 from auditor.pipeline import AuditRun, audit
 from auditor.report.render import write_reports
-from auditor.store import save_run, update_run_info
+from auditor.rundir import RunLock
+from auditor.store import clear_run, save_run, update_run_info
 
 
 def audit_to_dir(
@@ -26,14 +31,16 @@ def audit_to_dir(
 ) -> AuditRun:
     """Audit, then write summary.json, samples.parquet, run.json, report.html and report.pdf."""
     out = Path(out)
-    partial = out / ".partial.pt"
-    run = audit(model, data=data, weights=weights, images=images, config=config,
-                progress=progress, checkpoint=partial)  # fmt: skip
-    save_run(run, out)
-    partial.unlink(missing_ok=True)
-    started = time.perf_counter()
-    write_reports(run, out, pdf=pdf)
-    timings = {**run.run_info["timings"], "report_s": round(time.perf_counter() - started, 3)}
-    run.run_info["timings"] = timings
-    update_run_info(out, timings=timings)
+    with RunLock(out, purpose="auditor audit"):
+        partial = out / ".partial.pt"
+        run = audit(model, data=data, weights=weights, images=images, config=config,
+                    progress=progress, checkpoint=partial)  # fmt: skip
+        clear_run(out)  # no file of an earlier run may stay beside this one's
+        save_run(run, out)
+        partial.unlink(missing_ok=True)
+        started = time.perf_counter()
+        write_reports(run, out, pdf=pdf)
+        timings = {**run.run_info["timings"], "report_s": round(time.perf_counter() - started, 3)}
+        run.run_info["timings"] = timings
+        update_run_info(out, timings=timings)
     return run

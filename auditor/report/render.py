@@ -18,8 +18,10 @@ import jinja2
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher
 
+from auditor.errors import RunDirError
 from auditor.pipeline import AuditRun
 from auditor.report.context import report_context
+from auditor.rundir import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +51,27 @@ def render_summary_html(run: AuditRun) -> str:
 def write_reports(run: AuditRun, out: Path, *, pdf: bool = True) -> dict[str, int]:
     """Write ``report.html`` (and ``report.pdf``) into ``out``; return their sizes in bytes."""
     html = render_html(run)
-    sizes = {"report.html": _write_atomic(out / "report.html", html.encode("utf-8"))}
+    sizes = {"report.html": _write(out / "report.html", html.encode("utf-8"))}
     if pdf:
-        sizes["report.pdf"] = _write_atomic(out / "report.pdf", html_to_pdf(html, base=out))
+        sizes["report.pdf"] = _write(out / "report.pdf", html_to_pdf(html, base=out))
     from auditor.store import update_run_info
 
     if (out / "run.json").is_file():
         update_run_info(out, report_bytes=sizes)
     return sizes
+
+
+def rerender(run: AuditRun, out: Path, *, pdf: bool = True) -> dict[str, int]:
+    """:func:`write_reports` for a run read back from disk. One that passed
+    :func:`auditor.store.load_run`'s checks yet lacks something a template reads (edited by
+    hand, or written by another version) gives one line naming the run, not a traceback."""
+    try:
+        return write_reports(run, out, pdf=pdf)
+    except (LookupError, TypeError, ValueError, AttributeError, jinja2.UndefinedError) as exc:
+        raise RunDirError(
+            f"{out}: the stored run lacks what the report needs ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); was it edited, or written by another auditor version?"
+        ) from None
 
 
 def html_to_pdf(html: str, *, base: Path) -> bytes:
@@ -84,8 +99,6 @@ class RunDirFetcher(URLFetcher):
         raise ValueError(f"auditor refuses to fetch {url[:80]!r} while rendering the PDF")
 
 
-def _write_atomic(path: Path, payload: bytes) -> int:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+def _write(path: Path, payload: bytes) -> int:
+    atomic_write(path, payload)
     return len(payload)
