@@ -1,8 +1,15 @@
-"""An interrupted audit loses nothing: resuming gives exactly the uninterrupted result."""
+"""An interrupted audit loses nothing, and resumes only onto the very same inputs: resuming
+gives exactly the uninterrupted result, and a checkpoint of anything else is set aside."""
+
+import logging
+import os
+import shutil
 
 import pandas as pd
 import pytest
 import torch
+import torchvision
+from PIL import Image
 
 from auditor import pipeline
 from auditor.config import AuditConfig
@@ -15,49 +22,131 @@ def exemplar_ids(run):
     return {c: [e["image_id"] for e in v["exemplars"]] for c, v in run.evidence["classes"].items()}
 
 
-def test_resume_after_interruption_equals_a_full_run(coco_dataset, resnet_weights, tmp_path,
-                                                     monkeypatch):  # fmt: skip
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """Make the n-th batch of the next audit raise KeyboardInterrupt (Ctrl-C)."""
+
+    def arm(n: int) -> None:
+        calls = {"n": 0}
+        original = pipeline._audit_batch
+
+        def interrupted(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                monkeypatch.setattr(pipeline, "_audit_batch", original)
+                raise KeyboardInterrupt
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline, "_audit_batch", interrupted)
+
+    return arm
+
+
+def audit_interrupted(loaded, checkpoint, arm, **kwargs):
+    arm(3)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.audit(loaded, config=CONFIG, checkpoint=checkpoint, **kwargs)
+    assert torch.load(checkpoint, weights_only=True)["done"] == 16
+
+
+def test_resume_after_interruption_equals_a_full_run(
+    coco_dataset, resnet_weights, tmp_path, interrupt_at
+):
     loaded = load_model("resnet18", resnet_weights)
     full = pipeline.audit(loaded, data=coco_dataset, config=CONFIG)
-
-    calls = {"n": 0}
-    original = pipeline._audit_batch
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
     checkpoint = tmp_path / ".partial.pt"
-    monkeypatch.setattr(pipeline, "_audit_batch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        pipeline.audit(loaded, data=coco_dataset, config=CONFIG, checkpoint=checkpoint)
-    saved = torch.load(checkpoint, weights_only=True)
-    assert saved["done"] == 16
-
-    monkeypatch.setattr(pipeline, "_audit_batch", original)
+    audit_interrupted(loaded, checkpoint, interrupt_at, data=coco_dataset)
     resumed = pipeline.audit(loaded, data=coco_dataset, config=CONFIG, checkpoint=checkpoint)
     pd.testing.assert_frame_equal(resumed.samples, full.samples)
     assert exemplar_ids(resumed) == exemplar_ids(full)
     assert resumed.summary["classes"] == full.summary["classes"]
 
 
-def test_checkpoint_of_other_settings_is_ignored(coco_dataset, resnet_weights, tmp_path):
-    from auditor.checkpoint import Checkpoint, Progress
+@pytest.fixture
+def wrong_images(coco_dataset, tmp_path):
+    """Another folder with images of the same names and sizes but other pixels."""
+    folder = tmp_path / "wrong"
+    shutil.copytree(coco_dataset.parent, folder)
+    for path in folder.glob("**/*.png"):
+        with Image.open(path) as image:
+            image.convert("RGB").transpose(Image.Transpose.ROTATE_180).save(path)
+    return folder
 
-    checkpoint = tmp_path / ".partial.pt"
-    stale = Progress(rows=[{"sample": 0}], evidence={}, done=40)
-    Checkpoint(checkpoint, key="another model, data or config").maybe_save(stale, force=True)
+
+def test_resume_with_another_images_folder_starts_afresh(
+    coco_dataset, resnet_weights, tmp_path, wrong_images, interrupt_at, caplog
+):
+    """The issue's report: a wrong --images, Ctrl-C, the right --images. The second run must
+    not take the first one's rows."""
     loaded = load_model("resnet18", resnet_weights)
-    run = pipeline.audit(loaded, data=coco_dataset, config=CONFIG, checkpoint=checkpoint)
-    assert len(run.samples) == 48 * 2 and run.samples["method"].notna().all()
+    checkpoint = tmp_path / ".partial.pt"
+    audit_interrupted(loaded, checkpoint, interrupt_at, data=coco_dataset, images=wrong_images)
+    with caplog.at_level(logging.WARNING):
+        resumed = pipeline.audit(loaded, data=coco_dataset, config=CONFIG, checkpoint=checkpoint)
+    clean = pipeline.audit(loaded, data=coco_dataset, config=CONFIG)
+    pd.testing.assert_frame_equal(resumed.samples, clean.samples)
+    assert resumed.summary == clean.summary
+    assert "image paths" in caplog.text and "resuming" not in caplog.text
+    assert (tmp_path / ".partial.pt.stale").is_file()
 
 
-def test_damaged_checkpoint_is_ignored(coco_dataset, resnet_weights, tmp_path):
+@pytest.mark.parametrize("change,named", [
+    ("images", "image files"),
+    ("weights", "model or its weights"),
+    ("settings", "settings"),
+    ("annotations", "annotations"),
+])  # fmt: skip
+def test_a_checkpoint_of_other_inputs_is_set_aside_naming_what_changed(
+    change, named, coco_dataset, resnet_weights, tmp_path, interrupt_at, caplog
+):
+    data = tmp_path / "data"
+    shutil.copytree(coco_dataset.parent, data)
+    annotations = data / coco_dataset.name
+    weights = tmp_path / "weights.pt"
+    shutil.copy(resnet_weights, weights)
+    checkpoint = tmp_path / ".partial.pt"
+    audit_interrupted(load_model("resnet18", weights), checkpoint, interrupt_at, data=annotations)
+    config = CONFIG
+    if change == "images":  # same paths, a file rewritten
+        image = sorted(data.glob("**/*.png"))[0]
+        with Image.open(image) as picture:
+            picture.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(image)
+        os.utime(image, ns=(1, 1))
+    elif change == "weights":
+        torch.manual_seed(9)
+        torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), weights)
+    elif change == "settings":
+        config = AuditConfig(image_size=32, batch_size=8, exemplars_per_class=2)
+    else:
+        annotations.write_text(annotations.read_text().replace('"circle"', '"disc"'))
+    with caplog.at_level(logging.WARNING):
+        run = pipeline.audit(load_model("resnet18", weights), data=annotations, config=config,
+                             checkpoint=checkpoint)  # fmt: skip
+    assert f"{named}" in caplog.text and "resuming" not in caplog.text
+    assert (tmp_path / ".partial.pt.stale").is_file()
+    clean = pipeline.audit(load_model("resnet18", weights), data=annotations, config=config)
+    pd.testing.assert_frame_equal(run.samples, clean.samples)
+
+
+def test_damaged_checkpoint_is_set_aside(coco_dataset, resnet_weights, tmp_path, caplog):
     checkpoint = tmp_path / ".partial.pt"
     checkpoint.write_bytes(b"not a checkpoint")
     loaded = load_model("resnet18", resnet_weights)
     config = AuditConfig(image_size=32, batch_size=16, methods=("saliency",))
-    run = pipeline.audit(loaded, data=coco_dataset, config=config, checkpoint=checkpoint)
-    assert len(run.samples) == 48
+    with caplog.at_level(logging.WARNING):
+        run = pipeline.audit(loaded, data=coco_dataset, config=config, checkpoint=checkpoint)
+    assert len(run.samples) == 48 and "cannot be read" in caplog.text
+    assert (tmp_path / ".partial.pt.stale").read_bytes() == b"not a checkpoint"
+
+
+def test_worker_count_does_not_discard_a_checkpoint(
+    coco_dataset, resnet_weights, tmp_path, interrupt_at, caplog
+):
+    """Worker processes load the same samples in the same order: a resume may change them."""
+    loaded = load_model("resnet18", resnet_weights)
+    checkpoint = tmp_path / ".partial.pt"
+    audit_interrupted(loaded, checkpoint, interrupt_at, data=coco_dataset)
+    config = AuditConfig(image_size=32, batch_size=8, num_workers=1)
+    with caplog.at_level(logging.WARNING):
+        pipeline.audit(loaded, data=coco_dataset, config=config, checkpoint=checkpoint)
+    assert "resuming after 16 samples" in caplog.text
