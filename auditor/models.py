@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +29,12 @@ MIN_CAM_CELLS = 7
 
 @dataclass(frozen=True)
 class LoadedModel:
+    """The model in eval mode, the spec it came from and the sha256 of its weights file
+    (None when the weights came from code). Its number of outputs is measured by
+    :func:`count_outputs`, not guessed from its layers."""
+
     model: nn.Module
     spec: str
-    num_classes: int | None
     sha256: str | None
 
 
@@ -40,8 +45,13 @@ def load_model(spec: str, weights: str | Path | None = None) -> LoadedModel:
         if weights is not None:
             _load_into(model, read_state_dict(weights), weights)
     elif Path(spec).is_file():
+        if weights is not None:
+            raise ModelError(
+                f"--weights {weights}: {spec} is a model file and carries its own weights; "
+                "--weights goes with a torchvision name or module:factory."
+            )
         model = _from_torchscript(Path(spec))
-        weights = weights or spec
+        weights = spec
     else:
         if weights is None:
             raise ModelError(
@@ -51,7 +61,7 @@ def load_model(spec: str, weights: str | Path | None = None) -> LoadedModel:
         model = _from_torchvision(spec, read_state_dict(weights), weights)
     model.eval()
     digest = file_sha256(weights) if weights is not None else None
-    return LoadedModel(model=model, spec=spec, num_classes=_num_classes(model), sha256=digest)
+    return LoadedModel(model=model, spec=spec, sha256=digest)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -71,7 +81,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad pickle or zip
         kind = type(exc).__name__
-        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({kind}).") from None
+        hint = _pickled_model_hint(exc)
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({kind}){hint}.") from None
     for key in ("state_dict", "model"):
         if isinstance(raw, Mapping) and isinstance(raw.get(key), Mapping):
             raw = raw[key]
@@ -106,28 +117,80 @@ def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str 
         raise ModelError(f"{source}: weights do not fit the model: {detail[:300]}") from None
 
 
+def _pickled_model_hint(exc: Exception) -> str:
+    """A hint when a file holds a whole pickled model (``torch.save(model)``): loading it would
+    run arbitrary code, so auditor reads only state_dicts and TorchScript."""
+    text = str(exc)
+    if "Unsupported global" in text or "weights_only" in text.lower():
+        return (
+            "; it holds pickled Python objects, such as a whole model saved with "
+            "torch.save(model): save model.state_dict() instead, or a TorchScript file"
+        )
+    return ""
+
+
 def _from_torchscript(path: Path) -> nn.Module:
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # TorchScript is deprecated, yet a documented model type
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        raise ModelError(f"{path}: not a TorchScript model ({type(exc).__name__}).") from None
+        hint = (
+            "; a whole model saved with torch.save(model) cannot be loaded safely: save "
+            "model.state_dict() and pass it as --weights with a torchvision name or module:factory"
+            if zipfile.is_zipfile(path)
+            else ""
+        )
+        raise ModelError(f"{path}: not a TorchScript model ({type(exc).__name__}){hint}.") from None
 
 
 def _from_factory(spec: str) -> nn.Module:
     module_name, _, attr = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ModelError(f"--model {spec}: cannot import ({exc}).") from None
-    model = factory()
+    except BaseException as exc:  # importing user code may raise anything, even SystemExit
+        raise ModelError(f"--model {spec}: cannot import ({_one_line(exc)}).") from None
+    if not callable(factory):
+        raise ModelError(f"--model {spec}: {attr} is a {type(factory).__name__}, not callable.")
+    try:
+        model = factory()
+    except BaseException as exc:  # the factory is user code: SystemExit must not end the audit
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise ModelError(f"--model {spec}: the factory raised {_one_line(exc)}.") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"--model {spec}: factory returned {type(model).__name__}, not nn.Module.")
     return model
 
 
-def _num_classes(model: nn.Module) -> int | None:
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1].out_features if linears else None
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def is_scripted(model: nn.Module) -> bool:
+    """A TorchScript model (scripted or traced): its forward runs outside Python, so it can
+    neither be hooked nor have its ReLUs routed."""
+    return isinstance(model, torch.jit.ScriptModule)
+
+
+def count_outputs(model: nn.Module, *, image_size: int, device: torch.device) -> int:
+    """The number of logits the model returns for one image, measured by a forward pass."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        with torch.no_grad():
+            logits = model.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
+    except Exception as exc:
+        raise ModelError(
+            f"The model fails on a 1x3x{image_size}x{image_size} input: {_one_line(exc)}"
+        ) from None
+    finally:
+        for module, training in modes:
+            module.training = training
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 1:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ModelError(f"Expected the model to return logits Tensor[1, K], got {shape}.")
+    return int(logits.shape[1])
 
 
 @dataclass(frozen=True)

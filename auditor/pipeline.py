@@ -23,14 +23,14 @@ from tqdm.auto import tqdm
 
 from auditor import __version__
 from auditor.attribution.engine import CAM_METHODS, compute
-from auditor.checkpoint import Checkpoint, Progress, fingerprint
+from auditor.checkpoint import Checkpoint, Progress
 from auditor.config import AuditConfig
 from auditor.data.records import AuditDataset, DatasetInfo, Record, parse_skip, read_dataset
 from auditor.data.transforms import AuditTransform
 from auditor.detect.counterfactual import Behaviour, DonorPool, behaviour, remove_object
 from auditor.detect.sanity import randomization_check, resolution_check
 from auditor.detect.stats import ClassResult, class_results, verdict
-from auditor.errors import AttributionError, ConfigError, DataError
+from auditor.errors import AttributionError, ConfigError, DataError, ModelError
 from auditor.exemplars import (
     BrokenSwaps,
     ClassEvidence,
@@ -38,7 +38,16 @@ from auditor.exemplars import (
     collect_evidence,
     evidence_payload,
 )
-from auditor.models import LoadedModel, TargetLayer, file_sha256, load_model, resolve_target_layer
+from auditor.models import (
+    LoadedModel,
+    TargetLayer,
+    count_outputs,
+    file_sha256,
+    is_scripted,
+    load_model,
+    resolve_target_layer,
+)
+from auditor.provenance import input_parts
 from auditor.scoring import METRICS, chance_corrected, score_all
 
 log = logging.getLogger(__name__)
@@ -101,16 +110,20 @@ def audit(
         label_policy=config.label_policy,
         class_map=config.class_map,
     )
-    _check_classes(loaded, info)
+    if not info.records:
+        raise DataError(f"{info.source}: the dataset lists no image to audit.")
     device = resolve_device(config.device)
     net = loaded.model.to(device)
+    outputs = count_outputs(net, image_size=config.image_size, device=device)
+    _check_classes(outputs, info, explicit_map=config.class_map is not None)
     layer = _target_layer(net, config, device)
     transform = AuditTransform(
         config.image_size, config.normalize, geometry="pad" if config.keep_aspect else "stretch"
     )
     fresh = {i: ClassEvidence(config.exemplars_per_class) for i in range(len(info.class_names))}
     data_sha = file_sha256(info.source) if info.source.is_file() else None  # hashed once
-    saver = Checkpoint(checkpoint, _fingerprint(loaded, info, config, data_sha))
+    parts = input_parts(net, spec=loaded.spec, info=info, config=config) if checkpoint else {}
+    saver = Checkpoint(checkpoint, parts)
     state = saver.load(Progress(rows=[], evidence=fresh))
     probe = probe_samples(info.records, transform, size=config.donor_pool, device=device)
     config, method_errors = runnable_methods(net, probe, layer, config)
@@ -129,6 +142,7 @@ def audit(
         raise
     evidence = state.evidence
     samples = pd.DataFrame(state.rows, columns=SAMPLE_COLUMNS)
+    _check_scored(samples, info)
     results = class_results(
         samples, info.class_names, config.methods, config.detect, untrusted=trust["untrusted"]
     )
@@ -137,7 +151,7 @@ def audit(
         summary=_summary(loaded, info, data, data_sha, config, results, samples)
         | {"trust": trust, "method_errors": method_errors},
         samples=samples,
-        run_info=_run_info(loaded, info, data, config, layer, device, timings),
+        run_info=_run_info(loaded, outputs, info, data, config, layer, device, timings),
         evidence=evidence_payload(evidence, info.class_names),
     )
 
@@ -223,22 +237,44 @@ def method_trust(
     }
 
 
-def _fingerprint(
-    loaded: LoadedModel, info: DatasetInfo, config: AuditConfig, data_sha: str | None
-) -> str:
-    return fingerprint(
-        config=config.to_dict(), model=loaded.spec, weights=loaded.sha256,
-        data=str(info.source), data_sha=data_sha,
-        records=len(info.records), auditor=__version__,
-    )  # fmt: skip
-
-
-def _check_classes(loaded: LoadedModel, info: DatasetInfo) -> None:
-    k = loaded.num_classes
-    if k is not None and k < len(info.class_names):
+def _check_classes(outputs: int, info: DatasetInfo, *, explicit_map: bool) -> None:
+    """Model outputs and dataset classes must match one to one, unless a class map says
+    which output each category is."""
+    n = len(info.class_names)
+    if outputs < n:
+        raise DataError(f"{info.source}: {n} categories, but the model has {outputs} outputs.")
+    if outputs > n and not explicit_map:
         raise DataError(
-            f"{info.source}: {len(info.class_names)} categories, but the model has {k} outputs."
+            f"{info.source}: the model has {outputs} outputs but the dataset has {n} categories; "
+            "give --class-map to say which output each category is (auditor does not guess)."
         )
+
+
+def _check_scored(samples: pd.DataFrame, info: DatasetInfo) -> None:
+    """An audit that scored no image is an error, never a verdict."""
+    if samples["skip_reason"].isna().any():
+        return
+    reasons = samples["skip_reason"].value_counts()
+    reason, count = str(reasons.index[0]), int(reasons.iloc[0])
+    example = samples[samples["skip_reason"] == reason].iloc[0]
+    hint = " (is --images the folder that holds them?)" if reason == "missing_file" else ""
+    raise DataError(
+        f"{info.source}: no image could be audited; all {len(samples)} were skipped, most often "
+        f"{reason} ({count}), e.g. {example['file_name']}: {example['skip_detail']}{hint}"
+    )
+
+
+def skip_limit_error(summary: dict[str, Any]) -> DataError | None:
+    """The error to end an audit with when more images were skipped than ``max_skipped``
+    allows, else None. The run is still written, so the skips can be read in the report."""
+    dataset = summary["dataset"]
+    if not dataset.get("skip_limit_exceeded"):
+        return None
+    reasons = ", ".join(f"{k} {v}" for k, v in dataset["skipped_by_reason"].items())
+    return DataError(
+        f"{dataset['spec']}: {dataset['n_skipped']} of {dataset['n_images']} images skipped "
+        f"({reasons}), more than --max-skipped {dataset['max_skipped']:g} allows."
+    )
 
 
 def _target_layer(
@@ -246,6 +282,13 @@ def _target_layer(
 ) -> TargetLayer | None:
     if not any(m in CAM_METHODS for m in config.methods):
         return None
+    if is_scripted(net):
+        if config.target_layer is not None:
+            raise ModelError(
+                f"--target-layer {config.target_layer}: a TorchScript model's layers cannot be "
+                "hooked; CAM methods need an eager model (module:factory or a state_dict)."
+            )
+        return None  # the CAM methods are left out with their reason by runnable_methods
     return resolve_target_layer(
         net, config.target_layer, image_size=config.image_size, device=device
     )
@@ -430,6 +473,8 @@ def _summary(
     samples: pd.DataFrame,
 ) -> dict[str, Any]:
     skipped = samples[samples["skip_reason"].notna()]
+    n_skipped = int(skipped["sample"].nunique())
+    fraction = n_skipped / len(info.records)
     return {
         "schema_version": 1,
         "auditor_version": __version__,
@@ -440,10 +485,15 @@ def _summary(
             "spec": str(data),
             "sha256": data_sha,
             "n_images": len(info.records),
-            "n_skipped": int(skipped["sample"].nunique()),
+            "n_scored": len(info.records) - n_skipped,
+            "n_skipped": n_skipped,
             "skipped_by_reason": {
-                str(k): int(v) for k, v in skipped["skip_reason"].value_counts().items()
+                str(k): int(v)
+                for k, v in skipped.drop_duplicates("sample")["skip_reason"].value_counts().items()
             },
+            "skipped_fraction": round(fraction, 4),
+            "max_skipped": config.max_skipped,
+            "skip_limit_exceeded": fraction > config.max_skipped,
         },
         "methods": list(config.methods),
         "classes": [r.to_dict() for r in results],
@@ -452,6 +502,7 @@ def _summary(
 
 def _run_info(
     loaded: LoadedModel,
+    outputs: int,
     info: DatasetInfo,
     data: str | Path,
     config: AuditConfig,
@@ -463,7 +514,7 @@ def _run_info(
         "auditor_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config.to_dict(),
-        "model": {"spec": loaded.spec, "sha256": loaded.sha256, "num_classes": loaded.num_classes},
+        "model": {"spec": loaded.spec, "sha256": loaded.sha256, "num_classes": outputs},
         "data": {"spec": str(data), "class_names": info.class_names},
         "target_layer": None if layer is None else {
             "name": layer.name, "cells": list(layer.cells), "automatic": layer.automatic,

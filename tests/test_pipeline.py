@@ -32,7 +32,7 @@ def tiny_run(coco_dataset):
         optimiser.zero_grad()
         torch.nn.functional.cross_entropy(net(inputs), targets).backward()
         optimiser.step()
-    model = LoadedModel(net.eval(), "tiny", 4, None)
+    model = LoadedModel(net.eval(), "tiny", None)
     config = AuditConfig(image_size=32, batch_size=16, methods=("gradcam", "saliency"))
     return audit(model, data=coco_dataset, config=config)
 

@@ -55,6 +55,9 @@ METHODS = (
 LAYER_MAPS = {"gradcam": cams.gradcam, "gradcam_pp": cams.gradcam_pp, "layercam": cams.layercam}
 CAM_METHODS = frozenset({*LAYER_MAPS, "guided_gradcam"})
 """Methods that need a target layer."""
+EAGER_METHODS = CAM_METHODS | {"cam", "guided_backprop", "deconvnet"}
+"""Methods that watch the forward pass in Python (layer hooks, the ReLU rule or the head), so
+they cannot run on TorchScript, whose forward pass runs outside Python."""
 
 _NEEDS: dict[str, tuple[tuple[Rule, str], ...]] = {
     "saliency": (("plain", "input"),),
@@ -161,7 +164,7 @@ def compute_many(
     """One forward pass shared by every target; each target then costs its own input-only
     backwards (one per rule), with the graph kept until the last of them."""
     methods = tuple(dict.fromkeys(methods))
-    _check_methods(methods, target_layer)
+    _check_methods(methods, target_layer, model)
     settings = parsed(methods, options)
     if not targets:
         raise AttributionError("Expected at least one target.")
@@ -219,10 +222,19 @@ def _sampled_maps(
     return maps
 
 
-def _check_methods(methods: tuple[str, ...], target_layer: nn.Module | None) -> None:
+def _check_methods(
+    methods: tuple[str, ...], target_layer: nn.Module | None, model: nn.Module
+) -> None:
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise AttributionError(f"Expected methods from {list(METHODS)}, got {list(methods)}.")
+    eager = [m for m in methods if m in EAGER_METHODS]
+    if eager and isinstance(model, torch.jit.ScriptModule):
+        raise AttributionError(
+            f"{', '.join(eager)} cannot run on a TorchScript model: its forward pass runs "
+            "outside Python, where layers cannot be hooked nor ReLUs routed; audit the eager "
+            "model (module:factory or a state_dict) for these methods."
+        )
     layered = [m for m in methods if m in CAM_METHODS]
     if layered and target_layer is None:
         raise AttributionError(

@@ -49,20 +49,44 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
 
 
 def randomized_copy(model: nn.Module, *, seed: int) -> nn.Module:
-    """A deep copy of ``model`` with every resettable module re-initialised."""
+    """A deep copy of ``model`` with every resettable module re-initialised.
+
+    TorchScript modules keep no ``reset_parameters``; there every parameter is redrawn
+    instead: matrices and kernels with PyTorch's default (Kaiming-uniform) initialisation,
+    vectors by shuffling their own values, and batch-norm statistics reset.
+    """
     clone = copy.deepcopy(model)
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
+        reset = 0
         for module in clone.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
+            method = getattr(module, "reset_parameters", None)
+            if callable(method):
+                method()
+                reset += 1
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.reset_running_stats()
+        if not reset:
+            _redraw(clone)
     finally:
         torch.random.set_rng_state(state)
     return clone.eval()
+
+
+@torch.no_grad()
+def _redraw(model: nn.Module) -> None:
+    for parameter in model.parameters():
+        if parameter.dim() >= 2:
+            nn.init.kaiming_uniform_(parameter, a=math.sqrt(5))
+        else:
+            shuffled = parameter.flatten()[torch.randperm(parameter.numel())]
+            parameter.copy_(shuffled.view_as(parameter))
+    for name, buffer in model.named_buffers():
+        if name.endswith("running_mean"):
+            buffer.zero_()
+        elif name.endswith("running_var"):
+            buffer.fill_(1.0)
 
 
 def randomization_check(
