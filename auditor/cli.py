@@ -1,5 +1,6 @@
 """Command line: ``auditor demo | audit | report``. Thin: parse, call the library, map
-errors to exit codes (0 passed, 1 error, 2 usage error, 3 flagged with --fail-on-flag)."""
+errors to exit codes: 0 a complete audit, 1 error (including an audit that scored no image
+or skipped more than --max-skipped), 2 usage error, 3 flagged with --fail-on-flag."""
 
 from __future__ import annotations
 
@@ -94,6 +95,12 @@ def cli(verbose: bool) -> None:
 @click.option(
     "--fail-on-flag", is_flag=True, help=f"Exit with {EXIT_FLAGGED} if a class is flagged."
 )
+@click.option(
+    "--max-skipped",
+    type=float,
+    help="Largest share of images that may be skipped (0-1, default 0.5); above it the run "
+    "is written but the exit code is 1.",
+)
 @click.option("--no-pdf", is_flag=True, help="Skip the PDF report.")
 def audit(
     model_spec: str,
@@ -114,10 +121,12 @@ def audit(
     workers: int | None,
     config_path: str | None,
     fail_on_flag: bool,
+    max_skipped: float | None,
     no_pdf: bool,
 ) -> None:
     """Audit a model on a labeled dataset with object masks or boxes."""
     from auditor.config import config_from_dict, load_config
+    from auditor.pipeline import skip_limit_error
     from auditor.workflow import audit_to_dir
 
     overrides: dict[str, Any] = {
@@ -125,6 +134,7 @@ def audit(
         "image_size": image_size, "normalize": normalize, "device": device,
         "batch_size": batch_size, "split": split, "label_policy": label_policy,
         "class_map": class_map, "keep_aspect": keep_aspect or None, "num_workers": workers,
+        "max_skipped": max_skipped,
     }  # fmt: skip
     config = (
         load_config(config_path, **overrides) if config_path else config_from_dict({}, **overrides)
@@ -140,6 +150,9 @@ def audit(
         progress=True,
     )
     _print_summary(result.summary, Path(out))
+    incomplete = skip_limit_error(result.summary)
+    if incomplete is not None:
+        raise incomplete
     if fail_on_flag and result.summary["flagged_classes"]:
         sys.exit(EXIT_FLAGGED)
 
@@ -149,11 +162,19 @@ def audit(
 @click.option("--no-pdf", is_flag=True, help="Skip the PDF report.")
 def report(run_dir: str, no_pdf: bool) -> None:
     """Re-render report.html and report.pdf from a stored run, recomputing nothing."""
-    from auditor.report.render import write_reports
+    from auditor.report.render import rerender
+    from auditor.rundir import RunLock
     from auditor.store import load_run
 
-    run = load_run(run_dir)
-    write_reports(run, Path(run_dir), pdf=not no_pdf)
+    with RunLock(run_dir, purpose="auditor report"):
+        run = load_run(run_dir)
+        if not run.evidence:
+            click.echo(
+                f"Warning: {Path(run_dir) / 'evidence.pt'} is missing; the report shows no "
+                "exemplar images or mean maps.",
+                err=True,
+            )
+        rerender(run, Path(run_dir), pdf=not no_pdf)
     click.echo(f"Rendered {Path(run_dir) / 'report.html'}")
 
 
@@ -172,6 +193,12 @@ def demo(out: str, data_root: str) -> None:
 def _print_summary(summary: dict, out: Path) -> None:
     flagged = ", ".join(summary["flagged_classes"]) or "none"
     click.echo(f"Verdict: {summary['verdict'].upper()}  (flagged: {flagged})")
+    dataset = summary["dataset"]
+    reasons = ", ".join(f"{k} {v}" for k, v in dataset["skipped_by_reason"].items())
+    click.echo(
+        f"Images: {dataset['n_scored']} scored, {dataset['n_skipped']} skipped"
+        + (f" ({reasons})" if reasons else "")
+    )
     for c in summary["classes"]:
         metric: dict = next(iter(c["metrics"].values()), {})
         cc = metric.get("chance_corrected")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,12 +46,23 @@ class DetectConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_types(self, prefix="detect.")
         if self.min_n < 2:
             raise ConfigError(f"Expected detect.min_n >= 2, got {self.min_n}.")
         if self.bootstrap < 100:
             raise ConfigError(f"Expected detect.bootstrap >= 100, got {self.bootstrap}.")
         if not 0.5 < self.confidence < 1:
             raise ConfigError(f"Expected detect.confidence in (0.5, 1), got {self.confidence}.")
+        for name in ("alpha", "q"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(f"Expected detect.{name} in (0, 1), got {getattr(self, name)}.")
+        if not 0 <= self.min_gap <= 1:
+            raise ConfigError(f"Expected detect.min_gap in [0, 1], got {self.min_gap}.")
+        if self.sanity_samples < 0:
+            raise ConfigError(f"Expected detect.sanity_samples >= 0, got {self.sanity_samples}.")
+        for name in ("max_chance_corrected", "sanity_max_similarity"):
+            if not -1 <= getattr(self, name) <= 1:
+                raise ConfigError(f"Expected detect.{name} in [-1, 1], got {getattr(self, name)}.")
 
 
 @dataclass(frozen=True)
@@ -69,9 +82,13 @@ class AuditConfig:
     label_policy: LabelPolicy = "single"
     class_map: str | None = None
     keep_aspect: bool = False
+    max_skipped: float = 0.5
     detect: DetectConfig = field(default_factory=DetectConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.methods, list):
+            object.__setattr__(self, "methods", tuple(self.methods))
+        check_types(self)
         unknown = [m for m in self.methods if m not in KNOWN_METHODS]
         if unknown or not self.methods:
             raise ConfigError(
@@ -84,6 +101,11 @@ class AuditConfig:
             raise ConfigError(f"Expected batch_size >= 1, got {self.batch_size}.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"Expected device auto, cpu or cuda, got {self.device!r}.")
+        if not 0 <= self.max_skipped <= 1:
+            raise ConfigError(f"Expected max_skipped in [0, 1], got {self.max_skipped}.")
+        for name in ("exemplars_per_class", "donor_pool"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"Expected {name} >= 0, got {getattr(self, name)}.")
         self._check_data_options()
         parse_normalize(self.normalize)
 
@@ -141,16 +163,59 @@ def load_config(path: str | Path, **overrides: Any) -> AuditConfig:
 def config_from_dict(
     raw: dict[str, Any], *, source: str = "config", **overrides: Any
 ) -> AuditConfig:
+    raw = dict(raw)
     detect_raw = raw.pop("detect", {})
+    if not isinstance(detect_raw, dict):
+        raise ConfigError(f"{source}: expected a [detect] table, got {detect_raw!r:.40}.")
     known = {f.name for f in dataclasses.fields(AuditConfig)} - {"detect"}
     detect_known = {f.name for f in dataclasses.fields(DetectConfig)}
     bad = sorted(set(raw) - known) + [f"detect.{k}" for k in sorted(set(detect_raw) - detect_known)]
     if bad:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(bad)}.")
     values = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-    if "methods" in values:
-        values["methods"] = tuple(values["methods"])
     try:
         return AuditConfig(**values, detect=DetectConfig(**detect_raw))
-    except TypeError as exc:
-        raise ConfigError(f"{source}: {exc}.") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def check_types(settings: Any, *, prefix: str = "") -> None:
+    """Every field of the dataclass ``settings`` holds a value of its annotated type: an int
+    is no float and a bool no int, a string is no list of names."""
+    hints = typing.get_type_hints(type(settings))
+    for f in dataclasses.fields(settings):
+        value, hint = getattr(settings, f.name), hints[f.name]
+        if not _is_a(value, hint):
+            raise ConfigError(
+                f"Expected {prefix}{f.name} to be {_describe(hint)}, "
+                f"got {value!r:.60} ({type(value).__name__})."
+            )
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return value in args
+    if origin in (types.UnionType, typing.Union):
+        return any(_is_a(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_is_a(v, args[0]) for v in value)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is type(None):
+        return value is None
+    return isinstance(hint, type) and isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        return "a list of strings" if args[0] is str else f"a list of {_describe(args[0])}"
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return words.get(hint, "absent" if hint is type(None) else getattr(hint, "__name__", str(hint)))

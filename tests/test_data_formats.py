@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 from pycocotools import mask as mask_utils
 from test_data_fixtures import (
     box_ann,
@@ -16,6 +17,7 @@ from test_data_fixtures import (
 )
 
 from auditor.data import AuditDataset, read_dataset
+from auditor.data.images import load_image
 from auditor.data.transforms import AuditTransform
 from auditor.errors import DataError
 
@@ -317,3 +319,37 @@ def test_unsupported_paths_are_data_errors(tmp_path):
         read_dataset(tmp_path / "data.txt")
     with pytest.raises(DataError, match="no such file"):
         read_dataset(tmp_path / "nope.json")
+
+
+def exif_rotated(path, stored=(6, 4)):
+    """A file stored as 6 wide x 4 high, with a red top-left stored pixel, whose EXIF
+    orientation 6 tells viewers to turn it 90 degrees clockwise (shown 4 wide x 6 high)."""
+    image = Image.new("RGB", stored, "blue")
+    image.putpixel((0, 0), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("annotated,expected", [
+    ((4, 6), (4, 6)),  # drawn on the image as shown: EXIF orientation applied
+    ((6, 4), (6, 4)),  # drawn on the stored pixels: those are used
+    (None, (4, 6)),  # no size to tell: as shown
+])  # fmt: skip
+def test_exif_orientation_follows_the_annotations(tmp_path, annotated, expected):
+    path = exif_rotated(tmp_path / "photo.png")
+    image = load_image(path, annotated=annotated)
+    assert image.size == expected
+    red = [(x, y) for x in range(image.width) for y in range(image.height)
+           if image.getpixel((x, y)) == (255, 0, 0)]  # fmt: skip
+    assert red == ([(3, 0)] if expected == (4, 6) else [(0, 0)])  # clockwise: top-left -> top-right
+
+
+def test_an_exif_rotated_image_annotated_as_shown_is_audited(tmp_path):
+    exif_rotated(tmp_path / "photo.png")
+    ann = box_ann(1, 7, [0, 0, 2, 3])
+    data = write_coco(tmp_path, [{"id": 1, "file_name": "photo.png", "width": 4, "height": 6}],
+                      [ann])  # fmt: skip
+    sample = AuditDataset(read_dataset(data).records, AuditTransform(16))[0]
+    assert sample["skip"] == "" and sample["masks"].any()

@@ -8,7 +8,6 @@ id order, so class ``i`` is the ``i``-th category sorted by id (see :mod:`audito
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -21,8 +20,6 @@ from auditor.data.images import resolve_inside
 from auditor.data.masks import CocoMask, UnionMask, coco_mask
 from auditor.errors import DataError
 
-log = logging.getLogger(__name__)
-
 Entries = tuple[list[Category], list[ImageEntry]]
 
 
@@ -32,12 +29,13 @@ def read_coco(path: Path, *, images: str | Path | None = None) -> Entries:
     root = Path(images) if images is not None else path.parent
     categories = sorted(coco["categories"], key=lambda c: c["id"])
     known = {c["id"] for c in categories}
-    by_image = _annotations_by_image(coco["annotations"], path)
+    by_image, orphans = _annotations_by_image(coco["annotations"], path)
     entries: list[ImageEntry] = []
     seen: set[Any] = set()
     for image in coco["images"]:
         key = _key(image.get("id"))
         entries.append(_entry(image, by_image.get(key, []), root, known, seen))
+    entries += _orphans(by_image, orphans, seen, path)
     return [Category(str(c["id"]), str(c["name"])) for c in categories], entries
 
 
@@ -76,18 +74,38 @@ def _check_categories(path: Path, categories: list[dict[str, Any]]) -> None:
         raise DataError(f"{path}: category ids repeat in `categories`.")
 
 
-def _annotations_by_image(anns: list[dict[str, Any]], path: Path) -> dict[Any, list[dict]]:
+def _annotations_by_image(
+    anns: list[dict[str, Any]], path: Path
+) -> tuple[dict[Any, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Annotations grouped by image id, and those without a usable ``image_id``."""
     by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    orphans = 0
+    orphans = []
     for ann in anns:
         key = _key(ann.get("image_id"))
         if key is None:
-            orphans += 1
+            orphans.append(ann)
         else:
             by_image[key].append(ann)
-    if orphans:
-        log.warning("%s: %d annotation(s) without a usable `image_id` ignored.", path, orphans)
-    return by_image
+    return by_image, orphans
+
+
+def _orphans(
+    by_image: dict[Any, list[dict[str, Any]]],
+    orphans: list[dict[str, Any]],
+    listed: set[Any],
+    path: Path,
+) -> list[ImageEntry]:
+    """One skipped entry per image id that annotations name but ``images`` does not list,
+    and per annotation without a usable ``image_id``: dropped annotations are counted."""
+    entries = []
+    for key, anns in by_image.items():
+        if key not in listed:
+            detail = f"{len(anns)} annotation(s) refer to image id {key!r}, which `images` lacks"
+            entries.append(skipped_entry(str(key), path, SkipReason.UNKNOWN_IMAGE, detail))
+    for ann in orphans:
+        detail = f"annotation id {ann.get('id')!r:.40} has no usable `image_id`"
+        entries.append(skipped_entry("", path, SkipReason.BAD_ANNOTATION, detail))
+    return entries
 
 
 def _entry(

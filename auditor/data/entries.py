@@ -31,6 +31,7 @@ class SkipReason(StrEnum):
     UNKNOWN_CATEGORY = "unknown_category"
     UNMAPPED_CATEGORY = "unmapped_category"
     DUPLICATE_ID = "duplicate_id"
+    UNKNOWN_IMAGE = "unknown_image"
 
 
 class SampleSkip(Exception):

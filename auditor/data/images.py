@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from auditor.data.entries import SampleSkip, SkipReason
 
@@ -34,8 +34,13 @@ def resolve_inside(root: Path, name: str) -> Path | None:
     return path if inside else None
 
 
-def load_image(path: Path) -> Image.Image:
-    """Decode an image file to 8-bit RGB, or raise :class:`SampleSkip` with the reason."""
+def load_image(path: Path, *, annotated: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an image file to 8-bit RGB, or raise :class:`SampleSkip` with the reason.
+
+    The EXIF orientation is applied, as image viewers and annotation tools show the image;
+    except when ``annotated`` (width, height) matches the stored pixels and not the oriented
+    ones: then the annotations were drawn on the stored pixels, and those are used.
+    """
     if not path.is_file():
         raise SampleSkip(SkipReason.MISSING_FILE, f"{path.name} not found")
     if path.stat().st_size == 0:
@@ -43,9 +48,16 @@ def load_image(path: Path) -> Image.Image:
     try:
         with _strict_decoding(), Image.open(path) as image:
             image.load()
-            return to_rgb(image)
+            return to_rgb(_oriented(image, annotated))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise SampleSkip(SkipReason.UNREADABLE_IMAGE, f"{path.name}: {exc}") from None
+
+
+def _oriented(image: Image.Image, annotated: tuple[int, int] | None) -> Image.Image:
+    oriented = ImageOps.exif_transpose(image)
+    if annotated is not None and oriented.size != annotated and image.size == annotated:
+        return image
+    return oriented
 
 
 @contextmanager

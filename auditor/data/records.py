@@ -143,7 +143,8 @@ class AuditDataset(torch.utils.data.Dataset):
     def _load(self, record: Record) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if record.skip is not None:
             raise SampleSkip(record.skip, record.skip_detail)
-        image = load_image(record.path)
+        size = (record.width, record.height) if record.width and record.height else None
+        image = load_image(record.path, annotated=size)
         _check_size(record, image.height, image.width)
         mask = _decode(record.decode_mask, image.height, image.width, "mask")
         if not mask.any():
@@ -162,9 +163,12 @@ def _check_size(record: Record, height: int, width: int) -> None:
     if record.height is None or record.width is None:
         return
     if (height, width) != (record.height, record.width):
+        turned = (width, height) == (record.height, record.width)
+        hint = "; the same size turned by 90 degrees: rotated file or EXIF orientation?"
         raise SampleSkip(
             SkipReason.SIZE_MISMATCH,
-            f"annotated {record.width}x{record.height}, file is {width}x{height}",
+            f"annotated {record.width}x{record.height}, file is {width}x{height}"
+            + (hint if turned else ""),
         )
 
 

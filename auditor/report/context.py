@@ -35,9 +35,28 @@ def report_context(run: AuditRun) -> dict[str, Any]:
         "sections": [
             _class_section(run, c, threshold, names) for c in classes if c["status"] != "pass"
         ],
+        "notices": _notices(run),
         "skipped": _skipped(run.samples),
         "skipped_by_reason": summary["dataset"].get("skipped_by_reason", {}),
     }
+
+
+def _notices(run: AuditRun) -> list[str]:
+    """What a reader must know before trusting the rest of the report."""
+    notices = []
+    dataset = run.summary["dataset"]
+    if dataset.get("skip_limit_exceeded"):
+        notices.append(
+            f"Incomplete audit: {dataset['n_skipped']} of {dataset['n_images']} images were "
+            f"skipped, more than the limit of {100 * dataset['max_skipped']:.0f}% "
+            "(max_skipped); the audit ended with an error. See Data issues."
+        )
+    if not run.evidence:
+        notices.append(
+            "evidence.pt is missing from this run directory: this report shows no exemplar "
+            "images and no mean maps."
+        )
+    return notices
 
 
 def _risk(c: dict[str, Any]) -> tuple[int, float]:
