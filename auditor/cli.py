@@ -5,6 +5,7 @@ or skipped more than --max-skipped), 2 usage error, 3 flagged with --fail-on-fla
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -210,4 +211,10 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 
 def main() -> None:
+    # A scheduler or CI runner stops a job with SIGTERM: keep its progress as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _terminated)
     cli(prog_name="auditor")
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

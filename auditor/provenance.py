@@ -63,7 +63,7 @@ def input_parts(
         "auditor": __version__,
         "model": digest(spec, model_digest(model)),
         "annotations": digest(info.class_names, [_record_identity(r) for r in records]),
-        "mask_files": digest([_file_identity(p) for p in _mask_files(records)]),
+        "mask_files": digest([[str(p), *_file_identity(p)] for p in _mask_files(records)]),
         "image_paths": digest([_resolved(r.path) for r in records]),
         "image_files": digest([_file_identity(r.path) for r in records]),
         "settings": digest(settings),
@@ -77,10 +77,11 @@ def changed_parts(saved: dict[str, str], now: dict[str, str]) -> list[str]:
 
 
 def _record_identity(record: Record) -> list[Any]:
-    """Everything the reader decided for a record; decoders are dataclasses, so their repr
-    holds the polygons, RLE, boxes or mask paths."""
+    """Everything the reader decided for a record but where its image lies (that is
+    ``image_paths``); decoders are dataclasses, so their repr holds the polygons, RLE, boxes
+    or mask paths."""
     return [
-        record.image_id, str(record.path), record.label, record.label_name, record.height,
+        record.image_id, record.path.name, record.label, record.label_name, record.height,
         record.width, record.skip, record.skip_detail, list(record.other_labels),
         repr(record.decode_mask), repr(record.decode_ignore),
     ]  # fmt: skip
@@ -108,9 +109,9 @@ def _resolved(path: Path) -> str:
 
 
 def _file_identity(path: Path) -> list[Any]:
-    """(path, size, modification time in ns), or the path alone when it cannot be read."""
+    """[size, modification time in ns] of a file, or [None, None] when it cannot be read."""
     try:
         stat = os.stat(path)
     except OSError:
-        return [str(path), None, None]
-    return [str(path), stat.st_size, stat.st_mtime_ns]
+        return [None, None]
+    return [stat.st_size, stat.st_mtime_ns]

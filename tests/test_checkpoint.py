@@ -4,6 +4,8 @@ gives exactly the uninterrupted result, and a checkpoint of anything else is set
 import logging
 import os
 import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -150,3 +152,28 @@ def test_worker_count_does_not_discard_a_checkpoint(
     with caplog.at_level(logging.WARNING):
         pipeline.audit(loaded, data=coco_dataset, config=config, checkpoint=checkpoint)
     assert "resuming after 16 samples" in caplog.text
+
+
+def test_sigterm_keeps_progress_like_ctrl_c(coco_dataset, resnet_weights, tmp_path):
+    """A scheduler stops a job with SIGTERM; the real entry point saves the checkpoint."""
+    out = tmp_path / "out"
+    script = f"""
+import os, signal, sys
+from auditor import cli, pipeline
+original, calls = pipeline._audit_batch, []
+def batch(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return original(*args, **kwargs)
+pipeline._audit_batch = batch
+sys.argv = ["auditor", "audit", "--model", "resnet18", "--weights", {str(resnet_weights)!r},
+            "--data", {str(coco_dataset)!r}, "--out", {str(out)!r}, "--image-size", "32",
+            "--batch-size", "8", "--no-pdf"]
+cli.main()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    assert "Progress is kept" in done.stderr and "Traceback" not in done.stderr
+    assert torch.load(out / ".partial.pt", weights_only=True)["done"] >= 16
