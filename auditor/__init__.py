@@ -1,11 +1,10 @@
 """auditor: find the classes an image classifier solves through spurious cues."""
 
-__version__ = "0.1.0"
-
+from auditor._version import __version__
 from auditor.attribution import attribute
 from auditor.config import AuditConfig, DetectConfig
-from auditor.pipeline import AuditRun, audit
-from auditor.store import load_run, save_run
+from auditor.run import AuditRun, load_run, save_run
+from auditor.runner.pipeline import audit
 
 __all__ = [
     "AuditConfig",

@@ -127,8 +127,8 @@ def audit(
 ) -> None:
     """Audit a model on a labeled dataset with object masks or boxes."""
     from auditor.config import config_from_dict, load_config
-    from auditor.pipeline import skip_limit_error
-    from auditor.workflow import audit_to_dir
+    from auditor.runner.pipeline import skip_limit_error
+    from auditor.runner.workflow import audit_to_dir
 
     overrides: dict[str, Any] = {
         "methods": tuple(methods.split(",")) if methods else None, "target_layer": target_layer,
@@ -164,8 +164,8 @@ def audit(
 def report(run_dir: str, no_pdf: bool) -> None:
     """Re-render report.html and report.pdf from a stored run, recomputing nothing."""
     from auditor.report.render import rerender
+    from auditor.run import load_run
     from auditor.rundir import RunLock
-    from auditor.store import load_run
 
     with RunLock(run_dir, purpose="auditor report"):
         run = load_run(run_dir)
@@ -186,7 +186,7 @@ def report(run_dir: str, no_pdf: bool) -> None:
 )
 def demo(out: str, data_root: str) -> None:
     """Train a shortcut and a control model on planted-shortcut data, and audit both."""
-    from auditor.demo import run_demo
+    from auditor.lab.demo import run_demo
 
     run_demo(Path(out), Path(data_root), echo=click.echo)
 

@@ -24,8 +24,8 @@ import torch
 from click.testing import CliRunner
 
 from auditor.cli import cli
-from auditor.data.synthetic import SyntheticSpec
-from auditor.demo import ARCH, DemoModel, ensure_dataset, ensure_model, ground_truth
+from auditor.lab.demo import ARCH, DemoModel, ensure_dataset, ensure_model, ground_truth
+from auditor.lab.synthetic import SyntheticSpec
 
 FOUR = ("circle", "square", "triangle", "cross")
 TWO = ("circle", "square")

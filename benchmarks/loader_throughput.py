@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 
 from auditor.attribution import compute
 from auditor.data import AuditDataset, read_dataset
-from auditor.data.synthetic import SyntheticSpec, write_dataset
 from auditor.data.transforms import AuditTransform
+from auditor.lab.synthetic import SyntheticSpec, write_dataset
 from auditor.models import resolve_target_layer
 
 SIZE = 224

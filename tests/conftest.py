@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from auditor.data.synthetic import SyntheticSpec, write_dataset
+from auditor.lab.synthetic import SyntheticSpec, write_dataset
 
 
 class TinyCNN(nn.Module):

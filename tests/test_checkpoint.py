@@ -13,9 +13,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from auditor import pipeline
 from auditor.config import AuditConfig
 from auditor.models import load_model
+from auditor.runner import pipeline
 
 CONFIG = AuditConfig(image_size=32, batch_size=8)
 
@@ -30,16 +30,16 @@ def interrupt_at(monkeypatch):
 
     def arm(n: int) -> None:
         calls = {"n": 0}
-        original = pipeline._audit_batch
+        original = pipeline.audit_batch
 
         def interrupted(*args, **kwargs):
             calls["n"] += 1
             if calls["n"] == n:
-                monkeypatch.setattr(pipeline, "_audit_batch", original)
+                monkeypatch.setattr(pipeline, "audit_batch", original)
                 raise KeyboardInterrupt
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(pipeline, "_audit_batch", interrupted)
+        monkeypatch.setattr(pipeline, "audit_batch", interrupted)
 
     return arm
 
@@ -159,14 +159,15 @@ def test_sigterm_keeps_progress_like_ctrl_c(coco_dataset, resnet_weights, tmp_pa
     out = tmp_path / "out"
     script = f"""
 import os, signal, sys
-from auditor import cli, pipeline
-original, calls = pipeline._audit_batch, []
+from auditor import cli
+from auditor.runner import pipeline
+original, calls = pipeline.audit_batch, []
 def batch(*args, **kwargs):
     calls.append(1)
     if len(calls) == 3:
         os.kill(os.getpid(), signal.SIGTERM)
     return original(*args, **kwargs)
-pipeline._audit_batch = batch
+pipeline.audit_batch = batch
 sys.argv = ["auditor", "audit", "--model", "resnet18", "--weights", {str(resnet_weights)!r},
             "--data", {str(coco_dataset)!r}, "--out", {str(out)!r}, "--image-size", "32",
             "--batch-size", "8", "--no-pdf"]

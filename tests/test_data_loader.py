@@ -15,7 +15,7 @@ from auditor.config import AuditConfig
 from auditor.data import AuditDataset, read_dataset
 from auditor.data.transforms import AuditTransform
 from auditor.errors import ConfigError
-from auditor.pipeline import _batches
+from auditor.runner.pipeline import batches as _batches
 
 COLUMNS = ["image", "label", "x0", "y0", "x1", "y1"]
 

@@ -4,7 +4,7 @@ import torch
 
 from auditor.config import DetectConfig
 from auditor.detect import bootstrap_ci, class_results, verdict
-from auditor.detect.counterfactual import (
+from auditor.detect.interventions import (
     DonorPool,
     background_only,
     dilate,
@@ -93,7 +93,7 @@ def test_maps_of_broken_swaps_without_behavioural_evidence_raise_nothing():
 
 
 def test_broken_counts_right_answers_the_swap_made_wrong():
-    from auditor.detect.counterfactual import Behaviour
+    from auditor.detect.interventions import Behaviour
 
     swapped = torch.tensor([0, 1, 2, -1, 1])
     b = Behaviour(swapped, swapped, swapped, swapped, torch.zeros(3, 5), torch.zeros(5, 3, 2, 2))
@@ -184,7 +184,7 @@ def test_untrusted_methods_are_reported_but_never_drive_a_flag():
 def test_removed_object_leaves_texture_not_its_silhouette():
     """The filled box holds only the image's own background values (a striped texture
     here), so neither a smooth patch nor the object's colour outlines it."""
-    from auditor.detect.counterfactual import bounding_boxes, margin, remove_object
+    from auditor.detect.interventions import bounding_boxes, margin, remove_object
 
     stripes = (torch.arange(32) % 4 < 2).float()
     inputs = stripes.view(1, 1, 32, 1).expand(1, 3, 32, 32).clone()

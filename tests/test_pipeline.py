@@ -11,10 +11,10 @@ import torch
 
 from auditor.config import AuditConfig
 from auditor.data.transforms import AuditTransform
+from auditor.lab.training import load_tensors
 from auditor.models import LoadedModel
-from auditor.pipeline import audit
 from auditor.report.render import render_html
-from auditor.training import load_tensors
+from auditor.runner.pipeline import audit
 from tests.conftest import TinyCNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")

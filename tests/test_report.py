@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from auditor.config import DetectConfig
-from auditor.pipeline import SAMPLE_COLUMNS, AuditRun
 from auditor.report.render import RunDirFetcher, html_to_pdf, render_html
+from auditor.run import AuditRun
+from auditor.runner.batch import SAMPLE_COLUMNS
 
 EVIL = "<script>alert(1)</script>"
 

@@ -5,7 +5,7 @@ dataset can cross into DataLoader worker processes under any start method."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -74,6 +74,25 @@ class ImageEntry:
     decode_ignore: MaskDecoder | None = None
     skip: SkipReason | None = None
     skip_detail: str = ""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One (image, label) to audit. ``decode_mask`` draws the label's object mask and
+    ``decode_ignore`` the regions left out of every metric, both bool ``ndarray[H, W]``.
+    ``other_labels`` names the image's other categories (label policy ``single``)."""
+
+    image_id: str
+    path: Path
+    label: int
+    label_name: str
+    height: int | None
+    width: int | None
+    decode_mask: MaskDecoder = field(repr=False, compare=False)
+    skip: SkipReason | None = None
+    skip_detail: str = ""
+    decode_ignore: MaskDecoder | None = field(default=None, repr=False, compare=False)
+    other_labels: tuple[str, ...] = ()
 
 
 def name_order(name: str) -> tuple[int, str]:

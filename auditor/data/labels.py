@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from auditor.data.entries import Category, ImageEntry, Instance, SkipReason
+from auditor.config import LabelPolicy
+from auditor.data.entries import Category, ImageEntry, Instance, Record, SkipReason
 from auditor.data.masks import UnionMask
-from auditor.data.records import LabelPolicy, Record
 from auditor.errors import DataError
 
 

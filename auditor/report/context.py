@@ -1,18 +1,32 @@
-"""Turn an :class:`~auditor.pipeline.AuditRun` into the plain dict the templates read.
+"""Turn an :class:`~auditor.run.AuditRun` into the plain dict the templates read.
 
 Values are computed here; how they look is the templates' business."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from auditor.pipeline import AuditRun
 from auditor.report import figures
 
+if TYPE_CHECKING:
+    from auditor.run import AuditRun
+
 STATUS_ORDER = {"flag": 0, "warn": 1, "insufficient_data": 2, "pass": 3}
+
+
+def summary_context(summary: dict[str, Any]) -> dict[str, Any]:
+    """The verdict and the class table, from ``summary.json`` alone."""
+    classes = sorted(summary["classes"], key=_risk)
+    return {
+        "verdict": summary["verdict"],
+        "verdict_sentence": _verdict_sentence(summary),
+        "methods": summary["methods"],
+        "classes": [_class_row(c, summary["methods"]) for c in classes],
+        "has_behaviour": any(c.get("behaviour") for c in classes),
+    }
 
 
 def report_context(run: AuditRun) -> dict[str, Any]:
@@ -21,15 +35,11 @@ def report_context(run: AuditRun) -> dict[str, Any]:
     threshold = info["config"]["detect"]["max_chance_corrected"]
     names = [c["name"] for c in summary["classes"]]
     return {
+        **summary_context(summary),
         "summary": summary,
         "info": info,
-        "verdict": summary["verdict"],
-        "verdict_sentence": _verdict_sentence(summary),
-        "methods": summary["methods"],
         "target_layer": info.get("target_layer"),
         "detect": info["config"]["detect"],
-        "classes": [_class_row(c, summary["methods"]) for c in classes],
-        "has_behaviour": any(c.get("behaviour") for c in classes),
         "trust": _trust(summary.get("trust", {})),
         "method_errors": summary.get("method_errors", {}),
         "sections": [

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -19,33 +18,17 @@ from weasyprint import HTML
 from weasyprint.urls import URLFetcher
 
 from auditor.errors import RunDirError
-from auditor.pipeline import AuditRun
 from auditor.report.context import report_context
+from auditor.report.templating import environment, stylesheet
+from auditor.run import AuditRun
 from auditor.rundir import atomic_write
 
 log = logging.getLogger(__name__)
 
 
-def environment() -> jinja2.Environment:
-    folder = files("auditor.templates")
-    return jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: (folder / name).read_text(encoding="utf-8")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def render_html(run: AuditRun) -> str:
-    env = environment()
-    css = (files("auditor.templates") / "report.css").read_text(encoding="utf-8")
-    return env.get_template("report.html.j2").render(**report_context(run), css=css)
-
-
-def render_summary_html(run: AuditRun) -> str:
-    """The verdict and class table alone, for a notebook's ``_repr_html_``."""
-    return environment().get_template("summary.html.j2").render(**report_context(run))
+    template = environment().get_template("report.html.j2")
+    return template.render(**report_context(run), css=stylesheet())
 
 
 def write_reports(run: AuditRun, out: Path, *, pdf: bool = True) -> dict[str, int]:
@@ -54,7 +37,7 @@ def write_reports(run: AuditRun, out: Path, *, pdf: bool = True) -> dict[str, in
     sizes = {"report.html": _write(out / "report.html", html.encode("utf-8"))}
     if pdf:
         sizes["report.pdf"] = _write(out / "report.pdf", html_to_pdf(html, base=out))
-    from auditor.store import update_run_info
+    from auditor.run import update_run_info
 
     if (out / "run.json").is_file():
         update_run_info(out, report_bytes=sizes)
@@ -63,7 +46,7 @@ def write_reports(run: AuditRun, out: Path, *, pdf: bool = True) -> dict[str, in
 
 def rerender(run: AuditRun, out: Path, *, pdf: bool = True) -> dict[str, int]:
     """:func:`write_reports` for a run read back from disk. One that passed
-    :func:`auditor.store.load_run`'s checks yet lacks something a template reads (edited by
+    :func:`auditor.run.load_run`'s checks yet lacks something a template reads (edited by
     hand, or written by another version) gives one line naming the run, not a traceback."""
     try:
         return write_reports(run, out, pdf=pdf)

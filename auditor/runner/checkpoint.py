@@ -2,7 +2,7 @@
 
 The checkpoint (``.partial.pt`` in the run directory) is written atomically at most every
 ``every_s`` seconds and whenever the loop is interrupted. It is keyed by the digests of
-everything that decides a row (:func:`auditor.provenance.input_parts`): a checkpoint whose
+everything that decides a row (:func:`auditor.runner.provenance.input_parts`): a checkpoint whose
 parts differ is set aside as ``.partial.pt.stale`` with a notice naming what changed, and
 the audit starts afresh; rows of two different audits are never merged. It holds only
 tensors and plain values, so it loads with ``torch.load(weights_only=True)``.
@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from auditor.exemplars import ClassEvidence
-from auditor.provenance import changed_parts
 from auditor.rundir import atomic_write
+from auditor.runner.exemplars import ClassEvidence
+from auditor.runner.provenance import changed_parts
 
 log = logging.getLogger(__name__)
 

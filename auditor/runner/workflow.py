@@ -12,10 +12,10 @@ from pathlib import Path
 
 from auditor.config import AuditConfig
 from auditor.models import LoadedModel
-from auditor.pipeline import AuditRun, audit
 from auditor.report.render import write_reports
+from auditor.run import AuditRun, clear_run, save_run, update_run_info
 from auditor.rundir import RunLock
-from auditor.store import clear_run, save_run, update_run_info
+from auditor.runner.pipeline import audit
 
 
 def audit_to_dir(

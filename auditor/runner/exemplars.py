@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from auditor.config import AuditConfig
-from auditor.data.records import Record
+from auditor.data.entries import Record
 from auditor.data.transforms import AuditTransform
 
 THUMBNAIL = 96

@@ -1,5 +1,5 @@
-"""The run directory: what ``--out`` holds, written so that a report can be re-rendered
-from it without recomputing anything.
+"""The run record and the run directory: what ``--out`` holds, written so that a report can
+be re-rendered from it without recomputing anything.
 
     report.html  report.pdf  summary.json  samples.parquet  run.json  evidence.pt
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,35 @@ import pandas as pd
 import torch
 
 from auditor.errors import RunDirError
-from auditor.pipeline import AuditRun
 from auditor.rundir import atomic_write
+
+
+@dataclass
+class AuditRun:
+    """Everything an audit produced: the verdict and per-class results (``summary.json``),
+    one row per image and method (``samples.parquet``), provenance (``run.json``) and the
+    bounded exemplars (``evidence.pt``). :func:`save_run` writes it, :func:`load_run` reads it.
+    """
+
+    summary: dict[str, Any]
+    samples: pd.DataFrame
+    run_info: dict[str, Any]
+    evidence: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def verdict(self) -> str:
+        return str(self.summary["verdict"])
+
+    @property
+    def flagged_classes(self) -> list[str]:
+        return list(self.summary["flagged_classes"])
+
+    def _repr_html_(self) -> str:
+        from auditor.report.notebook import summary_html
+
+        return summary_html(self.summary)
+
 
 FILES = ("summary.json", "samples.parquet", "run.json", "evidence.pt")
 REPORTS = ("report.html", "report.pdf")

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from auditor.data.records import AuditDataset, read_dataset
+from auditor.data import AuditDataset, read_dataset
 from auditor.data.transforms import AuditTransform
 from auditor.errors import DataError
 

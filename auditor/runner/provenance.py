@@ -11,17 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from auditor import __version__
+from auditor._version import __version__
 from auditor.config import AuditConfig
+from auditor.data.entries import Record
 from auditor.data.masks import PngMask, UnionMask
-from auditor.data.records import DatasetInfo, Record
+from auditor.data.read import DatasetInfo
+from auditor.models import LoadedModel, TargetLayer
 
 # Settings that cannot change a row: worker processes load the same samples in the same order.
 ROW_NEUTRAL_SETTINGS = ("num_workers",)
@@ -115,3 +119,37 @@ def _file_identity(path: Path) -> list[Any]:
     except OSError:
         return [None, None]
     return [stat.st_size, stat.st_mtime_ns]
+
+
+def run_info(
+    loaded: LoadedModel,
+    outputs: int,
+    info: DatasetInfo,
+    data: str | Path,
+    config: AuditConfig,
+    layer: TargetLayer | None,
+    device: torch.device,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    return {
+        "auditor_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config.to_dict(),
+        "model": {"spec": loaded.spec, "sha256": loaded.sha256, "num_classes": outputs},
+        "data": {"spec": str(data), "class_names": info.class_names},
+        "target_layer": None if layer is None else {
+            "name": layer.name, "cells": list(layer.cells), "automatic": layer.automatic,
+        },
+        "device": str(device),
+        "versions": {
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": _version("torchvision"), "numpy": _version("numpy"),
+        },
+        "timings": timings,
+    }  # fmt: skip
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)

@@ -15,23 +15,23 @@ import torch
 from tqdm.auto import tqdm
 
 from auditor.config import AuditConfig
-from auditor.data.synthetic import (
+from auditor.data.transforms import AuditTransform
+from auditor.lab.synthetic import (
     SyntheticSpec,
     iter_interventions,
     read_scenes,
     render,
     write_dataset,
 )
-from auditor.data.transforms import AuditTransform
-from auditor.report.render import environment
-from auditor.training import (
+from auditor.lab.training import (
     accuracy_by_class,
     load_tensors,
     predict,
     stack_images,
     train_classifier,
 )
-from auditor.workflow import audit_to_dir
+from auditor.report.templating import environment
+from auditor.runner.workflow import audit_to_dir
 
 CLASSES = ("circle", "square", "triangle", "cross")
 ARCH = "resnet18"

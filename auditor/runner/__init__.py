@@ -1,0 +1,1 @@
+"""The audit run: set up, stream the batches, assemble the results."""

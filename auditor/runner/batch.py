@@ -1,0 +1,165 @@
+"""One batch of the stream: maps, scores, interventions and the maps of the answers a
+background swap broke, turned into per-sample rows; evidence is offered to the exemplars."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from auditor.attribution.engine import compute
+from auditor.config import AuditConfig
+from auditor.data.dataset import parse_skip
+from auditor.data.entries import Record
+from auditor.data.transforms import AuditTransform
+from auditor.detect.interventions import Behaviour, DonorPool, behaviour
+from auditor.models import TargetLayer
+from auditor.runner.exemplars import BrokenSwaps, ClassEvidence, ScoredBatch, collect_evidence
+from auditor.scoring import METRICS, chance_corrected, score_all
+
+SAMPLE_COLUMNS = [
+    "sample", "image_id", "file_name", "label", "label_name", "prediction", "correct", "method",
+    *METRICS, "mask_fraction", "swap_chance_corrected", "pred_swapped", "donor_label",
+    "pred_background_only", "pred_object_only", "prob_label", "prob_label_swapped",
+    "prob_label_background_only", "prob_label_object_only", "skip_reason", "skip_detail",
+]  # fmt: skip
+
+
+def audit_batch(
+    net: torch.nn.Module,
+    batch: dict[str, Any],
+    records: list[Record],
+    layer: TargetLayer | None,
+    transform: AuditTransform,
+    evidence: dict[int, ClassEvidence],
+    config: AuditConfig,
+    pool: DonorPool | None,
+) -> list[dict[str, Any]]:
+    skips = list(batch["skip"])
+    rows = [skip_row(int(i), records[int(i)], s) for i, s in zip(batch["index"], skips) if s]
+    keep = torch.tensor([not s for s in skips])
+    if not keep.any():
+        return rows
+    device = next(net.parameters()).device
+    inputs = batch["inputs"][keep].to(device, non_blocking=True)
+    masks = batch["masks"][keep].to(device, non_blocking=True)
+    targets = batch["targets"][keep].to(device)
+    indices = [int(i) for i in batch["index"][keep]]
+    result = compute(
+        net, inputs, targets, methods=config.methods, target_layer=layer.module if layer else None
+    )
+    predictions = result.logits.argmax(1)
+    valid = ~batch["ignore"][keep].to(device) if "ignore" in batch else None
+    scores = {m: score_all(maps, masks, valid) for m, maps in result.maps.items()}
+    label_probability = result.logits.float().softmax(1).gather(1, targets[:, None])[:, 0]
+    acts: dict[str, list[Any]] = {"prob_label": label_probability.tolist()}
+    broken = None
+    if pool is not None:
+        b = behaviour(net, inputs, masks, targets, torch.tensor(indices), pool)
+        acts |= _behaviour_columns(b)
+        broken = _broken_swaps(net, b, targets, predictions, masks, valid, layer, config)
+        for method in config.methods:
+            scores[method]["swap_chance_corrected"] = _per_sample(broken, method, len(indices))
+    for j, index in enumerate(indices):
+        extra = {name: values[j] for name, values in acts.items()}
+        rows += _sample_rows(index, records[index], int(predictions[j]), scores, j, extra)
+    scored = ScoredBatch(
+        inputs, masks, result.maps, targets, predictions, indices, scores, acts, broken
+    )
+    collect_evidence(evidence, scored, records, transform, config)
+    return rows
+
+
+def _behaviour_columns(b: Behaviour) -> dict[str, list[Any]]:
+    probability = b.label_probability.tolist()
+    return {
+        "pred_swapped": b.swapped.tolist(), "donor_label": b.donor_labels.tolist(),
+        "pred_background_only": b.background_only.tolist(),
+        "pred_object_only": b.object_only.tolist(),
+        "prob_label_swapped": probability[0], "prob_label_background_only": probability[1],
+        "prob_label_object_only": probability[2],
+    }  # fmt: skip
+
+
+def _broken_swaps(
+    net: torch.nn.Module,
+    b: Behaviour,
+    targets: torch.Tensor,
+    predictions: torch.Tensor,
+    masks: torch.Tensor,
+    valid: torch.Tensor | None,
+    layer: TargetLayer | None,
+    config: AuditConfig,
+) -> BrokenSwaps | None:
+    """The swapped images whose right answer the swap broke, with the maps of the new
+    prediction and their C. The object keeps its place and mask in the swapped image, so a
+    negative C says the wrong answer was read off the background rather than caused by the
+    pasted object's edge."""
+    broken = b.broken(targets, predictions)
+    if not broken.any():
+        return None
+    inputs, new = b.swapped_inputs[broken], b.swapped[broken]
+    result = compute(
+        net, inputs, new, methods=config.methods, target_layer=layer.module if layer else None
+    )
+    picked = None if valid is None else valid[broken]
+    return BrokenSwaps(
+        positions=broken.nonzero().flatten().tolist(),
+        inputs=inputs,
+        maps=result.maps,
+        predictions=new,
+        scores={
+            m: chance_corrected(maps, masks[broken], picked).tolist()
+            for m, maps in result.maps.items()
+        },
+    )
+
+
+def _per_sample(broken: BrokenSwaps | None, method: str, n: int) -> list[float]:
+    """A method's C of the broken swaps at their batch positions, NaN elsewhere."""
+    values = [float("nan")] * n
+    if broken is not None:
+        for position, value in zip(broken.positions, broken.scores[method]):
+            values[position] = value
+    return values
+
+
+def _sample_rows(
+    index: int,
+    record: Record,
+    prediction: int,
+    scores: dict[str, dict[str, list[float]]],
+    j: int,
+    extra: dict[str, int],
+) -> list[dict[str, Any]]:
+    base = _base_row(index, record) | {
+        "prediction": prediction,
+        "correct": prediction == record.label,
+    }
+    base |= extra
+    return [
+        base
+        | {"method": method}
+        | {name: values[j] for name, values in per.items()}
+        | {"skip_reason": None, "skip_detail": None}
+        for method, per in scores.items()
+    ]
+
+
+def skip_row(index: int, record: Record, skip: str) -> dict[str, Any]:
+    reason, detail = parse_skip(skip)
+    nan = float("nan")
+    return _base_row(index, record) | {
+        "prediction": -1, "correct": False, "method": None, "mask_fraction": nan,
+        "swap_chance_corrected": nan,
+        **dict.fromkeys(METRICS, nan), "pred_swapped": None, "donor_label": None,
+        "pred_background_only": None, "pred_object_only": None,
+        "skip_reason": reason, "skip_detail": detail,
+    }  # fmt: skip
+
+
+def _base_row(index: int, record: Record) -> dict[str, Any]:
+    return {
+        "sample": index, "image_id": record.image_id, "file_name": str(record.path),
+        "label": record.label, "label_name": record.label_name,
+    }  # fmt: skip

@@ -1,0 +1,131 @@
+"""Before the stream: the device, the checks that model and data agree, the target layer,
+a probe of usable samples, which methods can run on this model, and which may be trusted."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from auditor.attribution.engine import CAM_METHODS, compute
+from auditor.config import AuditConfig
+from auditor.data.dataset import AuditDataset
+from auditor.data.entries import Record
+from auditor.data.read import DatasetInfo
+from auditor.data.transforms import AuditTransform
+from auditor.detect.sanity import randomization_check, resolution_check
+from auditor.errors import AttributionError, ConfigError, DataError, ModelError
+from auditor.models import TargetLayer, is_scripted, resolve_target_layer
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but CUDA is not available.")
+    return torch.device(device)
+
+
+def check_classes(outputs: int, info: DatasetInfo, *, explicit_map: bool) -> None:
+    """Model outputs and dataset classes must match one to one, unless a class map says
+    which output each category is."""
+    n = len(info.class_names)
+    if outputs < n:
+        raise DataError(f"{info.source}: {n} categories, but the model has {outputs} outputs.")
+    if outputs > n and not explicit_map:
+        raise DataError(
+            f"{info.source}: the model has {outputs} outputs but the dataset has {n} categories; "
+            "give --class-map to say which output each category is (auditor does not guess)."
+        )
+
+
+def target_layer(
+    net: torch.nn.Module, config: AuditConfig, device: torch.device
+) -> TargetLayer | None:
+    if not any(m in CAM_METHODS for m in config.methods):
+        return None
+    if is_scripted(net):
+        if config.target_layer is not None:
+            raise ModelError(
+                f"--target-layer {config.target_layer}: a TorchScript model's layers cannot be "
+                "hooked; CAM methods need an eager model (module:factory or a state_dict)."
+            )
+        return None  # the CAM methods are left out with their reason by runnable_methods
+    return resolve_target_layer(
+        net, config.target_layer, image_size=config.image_size, device=device
+    )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A few usable samples spread evenly over the dataset, loaded once before the loop."""
+
+    inputs: torch.Tensor  # Tensor[P, 3, S, S]
+    masks: torch.Tensor  # Tensor[P, S, S] bool
+    labels: torch.Tensor  # Tensor[P]
+
+
+def probe_samples(
+    records: list[Record], transform: AuditTransform, *, size: int, device: torch.device
+) -> Probe | None:
+    """Up to ``size`` usable samples at evenly spaced dataset positions."""
+    if size <= 0 or not records:
+        return None
+    dataset = AuditDataset(records, transform)
+    picks = sorted({int(i) for i in torch.linspace(0, len(records) - 1, min(size, len(records)))})
+    samples = [s for s in (dataset[i] for i in picks) if not s["skip"]]
+    if not samples:
+        return None
+    return Probe(
+        inputs=torch.stack([s["inputs"] for s in samples]).to(device),
+        masks=torch.stack([s["masks"] for s in samples]).to(device),
+        labels=torch.tensor([s["targets"] for s in samples]),
+    )
+
+
+def runnable_methods(
+    net: torch.nn.Module, probe: Probe | None, layer: TargetLayer | None, config: AuditConfig
+) -> tuple[AuditConfig, dict[str, str]]:
+    """Try each method on two probe samples; one that cannot run on this model (CAM without
+    a GAP + linear head, guided backprop without ReLUs) is dropped and reported, so it ends
+    as an error entry rather than ending the audit."""
+    if probe is None:
+        return config, {}
+    errors = {}
+    for method in config.methods:
+        try:
+            compute(net, probe.inputs[:2], probe.labels[:2].to(probe.inputs.device),
+                    methods=(method,), target_layer=layer.module if layer else None)  # fmt: skip
+        except AttributionError as exc:
+            errors[method] = str(exc)
+    kept = tuple(m for m in config.methods if m not in errors)
+    if not kept:
+        details = "; ".join(f"{m}: {e}" for m, e in errors.items())
+        raise AttributionError(f"No requested method can run on this model ({details}).")
+    return dataclasses.replace(config, methods=kept), errors
+
+
+def method_trust(
+    net: torch.nn.Module, probe: Probe | None, layer: TargetLayer | None, config: AuditConfig
+) -> dict[str, Any]:
+    """Which methods may drive a flag: resolution and model-randomisation checks."""
+    if probe is None:
+        return {"untrusted": {}, "randomization_similarity": {}, "object_side_px": None}
+    side = float(probe.masks.flatten(1).sum(1).float().sqrt().median())
+    untrusted = resolution_check(
+        config.methods, cells=layer.cells if layer else None, image_size=config.image_size,
+        object_side=side,
+    )  # fmt: skip
+    n = config.detect.sanity_samples
+    similarity, failed = randomization_check(
+        net, probe.inputs[:n], probe.labels[:n].to(probe.inputs.device), config.methods,
+        target_layer=layer.name if layer else None,
+        max_similarity=config.detect.sanity_max_similarity, seed=config.detect.seed,
+    )  # fmt: skip
+    return {
+        "untrusted": {**failed, **untrusted},
+        "randomization_similarity": similarity,
+        "object_side_px": round(side, 1),
+    }
