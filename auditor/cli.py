@@ -201,7 +201,7 @@ def _print_summary(summary: dict, out: Path) -> None:
         + (f" ({reasons})" if reasons else "")
     )
     for c in summary["classes"]:
-        metric: dict = next(iter(c["metrics"].values()), {})
+        metric: dict = c["metrics"].get(summary["primary_method"], {})
         cc = metric.get("chance_corrected")
         cc_text = "n/a" if cc is None else f"{cc:+.2f}"
         click.echo(

@@ -83,6 +83,7 @@ class AuditConfig:
     class_map: str | None = None
     keep_aspect: bool = False
     max_skipped: float = 0.5
+    primary_method: str | None = None
     detect: DetectConfig = field(default_factory=DetectConfig)
 
     def __post_init__(self) -> None:
@@ -101,6 +102,11 @@ class AuditConfig:
             raise ConfigError(f"Expected batch_size >= 1, got {self.batch_size}.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"Expected device auto, cpu or cuda, got {self.device!r}.")
+        if self.primary_method is not None and self.primary_method not in self.methods:
+            raise ConfigError(
+                f"Expected primary_method among the methods ({', '.join(self.methods)}), "
+                f"got {self.primary_method!r}."
+            )
         if not 0 <= self.max_skipped <= 1:
             raise ConfigError(f"Expected max_skipped in [0, 1], got {self.max_skipped}.")
         for name in ("exemplars_per_class", "donor_pool"):
@@ -120,6 +126,15 @@ class AuditConfig:
             raise ConfigError(f"Expected split to be an image-set name, got {self.split!r}.")
         if self.class_map is not None and not Path(self.class_map).is_file():
             raise ConfigError(f"class_map {self.class_map}: file not found.")
+
+    @property
+    def primary(self) -> str:
+        """The method that ranks exemplars and draws a class's histogram of C:
+        ``primary_method``, else the first audited method in the registry's order
+        (gradcam, saliency, gradient_x_input, ...), whatever order ``methods`` lists them in."""
+        if self.primary_method is not None:
+            return self.primary_method
+        return next(m for m in KNOWN_METHODS if m in self.methods)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -60,7 +60,15 @@ def test_flag_needs_saliency_and_behaviour():
     samples = frame({0: -0.1, 1: 0.5, 2: 0.5}, bg_only={0: 0}, swap_correct={0: False})
     results = class_results(samples, NAMES, ["gradcam"], DetectConfig())
     assert [r.status for r in results] == ["flag", "pass", "pass"]
-    assert any("background alone" in reason for reason in results[0].reasons)
+    found = {f.kind: f for f in results[0].findings}
+    assert set(found) == {"off_object", "swap_gap", "background_only"}
+    alone = found["background_only"]
+    assert alone.value == 0.75 and alone.n == 40 and alone.p < 0.05  # 3 in 4, planted
+    images = samples.drop_duplicates("sample")
+    rates = [(images.query(f"label == {c}")["pred_background_only"] == 0).mean() for c in (1, 2)]
+    assert alone.reference == max(rates) and alone.reference_class == 1 + int(np.argmax(rates))
+    assert found["swap_gap"].value == 1.0 and found["swap_gap"].threshold == 0.1
+    assert found["off_object"].method == "gradcam" and found["off_object"].ci[1] < 0
     assert verdict(results) == "fail"
 
 
@@ -68,6 +76,28 @@ def test_saliency_alone_warns():
     samples = frame({0: -0.1, 1: 0.5, 2: 0.5})
     results = class_results(samples, NAMES, ["gradcam"], DetectConfig())
     assert results[0].status == "warn" and verdict(results) == "warn"
+    assert [f.kind for f in results[0].findings] == ["off_object"]
+
+
+def test_findings_read_as_sentences():
+    """The words come from the stored findings alone, so a report can phrase a run anew."""
+    from auditor.report.words import reasons
+
+    samples = frame({0: -0.1, 1: 0.5, 2: 0.5}, bg_only={0: 0}, swap_correct={0: False})
+    entry = class_results(samples, NAMES, ["gradcam"], DetectConfig())[0].to_dict()
+    said = reasons(entry, NAMES, confidence=0.95)
+    assert said[1] == (
+        "moving the object onto backgrounds that identify no class costs 100% accuracy "
+        "(CI [100%, 100%])"
+    )
+    assert said[2].startswith("with the object removed, the background alone still gives this "
+                              "class 75% of the time, against at most 35% for another class's "
+                              "backgrounds (b; p = ")  # fmt: skip
+    assert said[0].startswith("gradcam: mean chance-corrected energy -0.10, 95% CI [")
+    warn = class_results(frame({0: -0.1, 1: 0.5, 2: 0.5}), NAMES, ["gradcam"], DetectConfig())
+    assert reasons(warn[0].to_dict(), NAMES, confidence=0.95)[-1] == (
+        "attribution sits off the object, but the interventions do not confirm it"
+    )
 
 
 def test_maps_of_broken_swaps_confirm_reliance_the_originals_cannot_show():
@@ -78,7 +108,8 @@ def test_maps_of_broken_swaps_confirm_reliance_the_originals_cannot_show():
     samples["swap_chance_corrected"] = np.where(own, -0.1, np.nan)
     result = class_results(samples, NAMES, ["gradcam"], DetectConfig())[0]
     assert result.status == "flag"
-    assert any("swap broke" in reason for reason in result.reasons)
+    after_swap = [f for f in result.findings if f.kind == "off_object_after_swap"]
+    assert len(after_swap) == 1 and after_swap[0].n == 40 and after_swap[0].value < 0
     assert result.swap_metrics["gradcam"].n == 40 and result.metrics["gradcam"].mean > 0
     samples["swap_chance_corrected"] = np.where(own, 0.3, np.nan)  # broken answers on the object
     assert class_results(samples, NAMES, ["gradcam"], DetectConfig())[0].status == "warn"

@@ -1,6 +1,6 @@
 """Decide which classes a model solves through cues outside the object."""
 
-from auditor.detect.stats import ClassResult, class_results, verdict
+from auditor.detect.rule import ClassResult, Finding, class_results, verdict
 from auditor.detect.stats_util import bootstrap_ci
 
-__all__ = ["ClassResult", "bootstrap_ci", "class_results", "verdict"]
+__all__ = ["ClassResult", "Finding", "bootstrap_ci", "class_results", "verdict"]

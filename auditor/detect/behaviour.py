@@ -1,4 +1,5 @@
-"""Per-class statistics of the intervention predictions stored in ``samples``.
+"""Per-class statistics of the intervention predictions stored in ``samples`` (numbers only;
+:mod:`auditor.detect.rule` decides what they mean).
 
 Two questions, in order:
 
@@ -39,9 +40,6 @@ class Identification:
     p_chance: float = float("nan")
     chance: float = float("nan")
 
-    def significant(self, config: DetectConfig) -> bool:
-        return self.p < config.alpha and self.rate - self.baseline >= config.min_gap
-
 
 @dataclass(frozen=True)
 class BehaviourStats:
@@ -52,24 +50,6 @@ class BehaviourStats:
     follow_rate: float
     neutral_donors: bool
     background_only: Identification
-
-    def evidence(self, config: DetectConfig, names: list[str]) -> list[str]:
-        """Reasons the behaviour shows reliance on the background (empty when it does not)."""
-        reasons = []
-        if self.swap_gap_ci[0] > config.min_gap:
-            donors = "backgrounds that identify no class" if self.neutral_donors else "other images"
-            reasons.append(
-                f"moving the object onto {donors} costs {self.swap_gap:.0%} accuracy "
-                f"(CI [{self.swap_gap_ci[0]:.0%}, {self.swap_gap_ci[1]:.0%}])"
-            )
-        ident = self.background_only
-        if ident.significant(config):
-            reasons.append(
-                f"with the object removed, the background alone still gives this class "
-                f"{ident.rate:.0%} of the time, against at most {ident.baseline:.0%} for "
-                f"another class's backgrounds ({names[ident.baseline_class]}; p = {ident.p:.1g})"
-            )
-        return reasons
 
     def to_dict(self) -> dict[str, Any]:
         ident = self.background_only

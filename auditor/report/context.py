@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from auditor.report import figures
+from auditor.report.words import reasons
 
 if TYPE_CHECKING:
     from auditor.run import AuditRun
@@ -17,9 +18,16 @@ if TYPE_CHECKING:
 STATUS_ORDER = {"flag": 0, "warn": 1, "insufficient_data": 2, "pass": 3}
 
 
+def primary_method(summary: dict[str, Any]) -> str:
+    """The method that ranks exemplars and draws the histograms (runs before it was stored:
+    the first method)."""
+    return str(summary.get("primary_method") or summary["methods"][0])
+
+
 def summary_context(summary: dict[str, Any]) -> dict[str, Any]:
     """The verdict and the class table, from ``summary.json`` alone."""
-    classes = sorted(summary["classes"], key=_risk)
+    primary = primary_method(summary)
+    classes = sorted(summary["classes"], key=lambda c: _risk(c, primary))
     return {
         "verdict": summary["verdict"],
         "verdict_sentence": _verdict_sentence(summary),
@@ -31,7 +39,8 @@ def summary_context(summary: dict[str, Any]) -> dict[str, Any]:
 
 def report_context(run: AuditRun) -> dict[str, Any]:
     summary, info = run.summary, run.run_info
-    classes = sorted(summary["classes"], key=_risk)
+    primary = primary_method(summary)
+    classes = sorted(summary["classes"], key=lambda c: _risk(c, primary))
     threshold = info["config"]["detect"]["max_chance_corrected"]
     names = [c["name"] for c in summary["classes"]]
     return {
@@ -43,7 +52,9 @@ def report_context(run: AuditRun) -> dict[str, Any]:
         "trust": _trust(summary.get("trust", {})),
         "method_errors": summary.get("method_errors", {}),
         "sections": [
-            _class_section(run, c, threshold, names) for c in classes if c["status"] != "pass"
+            _class_section(run, c, threshold, names, primary)
+            for c in classes
+            if c["status"] != "pass"
         ],
         "notices": _notices(run),
         "skipped": _skipped(run.samples),
@@ -69,9 +80,8 @@ def _notices(run: AuditRun) -> list[str]:
     return notices
 
 
-def _risk(c: dict[str, Any]) -> tuple[int, float]:
-    first: dict[str, Any] = next(iter(c["metrics"].values()), {})
-    score = first.get("chance_corrected")
+def _risk(c: dict[str, Any], primary: str) -> tuple[int, float]:
+    score = c["metrics"].get(primary, {}).get("chance_corrected")
     return STATUS_ORDER.get(c["status"], 9), score if score is not None else math.inf
 
 
@@ -131,26 +141,27 @@ def _metric(method: str, m: dict[str, Any]) -> dict[str, str]:
 
 
 def _class_section(
-    run: AuditRun, c: dict[str, Any], threshold: float, names: list[str]
+    run: AuditRun, c: dict[str, Any], threshold: float, names: list[str], primary: str
 ) -> dict[str, Any]:
     evidence = run.evidence.get("classes", {}).get(c["name"], {})
     means = evidence.get("means", {})
     scores = run.samples.loc[
-        (run.samples["label"] == c["index"]) & (run.samples["method"] == run.summary["methods"][0]),
+        (run.samples["label"] == c["index"]) & (run.samples["method"] == primary),
         "chance_corrected",
     ]
+    confidence = run.run_info["config"]["detect"].get("confidence", 0.95)
     return {
         "anchor": f"class-{c['index']}",
         "name": c["name"],
         "status": c["status"],
-        "reasons": c["reasons"],
+        "reasons": reasons(c, names, confidence=confidence) if "findings" in c else c["reasons"],
         "mean_mask": figures.heat_image(means["mask"]) if "mask" in means else None,
         "mean_maps": [
             {"method": m, "uri": figures.heat_image(means[m], mask=means.get("mask"))}
             for m in run.summary["methods"] if m in means
         ],
         "histogram": figures.histogram_svg(
-            scores.tolist(), threshold=threshold, title=f"{c['name']}: {run.summary['methods'][0]}"
+            scores.tolist(), threshold=threshold, title=f"{c['name']}: {primary}"
         ) if len(scores) else None,
         "exemplars": [
             _exemplar(e, run.summary["methods"], names) for e in evidence.get("exemplars", [])

@@ -66,7 +66,9 @@ def audit_batch(
     scored = ScoredBatch(
         inputs, masks, result.maps, targets, predictions, indices, scores, acts, broken
     )
-    collect_evidence(evidence, scored, records, transform, config)
+    collect_evidence(
+        evidence, scored, records, transform, method=config.primary, keep=config.exemplars_per_class
+    )
     return rows
 
 

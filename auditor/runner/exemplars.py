@@ -12,7 +12,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from auditor.config import AuditConfig
 from auditor.data.entries import Record
 from auditor.data.transforms import AuditTransform
 
@@ -173,15 +172,18 @@ def collect_evidence(
     batch: ScoredBatch,
     records: list[Record],
     transform: AuditTransform,
-    config: AuditConfig,
+    *,
+    method: str,
+    keep: int,
 ) -> None:
-    """Add a scored batch to the per-class means and offer its worst samples as exemplars."""
-    primary = batch.scores[config.methods[0]]["chance_corrected"]
+    """Add a scored batch to the per-class means and offer its ``keep`` worst samples per
+    class, by ``method``'s C, as exemplars."""
+    primary = batch.scores[method]["chance_corrected"]
     for label in batch.targets.unique().tolist():
         picked = (batch.targets == label).nonzero().flatten()
         maps = {m: v[picked] for m, v in batch.maps.items()}
         evidence[label].add_means(maps, batch.masks[picked])
-    candidates = _worst_per_class(batch.targets, primary, config.exemplars_per_class)
+    candidates = _worst_per_class(batch.targets, primary, keep)
     originals = _exemplars(
         batch.inputs, batch.masks, batch.maps, candidates, transform,
         {m: s["chance_corrected"] for m, s in batch.scores.items()},
@@ -195,7 +197,7 @@ def collect_evidence(
         )  # fmt: skip
         evidence[record.label].offer(exemplar, tiebreak=batch.indices[j])
     if batch.broken is not None:
-        _offer_broken(evidence, batch, batch.broken, records, transform, config)
+        _offer_broken(evidence, batch, batch.broken, records, transform, method=method, keep=keep)
 
 
 def _offer_broken(
@@ -204,12 +206,14 @@ def _offer_broken(
     broken: BrokenSwaps,
     records: list[Record],
     transform: AuditTransform,
-    config: AuditConfig,
+    *,
+    method: str,
+    keep: int,
 ) -> None:
     """Offer the swapped images whose broken answer's map sits furthest off the object."""
-    primary = broken.scores[config.methods[0]]
+    primary = broken.scores[method]
     targets = batch.targets[broken.positions]
-    candidates = _worst_per_class(targets, primary, config.exemplars_per_class)
+    candidates = _worst_per_class(targets, primary, keep)
     masks = batch.masks[broken.positions]
     chosen = _exemplars(
         broken.inputs, masks, broken.maps, candidates, transform, broken.scores

@@ -24,9 +24,10 @@ from auditor.data.entries import Record
 from auditor.data.read import DatasetInfo, read_dataset
 from auditor.data.transforms import AuditTransform
 from auditor.detect.interventions import DonorPool, remove_object
-from auditor.detect.stats import ClassResult, class_results, verdict
+from auditor.detect.rule import ClassResult, class_results, verdict
 from auditor.errors import DataError
 from auditor.models import LoadedModel, count_outputs, file_sha256, load_model
+from auditor.report.words import reasons
 from auditor.run import AuditRun
 from auditor.runner.batch import SAMPLE_COLUMNS, audit_batch
 from auditor.runner.checkpoint import Checkpoint, Progress
@@ -204,5 +205,13 @@ def _summary(
             "skip_limit_exceeded": fraction > config.max_skipped,
         },
         "methods": list(config.methods),
-        "classes": [r.to_dict() for r in results],
+        "primary_method": config.primary,
+        "classes": [_class_entry(r, info.class_names, config) for r in results],
     }
+
+
+def _class_entry(result: ClassResult, names: list[str], config: AuditConfig) -> dict[str, Any]:
+    """A class in ``summary.json``: its findings as values, and in words as ``reasons``."""
+    entry = result.to_dict()
+    entry["reasons"] = reasons(entry, names, confidence=config.detect.confidence)
+    return entry

@@ -104,7 +104,8 @@ def runnable_methods(
     if not kept:
         details = "; ".join(f"{m}: {e}" for m, e in errors.items())
         raise AttributionError(f"No requested method can run on this model ({details}).")
-    return dataclasses.replace(config, methods=kept), errors
+    primary = config.primary_method if config.primary_method in kept else None
+    return dataclasses.replace(config, methods=kept, primary_method=primary), errors
 
 
 def method_trust(

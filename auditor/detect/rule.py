@@ -1,0 +1,252 @@
+"""The flag rule: per-class statistics in, a status and the findings that decided it out.
+
+Every threshold of :class:`~auditor.config.DetectConfig` is held against a statistic here
+and nowhere else. A :class:`Finding` is a value (kind, method, statistic, CI, p, n and the
+threshold it was held against); the report turns findings into sentences.
+
+- **flag**: attribution and interventions agree that the class relies on cues off the object;
+- **warn**: one of them shows it without the other;
+- **insufficient data**: fewer than ``min_n`` scored images (never pass);
+- **pass**: neither shows it.
+
+Attribution agrees when the label's maps sit off the object on the original images, or,
+once the interventions show reliance, when the maps of the predictions a background swap
+broke sit off the object on the swapped images: the wrong answers were read off the new
+background (a class recognised by the *absence* of another class's cue has nothing to point
+at on its own images; its failures do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from auditor.config import DetectConfig
+from auditor.detect.behaviour import (
+    BehaviourStats,
+    Identification,
+    behaviour_stats,
+    has_behaviour,
+    identification,
+)
+from auditor.detect.stats import MethodStats, adjusted_method_stats
+from auditor.detect.stats_util import finite
+
+Status = Literal["pass", "warn", "flag", "insufficient_data"]
+Verdict = Literal["pass", "warn", "fail"]
+FindingKind = Literal[
+    "too_few_images",  # fewer scored images than min_n
+    "off_object",  # the label's maps sit off the object
+    "off_object_after_swap",  # the maps of answers a background swap broke sit off the object
+    "swap_gap",  # moving the object onto other backgrounds costs accuracy
+    "background_only",  # the background alone gives the class
+]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of evidence, as numbers: ``statistic`` of ``n`` images was ``value`` (with
+    ``ci`` and ``p`` where there are any) against ``threshold``. ``reference`` is what it was
+    compared with (the most similar class's background-only rate, in ``reference_class``)."""
+
+    kind: FindingKind
+    statistic: str
+    value: float
+    threshold: float
+    n: int
+    method: str | None = None
+    ci: tuple[float, float] | None = None
+    p: float | None = None
+    effect_size: float | None = None
+    reference: float | None = None
+    reference_class: int | None = None
+    neutral_donors: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "method": self.method,
+            "statistic": self.statistic,
+            "value": finite(self.value),
+            "ci95": None if self.ci is None else [finite(v) for v in self.ci],
+            "p": None if self.p is None else finite(self.p),
+            "effect_size": None if self.effect_size is None else finite(self.effect_size),
+            "n": self.n,
+            "threshold": self.threshold,
+            "reference": None if self.reference is None else finite(self.reference),
+            "reference_class": self.reference_class,
+            "neutral_donors": self.neutral_donors,
+        }
+
+
+@dataclass(frozen=True)
+class ClassResult:
+    index: int
+    name: str
+    n: int
+    accuracy: float
+    status: Status
+    findings: list[Finding] = field(default_factory=list)
+    metrics: dict[str, MethodStats] = field(default_factory=dict)
+    behaviour: BehaviourStats | None = None
+    swap_metrics: dict[str, MethodStats] = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> bool:
+        return self.status == "flag"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "n": self.n,
+            "accuracy": finite(self.accuracy),
+            "status": self.status,
+            "flagged": self.flagged,
+            "findings": [f.to_dict() for f in self.findings],
+            "metrics": {m: s.to_dict() for m, s in self.metrics.items()},
+            "behaviour": None if self.behaviour is None else self.behaviour.to_dict(),
+            "swap_metrics": {m: s.to_dict() for m, s in self.swap_metrics.items()},
+        }
+
+
+def class_results(
+    samples: pd.DataFrame,
+    class_names: Sequence[str],
+    methods: Sequence[str],
+    config: DetectConfig,
+    *,
+    untrusted: Mapping[str, str] | None = None,
+) -> list[ClassResult]:
+    """One result per class from the scored rows of ``samples``.
+
+    ``untrusted`` maps methods that may not drive a flag (failed sanity or resolution
+    checks) to the reason; they are still reported.
+    """
+    scored = samples[samples["skip_reason"].isna()]
+    images = scored.drop_duplicates("sample")
+    k = len(class_names)
+    per_class = adjusted_method_stats(scored, k, methods, config, "chance_corrected")
+    swap = adjusted_method_stats(scored, k, methods, config, "swap_chance_corrected")
+    behaviours = _behaviours(images, k, config)
+    driving = [m for m in methods if m not in (untrusted or {})]
+    results = []
+    for index, name in enumerate(class_names):
+        own = images[images["label"] == index]
+        accuracy = float(own["correct"].mean()) if len(own) else float("nan")
+        acts = behaviours.get(index)
+        status, findings = judge(per_class[index], swap[index], acts, driving, config)
+        results.append(ClassResult(
+            index, name, len(own), accuracy, status, findings, per_class[index], acts, swap[index]
+        ))  # fmt: skip
+    return results
+
+
+def judge(
+    per_method: Mapping[str, MethodStats],
+    swap_per_method: Mapping[str, MethodStats],
+    acts: BehaviourStats | None,
+    driving: Sequence[str],
+    config: DetectConfig,
+) -> tuple[Status, list[Finding]]:
+    """A class's status and the findings that decided it."""
+    n = max((s.n for s in per_method.values()), default=0)
+    if n < config.min_n:
+        return "insufficient_data", [
+            Finding("too_few_images", "n", float(n), float(config.min_n), n)
+        ]
+    saliency = _off_object(per_method, driving, config, "off_object")
+    behaviour = behaviour_findings(acts, config) if acts is not None else []
+    if behaviour and not saliency:
+        saliency = _off_object(swap_per_method, driving, config, "off_object_after_swap")
+    if saliency and behaviour:
+        return "flag", saliency + behaviour
+    if saliency or behaviour:
+        return "warn", saliency + behaviour
+    return "pass", []
+
+
+def behaviour_findings(acts: BehaviourStats, config: DetectConfig) -> list[Finding]:
+    """Evidence from the interventions that the class relies on its background."""
+    findings = []
+    if acts.swap_gap_ci[0] > config.min_gap:
+        findings.append(Finding(
+            "swap_gap", "accuracy_lost_when_swapped", acts.swap_gap, config.min_gap, acts.n,
+            ci=acts.swap_gap_ci, neutral_donors=acts.neutral_donors,
+        ))  # fmt: skip
+    ident = acts.background_only
+    if background_identifies(ident, config):
+        findings.append(Finding(
+            "background_only", "background_only_rate", ident.rate, config.min_gap, acts.n,
+            p=ident.p, reference=ident.baseline, reference_class=ident.baseline_class,
+        ))  # fmt: skip
+    return findings
+
+
+def background_identifies(ident: Identification, config: DetectConfig) -> bool:
+    """The background alone gives the class significantly more often, by ``min_gap``, than
+    the most similar other class's backgrounds do."""
+    return ident.p < config.alpha and ident.rate - ident.baseline >= config.min_gap
+
+
+def off_object(stats: MethodStats, config: DetectConfig) -> bool:
+    """A method's maps sit off the object: enough images, the CI's upper end below the
+    threshold, and the BH-adjusted one-sided test below ``q``."""
+    return (
+        stats.n >= config.min_n
+        and stats.ci_high < config.max_chance_corrected
+        and stats.p_adjusted < config.q
+    )
+
+
+def _off_object(
+    per_method: Mapping[str, MethodStats],
+    driving: Sequence[str],
+    config: DetectConfig,
+    kind: Literal["off_object", "off_object_after_swap"],
+) -> list[Finding]:
+    return [
+        _saliency_finding(kind, m, s, config)
+        for m, s in per_method.items()
+        if m in driving and off_object(s, config)
+    ]
+
+
+def _saliency_finding(
+    kind: Literal["off_object", "off_object_after_swap"],
+    method: str,
+    s: MethodStats,
+    config: DetectConfig,
+) -> Finding:
+    return Finding(
+        kind, "mean_chance_corrected", s.mean, config.max_chance_corrected, s.n, method=method,
+        ci=(s.ci_low, s.ci_high), p=s.p_adjusted, effect_size=s.effect_size,
+    )  # fmt: skip
+
+
+def _behaviours(images: pd.DataFrame, k: int, config: DetectConfig) -> dict[int, BehaviourStats]:
+    """Swap statistics per class, with donors from the classes whose backgrounds alone do not
+    identify their class (all donors when every class's background does)."""
+    if not has_behaviour(images):
+        return {}
+    idents = {c: identification(images, c, k) for c in range(k)}
+    neutral = {c for c, ident in idents.items() if not background_identifies(ident, config)}
+    out = {}
+    for c in range(k):
+        rng = np.random.default_rng([config.seed, c, 99])
+        stats = behaviour_stats(images, c, idents[c], neutral, config, rng)
+        if stats is not None:
+            out[c] = stats
+    return out
+
+
+def verdict(results: Sequence[ClassResult]) -> Verdict:
+    if any(r.status == "flag" for r in results):
+        return "fail"
+    if any(r.status != "pass" for r in results):
+        return "warn"
+    return "pass"

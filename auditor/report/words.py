@@ -1,0 +1,64 @@
+"""Findings in words: the sentences of a class's ``reasons``, made from the findings stored in
+``summary.json`` (see :class:`auditor.detect.rule.Finding`), so the statistics never write
+English and the report can phrase a stored run anew."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+SWAPPED = "on the {n} swapped images whose prediction the swap broke, the new prediction's map: "
+SALIENCY = ("off_object", "off_object_after_swap")
+BEHAVIOUR = ("swap_gap", "background_only")
+
+
+def reasons(c: dict[str, Any], names: Sequence[str], *, confidence: float) -> list[str]:
+    """The sentences explaining a class's status, from its stored dict (``summary.json``)."""
+    findings = c.get("findings", [])
+    said = [sentence(f, names, confidence=confidence) for f in findings]
+    kinds = {f["kind"] for f in findings}
+    if c["status"] == "warn" and kinds & set(SALIENCY) and not kinds & set(BEHAVIOUR):
+        unconfirmed = (
+            "no intervention was run"
+            if not c.get("behaviour")
+            else "the interventions do not confirm it"
+        )
+        said.append(f"attribution sits off the object, but {unconfirmed}")
+    elif c["status"] == "warn" and not kinds & set(SALIENCY):
+        said.append("the interventions show reliance, but attribution maps do not")
+    return said
+
+
+def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> str:
+    """One finding in words."""
+    kind = f["kind"]
+    if kind == "too_few_images":
+        return f"{f['n']} scored images, fewer than the minimum {f['threshold']:g}"
+    if kind in SALIENCY:
+        where = SWAPPED.format(n=f["n"]) if kind == "off_object_after_swap" else ""
+        low, high = f["ci95"]
+        return (
+            f"{f['method']}: {where}mean chance-corrected energy {f['value']:+.2f}, "
+            f"{confidence:.0%} CI [{low:+.2f}, {high:+.2f}] below {f['threshold']:+.2f} "
+            f"(one-sided Wilcoxon, BH-adjusted p = {f['p']:.1g}, d = {_signed(f['effect_size'])})"
+        )
+    if kind == "swap_gap":
+        donors = "backgrounds that identify no class" if f["neutral_donors"] else "other images"
+        low, high = f["ci95"]
+        return (
+            f"moving the object onto {donors} costs {f['value']:.0%} accuracy "
+            f"(CI [{low:.0%}, {high:.0%}])"
+        )
+    if kind == "background_only":
+        other = f["reference_class"]
+        other_name = names[other] if other is not None and 0 <= other < len(names) else "n/a"
+        return (
+            f"with the object removed, the background alone still gives this class "
+            f"{f['value']:.0%} of the time, against at most {f['reference']:.0%} for another "
+            f"class's backgrounds ({other_name}; p = {f['p']:.1g})"
+        )
+    return f"{kind}: {f.get('statistic')} = {f.get('value')}"
+
+
+def _signed(value: float | None) -> str:
+    return "nan" if value is None else f"{value:+.2f}"
