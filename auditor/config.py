@@ -124,8 +124,6 @@ class AuditConfig:
             raise ConfigError(f"Expected keep_aspect true or false, got {self.keep_aspect!r}.")
         if self.split is not None and (not self.split or any(c in self.split for c in "/\\")):
             raise ConfigError(f"Expected split to be an image-set name, got {self.split!r}.")
-        if self.class_map is not None and not Path(self.class_map).is_file():
-            raise ConfigError(f"class_map {self.class_map}: file not found.")
 
     @property
     def primary(self) -> str:

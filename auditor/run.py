@@ -11,6 +11,7 @@ file, never a traceback in the middle of rendering.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -66,9 +67,9 @@ def save_run(run: AuditRun, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "summary.json", _json(run.summary))
-    atomic_write(out / "run.json", _json(run.run_info))
     atomic_write(out / "samples.parquet", lambda p: run.samples.to_parquet(p, index=False))
-    atomic_write(out / "evidence.pt", lambda p: torch.save(run.evidence, p))
+    atomic_write(out / "evidence.pt", _torch_bytes(run.evidence))
+    atomic_write(out / "run.json", _json(run.run_info))
     run.path = out
     return out
 
@@ -201,6 +202,14 @@ def _check_exemplar(path: Path, name: str, e: Any) -> None:
     fields = ("image_id", "file_name", "label", "prediction", "scores")
     if not ok or not all(k in e for k in fields):
         raise RunDirError(f"{path}: an exemplar of class {name!r} is damaged.")
+
+
+def _torch_bytes(value: Any) -> bytes:
+    """``torch.save`` into memory: the archive inside is named the same whatever the file is
+    called, so the same evidence always gives the same bytes."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
 
 
 def _json(value: Any) -> bytes:

@@ -19,6 +19,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from auditor.errors import DataError
+
 Reason = Literal["empty_mask", "full_mask", "zero_map"]
 POINTING_TOLERANCE = 15 / 224  # 15 px at 224 px, as in the pointing game's original setting
 
@@ -28,7 +30,7 @@ def _prepare(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(maps as float64 with invalid pixels zeroed, masks within Omega, valid) flattened."""
     if maps.shape != masks.shape:
-        raise ValueError(f"Expected masks of shape {tuple(maps.shape)}, got {tuple(masks.shape)}.")
+        raise DataError(f"Expected masks of shape {tuple(maps.shape)}, got {tuple(masks.shape)}.")
     valid = torch.ones_like(masks, dtype=torch.bool) if valid is None else valid.bool()
     inside = masks.bool() & valid
     values = torch.where(valid, maps.double(), 0.0)

@@ -64,7 +64,7 @@ class AuditDataset(torch.utils.data.Dataset):
             ignore &= ~mask
         inputs, masks, ignored = self.transform.apply(image, mask, ignore)
         if not masks.any():
-            raise SampleSkip(SkipReason.EMPTY_MASK, "the mask vanished in the resize or crop")
+            raise SampleSkip(SkipReason.EMPTY_MASK, "the mask vanished in the resize")
         return inputs, masks, ignored
 
 

@@ -8,8 +8,6 @@ Geometries, all ending at ``S x S``:
 - ``pad`` (``--keep-aspect``): resize the long side to ``S``, then pad the short side evenly
   (letterbox). Padded pixels hold the normalisation mean (0 after normalising) and are
   marked as ignore, so no metric counts them. Nothing of the image is lost.
-- ``crop``: resize the short side to ``S``, then center crop (torchvision's usual eval
-  preprocessing). Objects near the edges may be cut; a sample whose mask vanishes is skipped.
 """
 
 from __future__ import annotations
@@ -24,9 +22,10 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from auditor.config import parse_normalize
+from auditor.errors import ConfigError
 
-Geometry = Literal["stretch", "pad", "crop"]
-GEOMETRIES: tuple[Geometry, ...] = ("stretch", "pad", "crop")
+Geometry = Literal["stretch", "pad"]
+GEOMETRIES: tuple[Geometry, ...] = ("stretch", "pad")
 
 
 class AuditTransform:
@@ -36,9 +35,8 @@ class AuditTransform:
         self, image_size: int, normalize: str = "imagenet", *, geometry: Geometry = "stretch"
     ) -> None:
         if geometry not in GEOMETRIES:
-            raise ValueError(f"Expected geometry from {GEOMETRIES}, got {geometry!r}.")
+            raise ConfigError(f"Expected geometry from {GEOMETRIES}, got {geometry!r}.")
         self.image_size = image_size
-        self.geometry_name = geometry
         self.geometry = _geometry(image_size, geometry)
         self.stats = parse_normalize(normalize)
 
@@ -81,8 +79,6 @@ class AuditTransform:
 def _geometry(size: int, geometry: Geometry) -> v2.Transform:
     if geometry == "pad":
         return v2.Compose([v2.Resize(None, max_size=size, antialias=True), v2.CenterCrop(size)])
-    if geometry == "crop":
-        return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
     return v2.Resize((size, size), antialias=True)
 
 

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-FILL = "tiled background texture over the object's bounding box"
-
 
 def fill_region(inputs: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """Replace ``region`` pixels by a local mean of the pixels outside it.

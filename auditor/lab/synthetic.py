@@ -26,6 +26,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
+from auditor.errors import ConfigError
+
 SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon")
 BACKGROUNDS = ("water", "foliage", "sand", "brick", "stone", "fog", "dusk", "grid")
 NEUTRAL_KINDS = 2
@@ -47,13 +49,15 @@ class SyntheticSpec:
     def __post_init__(self) -> None:
         k = len(self.classes)
         if not 2 <= k <= len(SHAPES) or any(c not in SHAPES for c in self.classes):
-            raise ValueError(f"Expected 2-{len(SHAPES)} classes from {SHAPES}, got {self.classes}.")
+            raise ConfigError(
+                f"Expected 2-{len(SHAPES)} classes from {SHAPES}, got {self.classes}."
+            )
         if k + NEUTRAL_KINDS > len(BACKGROUNDS):
-            raise ValueError(f"At most {len(BACKGROUNDS) - NEUTRAL_KINDS} classes.")
+            raise ConfigError(f"At most {len(BACKGROUNDS) - NEUTRAL_KINDS} classes.")
         for name in ("background_strength", "artefact_rate"):
             values = getattr(self, name)
             if len(values) != k or not all(0.0 <= v <= 1.0 for v in values):
-                raise ValueError(f"Expected {k} values in [0, 1] for {name}, got {values}.")
+                raise ConfigError(f"Expected {k} values in [0, 1] for {name}, got {values}.")
 
     @property
     def neutral_kinds(self) -> tuple[int, ...]:

@@ -41,10 +41,28 @@ def train_classifier(
     seed: int = 0,
     progress: object | None = None,
 ) -> nn.Module:
-    """Adam + cross-entropy with horizontal flips; returns the model in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    """Adam + cross-entropy with horizontal flips; returns the model in eval mode. Seeded by
+    ``seed`` alone: the global random state is the same afterwards as before."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        generator = torch.Generator().manual_seed(seed)
+        _fit(model, inputs, targets, generator, epochs=epochs, batch_size=batch_size, lr=lr,
+             progress=progress)  # fmt: skip
+    return model.eval()
+
+
+def _fit(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    progress: object | None,
+) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=epochs * -(-len(inputs) // batch_size)
@@ -63,7 +81,6 @@ def train_classifier(
             schedule.step()
             if progress is not None:
                 progress.update(len(batch))  # type: ignore[attr-defined]
-    return model.eval()
 
 
 @torch.no_grad()

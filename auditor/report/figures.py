@@ -1,5 +1,6 @@
 """Pictures for the report as inline ``data:`` URIs: heatmap overlays with the mask outline,
-and score charts. Colormaps and charts come from matplotlib (Agg)."""
+and score charts. Colormaps and charts come from matplotlib's object API (``Figure``), which
+draws without pyplot, so importing this module never switches a notebook's backend."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ import io
 from collections.abc import Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 
 COLORMAP = "inferno"  # perceptually uniform
@@ -71,7 +70,8 @@ def _upscale(pixels: np.ndarray) -> np.ndarray:
 
 def histogram_svg(values: Sequence[float], *, threshold: float, title: str) -> str:
     """SVG histogram of a class's chance-corrected scores with the flag threshold marked."""
-    fig, ax = plt.subplots(figsize=(4.2, 2.2), dpi=100)
+    fig = Figure(figsize=(4.2, 2.2), dpi=100)
+    ax = fig.subplots()
     finite = [v for v in values if np.isfinite(v)]
     ax.hist(finite, bins=np.linspace(-1, 1, 41).tolist(), color="#4a6fa5")
     ax.axvline(0, color="#555", lw=0.8, ls=":")
@@ -83,6 +83,5 @@ def histogram_svg(values: Sequence[float], *, threshold: float, title: str) -> s
     fig.tight_layout()
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg")
-    plt.close(fig)
     svg = buffer.getvalue()
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")

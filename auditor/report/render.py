@@ -20,7 +20,7 @@ from weasyprint.urls import URLFetcher
 from auditor.errors import RunDirError
 from auditor.report.context import report_context
 from auditor.report.templating import environment, stylesheet
-from auditor.run import AuditRun
+from auditor.run import AuditRun, update_run_info
 from auditor.rundir import atomic_write
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,6 @@ def write_reports(run: AuditRun, out: Path, *, pdf: bool = True) -> dict[str, in
     sizes = {"report.html": _write(out / "report.html", html.encode("utf-8"))}
     if pdf:
         sizes["report.pdf"] = _write(out / "report.pdf", html_to_pdf(html, base=out))
-    from auditor.run import update_run_info
-
-    if (out / "run.json").is_file():
-        update_run_info(out, report_bytes=sizes)
     return sizes
 
 
@@ -49,12 +45,14 @@ def rerender(run: AuditRun, out: Path, *, pdf: bool = True) -> dict[str, int]:
     :func:`auditor.run.load_run`'s checks yet lacks something a template reads (edited by
     hand, or written by another version) gives one line naming the run, not a traceback."""
     try:
-        return write_reports(run, out, pdf=pdf)
+        sizes = write_reports(run, out, pdf=pdf)
     except (LookupError, TypeError, ValueError, AttributeError, jinja2.UndefinedError) as exc:
         raise RunDirError(
             f"{out}: the stored run lacks what the report needs ({type(exc).__name__}: "
             f"{str(exc)[:120]}); was it edited, or written by another auditor version?"
         ) from None
+    update_run_info(out, report_bytes=sizes)
+    return sizes
 
 
 def html_to_pdf(html: str, *, base: Path) -> bytes:

@@ -13,7 +13,7 @@ from pathlib import Path
 from auditor.config import AuditConfig
 from auditor.models import LoadedModel
 from auditor.report.render import write_reports
-from auditor.run import AuditRun, clear_run, save_run, update_run_info
+from auditor.run import AuditRun, clear_run, save_run
 from auditor.rundir import RunLock
 from auditor.runner.pipeline import audit
 
@@ -36,11 +36,10 @@ def audit_to_dir(
         run = audit(model, data=data, weights=weights, images=images, config=config,
                     progress=progress, checkpoint=partial)  # fmt: skip
         clear_run(out)  # no file of an earlier run may stay beside this one's
-        save_run(run, out)
-        partial.unlink(missing_ok=True)
         started = time.perf_counter()
-        write_reports(run, out, pdf=pdf)
-        timings = {**run.run_info["timings"], "report_s": round(time.perf_counter() - started, 3)}
-        run.run_info["timings"] = timings
-        update_run_info(out, timings=timings)
+        sizes = write_reports(run, out, pdf=pdf)
+        run.run_info["timings"]["report_s"] = round(time.perf_counter() - started, 3)
+        run.run_info["report_bytes"] = sizes
+        save_run(run, out)  # each file once, run.json last
+        partial.unlink(missing_ok=True)
     return run
