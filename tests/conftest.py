@@ -44,6 +44,27 @@ def coco_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def planted_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """100 images at 32 px, 25 per class, each class always on its own background."""
+    root = tmp_path_factory.mktemp("planted")
+    spec = SyntheticSpec(
+        background_strength=(1.0,) * 4, image_size=32, n_train=4, n_audit=100, seed=7
+    )
+    return write_dataset(spec, root)["audit"]
+
+
+@pytest.fixture(scope="session")
+def planted_weights(planted_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The state_dict of a model that reads only the background (``planted.py``): every class
+    must be flagged. Load with ``--model planted:background_reader --weights ...``."""
+    from planted import fit_background_reader
+
+    path = tmp_path_factory.mktemp("planted-weights") / "background_reader.pt"
+    torch.save(fit_background_reader(planted_dataset, image_size=32).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def resnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A resnet18 state_dict with 4 outputs and random weights."""
     torch.manual_seed(1)

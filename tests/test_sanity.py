@@ -46,8 +46,28 @@ def test_randomization_check_reports_every_method(tiny_cnn):
     assert set(similarity) == {"gradcam", "saliency"}
     assert all(-1 <= s <= 1 for s in similarity.values())
     assert set(failed) == {m for m, s in similarity.items() if s > 0.5}
-    _, none_fail = randomization_check(
-        tiny_cnn, inputs, torch.tensor([0, 1, 2, 0]), ("saliency",), target_layer=None,
-        max_similarity=1.0,
-    )  # fmt: skip
-    assert none_fail == {}
+
+
+class FixedEdges(torch.nn.Module):
+    """One fixed (unlearned) edge filter, then a linear head: its saliency shows the image's
+    edges whatever the head's weights are, the case the check exists for (Adebayo et al.)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        kernel = torch.tensor([[-1.0, 0.0, 1.0]] * 3).expand(1, 3, 3, 3).contiguous()
+        self.register_buffer("kernel", kernel)
+        self.fc = torch.nn.Linear(1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        edges = torch.nn.functional.conv2d(x, self.kernel, padding=1).relu()
+        return self.fc(edges.mean(dim=(2, 3)))
+
+
+def test_randomization_check_fails_maps_that_ignore_the_weights():
+    torch.manual_seed(0)
+    inputs = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([0, 1, 2, 0])
+    similarity, failed = randomization_check(
+        FixedEdges(), inputs, targets, ("saliency",), target_layer=None, max_similarity=0.5
+    )
+    assert similarity["saliency"] > 0.99 and "saliency" in failed
