@@ -131,7 +131,8 @@ def test_pdf_reads_as_a_reviewer_would(planted):
     _, out = planted
     summary = json.loads((out / "summary.json").read_text())
     reader = PdfReader(out / "report.pdf")
-    text = " ".join(page.extract_text() for page in reader.pages)
+    pages = [page.extract_text() for page in reader.pages]
+    text = " ".join(pages)
     assert len(reader.pages) >= 3  # cover, method and classes, reproducibility
     assert "FAIL" in text and len(summary["flagged_classes"]) == 4
     assert all(f"Class “{name}”" in text for name in summary["flagged_classes"])
@@ -141,15 +142,45 @@ def test_pdf_reads_as_a_reviewer_would(planted):
     assert html.count('<section class="class-section"') == len(sections)
     evidence = torch.load(out / "evidence.pt", weights_only=True)["classes"]
     methods = len(summary["methods"])
-    expected = sum(
-        1
-        + methods
-        + 1
+    overview = sum(1 + methods + 1 + min(2, len(evidence[c["name"]]["exemplars"]))
+                   for c in summary["classes"])  # fmt: skip
+    full = sum(
+        1 + methods + 1
         + (len(evidence[c["name"]]["exemplars"]) + len(evidence[c["name"]]["broken_exemplars"]))
         * (1 + methods)
         for c in sections
     )  # mean mask, mean maps, histogram; per exemplar the original and one overlay per method
-    assert html.count("<img") == expected
+    assert html.count("<img") == overview + full
+
+
+def test_the_class_table_fits_the_pdf_page(planted, tmp_path):
+    """With every method audited the table still shows each class's status on its page."""
+    from pypdf import PdfReader
+
+    from auditor.run import load_run
+    from auditor.report.render import html_to_pdf, render_html
+
+    _, out = planted
+    run = load_run(out)
+    methods = ["gradcam", "saliency", "gradient_x_input", "guided_backprop", "deconvnet",
+               "gradcam_pp", "layercam", "guided_gradcam"]  # fmt: skip
+    for c in run.summary["classes"]:  # the stored statistics of one method stand for all
+        c["metrics"] = {m: c["metrics"]["gradcam"] for m in methods}
+    run.summary["methods"] = methods
+    pdf = tmp_path / "wide.pdf"
+    pdf.write_bytes(html_to_pdf(render_html(run), base=out))
+    page = next(p for p in PdfReader(pdf).pages if "Classes, by risk" in p.extract_text())
+    width = float(page.mediabox.width)
+    placed: list[tuple[str, float]] = []
+
+    def where(text, cm, tm, font, size):  # x of each piece of text, in page units
+        if text.strip():
+            placed.append((text.strip(), cm[0] * tm[4] + cm[2] * tm[5] + cm[4]))
+
+    page.extract_text(visitor_text=where)
+    statuses = [x for text, x in placed if text == "FLAG"]  # the badges, in capitals
+    assert len(statuses) == 4 and all(0 < x < width - 20 for x in statuses), (statuses, width)
+    assert all(any(m in text for text, _ in placed) for m in methods)
 
 
 def test_a_method_that_cannot_run_is_reported_not_fatal(coco_dataset, tmp_path):

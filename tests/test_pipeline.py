@@ -67,3 +67,19 @@ def test_report_shows_the_answers_a_swap_broke(tiny_run):
     assert html.count("Answers the background swap broke") == len(with_broken)
     shown = sum(len(classes[name]["broken_exemplars"]) for name in with_broken)
     assert html.count("swapped, mask outlined") == shown
+
+
+def test_a_passing_report_still_shows_every_class(tiny_run):
+    """A reviewer signs off on pictures, not on numbers alone: with every class passing, each
+    still gets its mean mask, mean maps, histogram and two exemplars."""
+    summary = copy.deepcopy(tiny_run.summary)
+    for c in summary["classes"]:
+        c["status"], c["findings"] = "pass", []
+    summary["verdict"], summary["flagged_classes"] = "pass", []
+    html = render_html(dataclasses.replace(tiny_run, summary=summary))
+    assert 'class="class-section"' not in html
+    overview = html.split('id="overview"')[1].split("</section>")[0]
+    rows = overview.split('class="overview-row"')[1:]
+    assert len(rows) == 4
+    for row in rows:
+        assert row.count("<img") == 1 + 2 + 1 + 2  # mask, two methods, histogram, exemplars

@@ -62,6 +62,7 @@ class BehaviourStats:
             "neutral_donors": self.neutral_donors,
             "background_only_accuracy": finite(ident.rate),
             "background_only_baseline": finite(ident.baseline),
+            "background_only_baseline_class": ident.baseline_class,
             "background_only_p": finite(ident.p),
             "background_only_chance": finite(ident.chance),
             "background_only_binomial_p": finite(ident.p_chance),

@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from auditor.report import figures
+from auditor.report.table import class_rows, risk, signed, untrusted_notes
 from auditor.report.words import reasons
 
 if TYPE_CHECKING:
     from auditor.run import AuditRun
-
-STATUS_ORDER = {"flag": 0, "warn": 1, "insufficient_data": 2, "pass": 3}
 
 
 def primary_method(summary: dict[str, Any]) -> str:
@@ -26,35 +25,32 @@ def primary_method(summary: dict[str, Any]) -> str:
 
 def summary_context(summary: dict[str, Any]) -> dict[str, Any]:
     """The verdict and the class table, from ``summary.json`` alone."""
-    primary = primary_method(summary)
-    classes = sorted(summary["classes"], key=lambda c: _risk(c, primary))
     return {
         "verdict": summary["verdict"],
         "verdict_sentence": _verdict_sentence(summary),
-        "methods": summary["methods"],
-        "classes": [_class_row(c, summary["methods"]) for c in classes],
-        "has_behaviour": any(c.get("behaviour") for c in classes),
+        "classes": class_rows(summary, primary_method(summary)),
+        "untrusted_notes": untrusted_notes(summary),
     }
 
 
 def report_context(run: AuditRun) -> dict[str, Any]:
     summary, info = run.summary, run.run_info
     primary = primary_method(summary)
-    classes = sorted(summary["classes"], key=lambda c: _risk(c, primary))
-    threshold = info["config"]["detect"]["max_chance_corrected"]
-    names = [c["name"] for c in summary["classes"]]
+    classes = sorted(summary["classes"], key=lambda c: risk(c, primary))
+    figures_of = {c["name"]: _class_figures(run, c, primary) for c in classes}
     return {
         **summary_context(summary),
         "summary": summary,
         "info": info,
+        "methods": summary["methods"],
+        "primary_method": primary,
         "target_layer": info.get("target_layer"),
         "detect": info["config"]["detect"],
         "trust": _trust(summary.get("trust", {})),
         "method_errors": summary.get("method_errors", {}),
+        "overview": [_overview(run, c, figures_of[c["name"]], primary) for c in classes],
         "sections": [
-            _class_section(run, c, threshold, names, primary)
-            for c in classes
-            if c["status"] != "pass"
+            _class_section(run, c, figures_of[c["name"]]) for c in classes if c["status"] != "pass"
         ],
         "notices": _notices(run),
         "skipped": _skipped(run.samples),
@@ -80,44 +76,23 @@ def _notices(run: AuditRun) -> list[str]:
     return notices
 
 
-def _risk(c: dict[str, Any], primary: str) -> tuple[int, float]:
-    score = c["metrics"].get(primary, {}).get("chance_corrected")
-    return STATUS_ORDER.get(c["status"], 9), score if score is not None else math.inf
-
-
 def _verdict_sentence(summary: dict[str, Any]) -> str:
     flagged = summary["flagged_classes"]
     if flagged:
-        names = ", ".join(flagged)
-        return f"{len(flagged)} class(es) rely on cues outside the object: {names}."
-    if summary["verdict"] == "warn":
-        return "No class is flagged, but some classes could not be judged."
+        return f"{len(flagged)} class(es) rely on cues outside the object: {', '.join(flagged)}."
+    warned = [c["name"] for c in summary["classes"] if c["status"] == "warn"]
+    if warned:
+        return (
+            f"No class is flagged, but {len(warned)} class(es) show one kind of evidence of "
+            f"reliance without the other: {', '.join(warned)}."
+        )
+    unjudged = [c["name"] for c in summary["classes"] if c["status"] == "insufficient_data"]
+    if unjudged:
+        return (
+            f"No class is flagged, but {len(unjudged)} class(es) had too few scored images to "
+            f"be judged: {', '.join(unjudged)}."
+        )
     return "No class relies on cues outside the object, by the evidence collected."
-
-
-def _class_row(c: dict[str, Any], methods: list[str]) -> dict[str, Any]:
-    return {
-        "anchor": f"class-{c['index']}",
-        "name": c["name"],
-        "n": c["n"],
-        "accuracy": _pct(c["accuracy"]),
-        "status": c["status"],
-        "linked": c["status"] != "pass",
-        "metrics": [_metric(m, c["metrics"].get(m, {})) for m in methods],
-        "behaviour": _behaviour(c.get("behaviour")),
-    }
-
-
-def _behaviour(b: dict[str, Any] | None) -> dict[str, str] | None:
-    if not b:
-        return None
-    ci = b.get("swap_gap_ci95") or [None, None]
-    return {
-        "swap_gap": _pct(b.get("swap_gap")),
-        "swap_ci": f"[{_pct(ci[0])}, {_pct(ci[1])}]",
-        "background_only": f"{_pct(b.get('background_only_accuracy'))} vs "
-        f"{_pct(b.get('background_only_baseline'))}",
-    }
 
 
 def _trust(trust: dict[str, Any]) -> dict[str, Any]:
@@ -129,32 +104,15 @@ def _trust(trust: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _metric(method: str, m: dict[str, Any]) -> dict[str, str]:
-    ci = m.get("ci95") or [None, None]
-    p = m.get("p_adjusted")
+def _class_figures(run: AuditRun, c: dict[str, Any], primary: str) -> dict[str, Any]:
+    """A class's mean mask, mean map per method and histogram of C, drawn once."""
+    means = run.evidence.get("classes", {}).get(c["name"], {}).get("means", {})
+    samples = run.samples
+    scores = samples.loc[
+        (samples["label"] == c["index"]) & (samples["method"] == primary), "chance_corrected"
+    ].dropna()
+    threshold = run.run_info["config"]["detect"]["max_chance_corrected"]
     return {
-        "method": method,
-        "value": _signed(m.get("chance_corrected")),
-        "ci": f"[{_signed(ci[0])}, {_signed(ci[1])}]" if ci[0] is not None else "n/a",
-        "p": "n/a" if p is None else f"{p:.1g}",
-    }
-
-
-def _class_section(
-    run: AuditRun, c: dict[str, Any], threshold: float, names: list[str], primary: str
-) -> dict[str, Any]:
-    evidence = run.evidence.get("classes", {}).get(c["name"], {})
-    means = evidence.get("means", {})
-    scores = run.samples.loc[
-        (run.samples["label"] == c["index"]) & (run.samples["method"] == primary),
-        "chance_corrected",
-    ]
-    confidence = run.run_info["config"]["detect"].get("confidence", 0.95)
-    return {
-        "anchor": f"class-{c['index']}",
-        "name": c["name"],
-        "status": c["status"],
-        "reasons": reasons(c, names, confidence=confidence) if "findings" in c else c["reasons"],
         "mean_mask": figures.heat_image(means["mask"]) if "mask" in means else None,
         "mean_maps": [
             {"method": m, "uri": figures.heat_image(means[m], mask=means.get("mask"))}
@@ -163,14 +121,49 @@ def _class_section(
         "histogram": figures.histogram_svg(
             scores.tolist(), threshold=threshold, title=f"{c['name']}: {primary}"
         ) if len(scores) else None,
+    }  # fmt: skip
+
+
+def _overview(
+    run: AuditRun, c: dict[str, Any], drawn: dict[str, Any], primary: str
+) -> dict[str, Any]:
+    """Every class at a glance, whatever its status: the means, the histogram and the two
+    images whose primary map sits furthest off the object, with that map."""
+    evidence = run.evidence.get("classes", {}).get(c["name"], {})
+    return {
+        "anchor": f"overview-{c['index']}",
+        "name": c["name"],
+        "status": c["status"],
+        "section": f"class-{c['index']}" if c["status"] != "pass" else None,
+        **drawn,
         "exemplars": [
-            _exemplar(e, run.summary["methods"], names) for e in evidence.get("exemplars", [])
+            {
+                "uri": figures.overlay(e["image"], e["maps"][primary], e["mask"]),
+                "caption": f"{e['file_name']} · C {signed(e['scores'].get(primary))}",
+            }
+            for e in evidence.get("exemplars", [])[:2]
+            if primary in e["maps"]
         ],
+    }
+
+
+def _class_section(run: AuditRun, c: dict[str, Any], drawn: dict[str, Any]) -> dict[str, Any]:
+    evidence = run.evidence.get("classes", {}).get(c["name"], {})
+    names = [k["name"] for k in run.summary["classes"]]
+    confidence = run.run_info["config"]["detect"].get("confidence", 0.95)
+    methods = run.summary["methods"]
+    return {
+        "anchor": f"class-{c['index']}",
+        "name": c["name"],
+        "status": c["status"],
+        "reasons": reasons(c, names, confidence=confidence) if "findings" in c else c["reasons"],
+        **drawn,
+        "exemplars": [_exemplar(e, methods, names) for e in evidence.get("exemplars", [])],
         "broken_exemplars": [
-            _exemplar(e, run.summary["methods"], names, after_swap=True)
+            _exemplar(e, methods, names, after_swap=True)
             for e in evidence.get("broken_exemplars", [])
         ],
-    }  # fmt: skip
+    }
 
 
 INTERVENTIONS = {
@@ -216,7 +209,7 @@ def _exemplar(
             {
                 "method": m,
                 "uri": figures.overlay(e["image"], e["maps"][m], e["mask"]),
-                "score": _signed(e["scores"].get(m)),
+                "score": signed(e["scores"].get(m)),
             }
             for m in methods
             if m in e["maps"]
@@ -238,11 +231,3 @@ def _skipped(samples: pd.DataFrame) -> list[dict[str, str]]:
          "detail": str(r.skip_detail or "")}
         for r in rows.itertuples()
     ]  # fmt: skip
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def _signed(value: float | None) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:+.2f}"

@@ -1,0 +1,104 @@
+"""The class table, from ``summary.json`` alone: one row per class, with the evidence of
+every method stacked in one cell (so the table fits a page at any number of methods), the
+statistics that decided the status marked, and the methods that may not drive a flag marked
+where they stand."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+STATUS_ORDER = {"flag": 0, "warn": 1, "insufficient_data": 2, "pass": 3}
+
+
+def class_rows(summary: dict[str, Any], primary: str) -> list[dict[str, Any]]:
+    """The table's rows, riskiest class first."""
+    names = [c["name"] for c in summary["classes"]]
+    untrusted = summary.get("trust", {}).get("untrusted", {})
+    classes = sorted(summary["classes"], key=lambda c: risk(c, primary))
+    return [_row(c, summary["methods"], untrusted, names) for c in classes]
+
+
+def untrusted_notes(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The footnotes of the table: each method that may not drive a flag, and why."""
+    untrusted = summary.get("trust", {}).get("untrusted", {})
+    return [{"method": m, "reason": r} for m, r in untrusted.items() if m in summary["methods"]]
+
+
+def risk(c: dict[str, Any], primary: str) -> tuple[int, float]:
+    score = c["metrics"].get(primary, {}).get("chance_corrected")
+    return STATUS_ORDER.get(c["status"], 9), score if score is not None else math.inf
+
+
+def _row(
+    c: dict[str, Any], methods: list[str], untrusted: dict[str, str], names: list[str]
+) -> dict[str, Any]:
+    deciding = {(f["kind"], f.get("method")) for f in c.get("findings", [])}
+    return {
+        "anchor": f"class-{c['index']}",
+        "name": c["name"],
+        "n": c["n"],
+        "accuracy": pct(c["accuracy"]),
+        "status": c["status"],
+        "attribution": _attribution(c, methods, untrusted, deciding),
+        "interventions": _interventions(c.get("behaviour"), deciding, names),
+    }
+
+
+def _attribution(
+    c: dict[str, Any], methods: list[str], untrusted: dict[str, str], deciding: set[Any]
+) -> list[dict[str, Any]]:
+    lines = []
+    for m in methods:
+        lines.append(_stat_line(m, c["metrics"].get(m, {}), ("off_object", m) in deciding,
+                                m in untrusted))  # fmt: skip
+    for m in methods:  # shown where they decided: the maps of the answers a swap broke
+        if ("off_object_after_swap", m) in deciding:
+            stats = c.get("swap_metrics", {}).get(m, {})
+            label = f"{m}, answers the swap broke (n = {stats.get('n', 0)})"
+            lines.append(_stat_line(label, stats, True, False))
+    return lines
+
+
+def _stat_line(label: str, m: dict[str, Any], deciding: bool, untrusted: bool) -> dict[str, Any]:
+    ci = m.get("ci95") or [None, None]
+    p = m.get("p_adjusted")
+    return {
+        "label": label,
+        "value": signed(m.get("chance_corrected")),
+        "detail": f"[{signed(ci[0])}, {signed(ci[1])}], p {'n/a' if p is None else f'{p:.1g}'}",
+        "deciding": deciding,
+        "untrusted": untrusted,
+    }
+
+
+def _interventions(
+    b: dict[str, Any] | None, deciding: set[Any], names: list[str]
+) -> list[dict[str, Any]]:
+    if not b:
+        return []
+    ci = b.get("swap_gap_ci95") or [None, None]
+    other = b.get("background_only_baseline_class")
+    return [
+        {
+            "label": "swap gap",
+            "value": pct(b.get("swap_gap")),
+            "detail": f"[{pct(ci[0])}, {pct(ci[1])}]",
+            "deciding": ("swap_gap", None) in deciding,
+        },
+        {
+            "label": "background alone",
+            "value": pct(b.get("background_only_accuracy")),
+            "detail": f"vs {pct(b.get('background_only_baseline'))}"
+            + (f" ({names[other]})" if isinstance(other, int) and 0 <= other < len(names) else ""),
+            "deciding": ("background_only", None) in deciding,
+        },
+    ]
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def signed(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:+.2f}"
