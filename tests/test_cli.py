@@ -145,7 +145,9 @@ def test_pdf_reads_as_a_reviewer_would(planted):
     overview = sum(1 + methods + 1 + min(2, len(evidence[c["name"]]["exemplars"]))
                    for c in summary["classes"])  # fmt: skip
     full = sum(
-        1 + methods + 1
+        1
+        + methods
+        + 1
         + (len(evidence[c["name"]]["exemplars"]) + len(evidence[c["name"]]["broken_exemplars"]))
         * (1 + methods)
         for c in sections
@@ -157,8 +159,8 @@ def test_the_class_table_fits_the_pdf_page(planted, tmp_path):
     """With every method audited the table still shows each class's status on its page."""
     from pypdf import PdfReader
 
-    from auditor.run import load_run
     from auditor.report.render import html_to_pdf, render_html
+    from auditor.run import load_run
 
     _, out = planted
     run = load_run(out)
