@@ -6,7 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from auditor.attribution import METHODS, LayerFilter, attribute, compute
+from auditor.attribution import (
+    CAM_METHODS,
+    EAGER_METHODS,
+    METHODS,
+    REGISTRY,
+    FusedPass,
+    LayerFilter,
+    MethodSpec,
+    attribute,
+    compute,
+)
+from auditor.attribution.options import SMOOTH_BASES
 from auditor.errors import AttributionError
 
 SEED_METHODS = ("saliency", "deconvnet", "guided_backprop", "cam", "gradcam", "guided_gradcam")
@@ -252,3 +263,55 @@ def test_works_inside_no_grad_and_leaves_the_inputs_alone(mixed):
         torch.testing.assert_close(found[method], expected[method])
     torch.testing.assert_close(inputs, kept, rtol=0, atol=0)
     assert not inputs.requires_grad
+
+
+def test_a_new_method_is_one_registry_entry_and_its_finisher(mixed, monkeypatch):
+    """A toy method on an extended copy of the registry: it shares saliency's backward, and
+    the built-in registry does not learn of it."""
+
+    def squared_gradient(fused: FusedPass, _settings: None) -> torch.Tensor:
+        return fused.gradients[("plain", "input")].pow(2).sum(dim=1)
+
+    registry = REGISTRY.extended(
+        MethodSpec("squared_gradient", squared_gradient, needs=(("plain", "input"),))
+    )
+    backwards, grad = [], torch.autograd.grad
+
+    def counting(*args, **kwargs):
+        backwards.append(1)
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    inputs, methods = _inputs(), ("squared_gradient", "saliency")
+    found = compute(mixed, inputs, [0, 1, 2, 0], methods=methods, registry=registry)
+    assert list(found.maps) == list(methods) and len(backwards) == 1
+    signed = _signed(mixed, inputs, [0, 1, 2, 0])
+    torch.testing.assert_close(found.maps["squared_gradient"], signed.pow(2).sum(dim=1))
+    assert "squared_gradient" not in REGISTRY and "squared_gradient" not in METHODS
+    with pytest.raises(AttributionError, match=r"from \[.*'squared_gradient'\], got \['toy'\]"):
+        compute(mixed, inputs, [0] * 4, methods=("toy",), registry=registry)
+    with pytest.raises(AttributionError, match=r"from \['gradcam', .*\], got \['squared_gra"):
+        compute(mixed, inputs, [0] * 4, methods=("squared_gradient",))
+    with pytest.raises(AttributionError, match=r"Expected a method from \['gradcam', .*'toy'"):
+        REGISTRY.get("toy")
+    with pytest.raises(AttributionError, match="two for 'saliency'"):
+        REGISTRY.extended(MethodSpec("saliency", squared_gradient))
+
+
+def test_method_lists_are_read_off_the_registry():
+    assert METHODS == (
+        "gradcam",
+        "saliency",
+        "gradient_x_input",
+        "deconvnet",
+        "guided_backprop",
+        "cam",
+        "gradcam_pp",
+        "layercam",
+        "guided_gradcam",
+        "smoothgrad",
+        "integrated_gradients",
+    )
+    assert sorted(CAM_METHODS) == ["gradcam", "gradcam_pp", "guided_gradcam", "layercam"]
+    assert sorted(EAGER_METHODS - CAM_METHODS) == ["cam", "deconvnet", "guided_backprop"]
+    assert {spec.name for spec in REGISTRY if spec.channel is not None} == set(SMOOTH_BASES)

@@ -14,7 +14,7 @@ from auditor.cli import cli
 from auditor.config import AuditConfig
 from auditor.data import AuditDataset, read_dataset
 from auditor.data.transforms import AuditTransform
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, DataError
 from auditor.runner.pipeline import batches as _batches
 
 COLUMNS = ["image", "label", "x0", "y0", "x1", "y1"]
@@ -76,11 +76,18 @@ def test_coco_and_csv_of_the_same_boxes_give_the_same_samples(coco_dataset, tmp_
 
 @pytest.mark.parametrize("field,value", [
     ("label_policy", "some"), ("num_workers", -1), ("split", "../train"),
-    ("class_map", "/no/such/map.json"), ("keep_aspect", "yes"),
+    ("class_map", 3), ("keep_aspect", "yes"),
 ])  # fmt: skip
 def test_data_options_are_validated(field, value):
     with pytest.raises(ConfigError, match=field):
         AuditConfig(**{field: value})
+
+
+def test_a_missing_class_map_is_named_when_the_data_is_read(coco_dataset):
+    """Settings are values: the file is looked for by the reader, not by the config."""
+    config = AuditConfig(class_map="/no/such/map.json")
+    with pytest.raises(DataError, match="/no/such/map.json: class map cannot be read"):
+        read_dataset(coco_dataset, class_map=config.class_map)
 
 
 def test_cli_audits_a_csv_manifest_with_class_map_and_letterbox(

@@ -11,6 +11,8 @@ layer's output. The recorded graph then serves up to three ``torch.autograd.grad
 
 CAM needs no backward: it reads the head's weights recorded in the same forward pass.
 SmoothGrad and integrated gradients run their own batched passes on noisy or scaled copies.
+What each method needs, and the finisher that makes its map from the pass, is its entry in
+the method registry (``methods.py``); the engine reads nothing else about a method.
 Parameters never receive ``.grad``; each module's train/eval mode is restored, and hooks and
 the mode are removed even when the model raises.
 """
@@ -27,48 +29,17 @@ import torch
 from torch import nn
 
 from auditor.attribution import cam as cams
-from auditor.attribution.gradient import modified, reduced
-from auditor.attribution.options import (
-    GradientOptions,
-    IntegratedGradientsOptions,
-    SmoothGradOptions,
-    parsed,
-)
-from auditor.attribution.rules import RULES, ForwardRecorder, HeadRecord, Rule, RuleSwitch
-from auditor.attribution.sampled import integrated_gradients, smoothgrad
+from auditor.attribution.methods import CAM_METHODS as CAM_METHODS
+from auditor.attribution.methods import EAGER_METHODS as EAGER_METHODS
+from auditor.attribution.methods import METHODS as METHODS
+from auditor.attribution.methods import REGISTRY
+from auditor.attribution.options import GradientOptions, parsed
+from auditor.attribution.registry import FusedPass, MethodRegistry, MethodSpec, Need
+from auditor.attribution.rules import RULES, ForwardRecorder, HeadRecord, RuleSwitch
 from auditor.attribution.targets import LayerFilter, Objective, TargetSpec, objective
 from auditor.errors import AttributionError
 
-METHODS = (
-    "gradcam",
-    "saliency",
-    "gradient_x_input",
-    "deconvnet",
-    "guided_backprop",
-    "cam",
-    "gradcam_pp",
-    "layercam",
-    "guided_gradcam",
-    "smoothgrad",
-    "integrated_gradients",
-)
-LAYER_MAPS = {"gradcam": cams.gradcam, "gradcam_pp": cams.gradcam_pp, "layercam": cams.layercam}
-CAM_METHODS = frozenset({*LAYER_MAPS, "guided_gradcam"})
-"""Methods that need a target layer."""
-EAGER_METHODS = CAM_METHODS | {"cam", "guided_backprop", "deconvnet"}
-"""Methods that watch the forward pass in Python (layer hooks, the ReLU rule or the head), so
-they cannot run on TorchScript, whose forward pass runs outside Python."""
-
-_NEEDS: dict[str, tuple[tuple[Rule, str], ...]] = {
-    "saliency": (("plain", "input"),),
-    "gradient_x_input": (("plain", "input"),),
-    "gradcam": (("plain", "layer"),),
-    "gradcam_pp": (("plain", "layer"),),
-    "layercam": (("plain", "layer"),),
-    "guided_backprop": (("guided", "input"),),
-    "guided_gradcam": (("guided", "input"), ("plain", "layer")),
-    "deconvnet": (("deconv", "input"),),
-}
+Options = Mapping[str, Mapping[str, Any] | GradientOptions]
 
 
 @dataclass(frozen=True)
@@ -97,7 +68,8 @@ def attribute(
     *,
     methods: Sequence[str] = ("gradcam", "saliency"),
     target_layer: nn.Module | None = None,
-    options: Mapping[str, Mapping[str, Any] | GradientOptions] | None = None,
+    options: Options | None = None,
+    registry: MethodRegistry = REGISTRY,
 ) -> dict[str, torch.Tensor]:
     """Attribution maps of ``targets`` (see ``targets.py``) for a batch.
 
@@ -107,13 +79,20 @@ def attribute(
     ``target_layer`` is needed by the methods in ``CAM_METHODS``; ``cam`` reads the model's
     GAP + linear head instead. ``options`` holds per-method settings, such as
     ``{"saliency": {"reduce": "signed"}, "smoothgrad": {"samples": 8, "sigma": 0.1}}``
-    (see ``options.py``); the pipeline scores the non-negative defaults.
+    (see ``options.py``); the pipeline scores the non-negative defaults. ``registry`` holds the
+    methods that can be asked for (``methods.REGISTRY``, or one extended with more).
 
     A sample's maps do not depend on the rest of its batch (the model runs in eval mode, and
     SmoothGrad draws the same noise for every sample).
     """
     return compute(
-        model, inputs, targets, methods=methods, target_layer=target_layer, options=options
+        model,
+        inputs,
+        targets,
+        methods=methods,
+        target_layer=target_layer,
+        options=options,
+        registry=registry,
     ).maps
 
 
@@ -124,11 +103,18 @@ def compute(
     *,
     methods: Sequence[str] = ("gradcam", "saliency"),
     target_layer: nn.Module | None = None,
-    options: Mapping[str, Mapping[str, Any] | GradientOptions] | None = None,
+    options: Options | None = None,
+    registry: MethodRegistry = REGISTRY,
 ) -> Attribution:
     """Maps and logits from one forward pass and at most three input-only backwards."""
     return compute_many(
-        model, inputs, {"": targets}, methods=methods, target_layer=target_layer, options=options
+        model,
+        inputs,
+        {"": targets},
+        methods=methods,
+        target_layer=target_layer,
+        options=options,
+        registry=registry,
     )[""]
 
 
@@ -139,7 +125,8 @@ def attribute_many(
     *,
     methods: Sequence[str] = ("gradcam", "saliency"),
     target_layer: nn.Module | None = None,
-    options: Mapping[str, Mapping[str, Any] | GradientOptions] | None = None,
+    options: Options | None = None,
+    registry: MethodRegistry = REGISTRY,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Maps for several targets of the same images in one call, e.g. what supports the
     label and what supports the prediction: ``{"label": labels, "prediction": "prediction"}``.
@@ -147,7 +134,13 @@ def attribute_many(
     -> {target name: {method: Tensor[N, H, W]}}; the targets share one forward pass.
     """
     found = compute_many(
-        model, inputs, targets, methods=methods, target_layer=target_layer, options=options
+        model,
+        inputs,
+        targets,
+        methods=methods,
+        target_layer=target_layer,
+        options=options,
+        registry=registry,
     )
     return {name: result.maps for name, result in found.items()}
 
@@ -159,30 +152,32 @@ def compute_many(
     *,
     methods: Sequence[str] = ("gradcam", "saliency"),
     target_layer: nn.Module | None = None,
-    options: Mapping[str, Mapping[str, Any] | GradientOptions] | None = None,
+    options: Options | None = None,
+    registry: MethodRegistry = REGISTRY,
 ) -> dict[str, Attribution]:
     """One forward pass shared by every target; each target then costs its own input-only
     backwards (one per rule), with the graph kept until the last of them."""
     methods = tuple(dict.fromkeys(methods))
-    _check_methods(methods, target_layer, model)
-    settings = parsed(methods, options)
+    specs = _checked_specs(methods, target_layer, model, registry)
+    kinds = {spec.name: spec.options for spec in specs if spec.options is not None}
+    settings = parsed(methods, options, kinds)
     if not targets:
         raise AttributionError("Expected at least one target.")
     if inputs.shape[0] == 0:
         empty = {m: inputs.new_zeros((0, *inputs.shape[-2:])) for m in methods}
         return {name: Attribution(empty, inputs.new_zeros((0, 0))) for name in targets}
-    layered = any(m in CAM_METHODS for m in methods)
+    layered = any(spec.layer for spec in specs)
     layers = {"target": target_layer if layered else None, "filter": _filter_layer(targets)}
     names = list(targets)
     out = {}
     with _eval_mode(model), _capture(layers) as captured, torch.enable_grad():
-        forward = _forward(model, inputs, targets[names[0]], methods, captured)
+        forward = _forward(model, inputs, targets[names[0]], specs, captured)
         for k, name in enumerate(names):
             if k:
                 forward = _retargeted(forward, targets[name], captured)
-            grads = _backwards(forward, methods, keep_graph=k < len(names) - 1)
-            maps = _maps(forward, grads, methods, settings)
-            maps.update(_sampled_maps(model, inputs, forward.objective, settings, captured))
+            grads = _backwards(forward, specs, keep_graph=k < len(names) - 1)
+            fused = _fused(model, inputs, forward, grads, captured)
+            maps = _maps(fused, specs, settings, registry)
             ordered = {m: maps[m].detach().float() for m in methods}
             out[name] = Attribution(ordered, forward.logits.detach())
     return out
@@ -204,56 +199,46 @@ def _retargeted(
     return dataclasses.replace(forward, objective=found, total=total)
 
 
-def _sampled_maps(
+def _checked_specs(
+    methods: tuple[str, ...],
+    target_layer: nn.Module | None,
     model: nn.Module,
-    inputs: torch.Tensor,
-    found: Objective,
-    settings: dict[str, GradientOptions],
-    captured: dict[str, torch.Tensor],
-) -> dict[str, torch.Tensor]:
-    """SmoothGrad and integrated gradients, each from its own batched passes."""
-    maps = {}
-    smooth, path = settings.get("smoothgrad"), settings.get("integrated_gradients")
-    if isinstance(smooth, SmoothGradOptions):
-        maps["smoothgrad"] = _finished(smoothgrad(model, inputs, found, smooth, captured), smooth)
-    if isinstance(path, IntegratedGradientsOptions):
-        grads = integrated_gradients(model, inputs, found, path, captured)
-        maps["integrated_gradients"] = _finished(grads, path)
-    return maps
-
-
-def _check_methods(
-    methods: tuple[str, ...], target_layer: nn.Module | None, model: nn.Module
-) -> None:
-    unknown = [m for m in methods if m not in METHODS]
+    registry: MethodRegistry,
+) -> tuple[MethodSpec[Any], ...]:
+    """The specs of ``methods``, in their order, once they are known and can run here."""
+    unknown = [m for m in methods if m not in registry]
     if unknown or not methods:
-        raise AttributionError(f"Expected methods from {list(METHODS)}, got {list(methods)}.")
-    eager = [m for m in methods if m in EAGER_METHODS]
+        raise AttributionError(
+            f"Expected methods from {list(registry.names)}, got {list(methods)}."
+        )
+    specs = tuple(registry.get(m) for m in methods)
+    eager = [spec.name for spec in specs if spec.eager]
     if eager and isinstance(model, torch.jit.ScriptModule):
         raise AttributionError(
             f"{', '.join(eager)} cannot run on a TorchScript model: its forward pass runs "
             "outside Python, where layers cannot be hooked nor ReLUs routed; audit the eager "
             "model (module:factory or a state_dict) for these methods."
         )
-    layered = [m for m in methods if m in CAM_METHODS]
+    layered = [spec.name for spec in specs if spec.layer]
     if layered and target_layer is None:
         raise AttributionError(
             f"{', '.join(layered)} need(s) a target layer (see models.resolve_target_layer)."
         )
+    return specs
 
 
 def _forward(
     model: nn.Module,
     inputs: torch.Tensor,
     targets: TargetSpec,
-    methods: tuple[str, ...],
+    specs: tuple[MethodSpec[Any], ...],
     captured: dict[str, torch.Tensor],
 ) -> _Forward:
     switch = RuleSwitch()
     recorder = ForwardRecorder(switch)
-    needs_input = any(part == "input" for m in methods for _, part in _NEEDS.get(m, ()))
+    needs_input = any(part == "input" for spec in specs for _, part in spec.needs)
     leaf = inputs.detach().clone().requires_grad_(needs_input)
-    with recorder, torch.set_grad_enabled(any(m in _NEEDS for m in methods)):
+    with recorder, torch.set_grad_enabled(any(spec.needs for spec in specs)):
         logits = _checked_logits(model(leaf))
     found = objective(targets, logits.detach())
     total = found.scores(logits, captured.get("filter")).sum()
@@ -262,18 +247,18 @@ def _forward(
 
 
 def _backwards(
-    forward: _Forward, methods: tuple[str, ...], *, keep_graph: bool = False
-) -> dict[tuple[Rule, str], torch.Tensor]:
+    forward: _Forward, specs: tuple[MethodSpec[Any], ...], *, keep_graph: bool = False
+) -> dict[Need, torch.Tensor]:
     """One ``autograd.grad`` call per rule needed: {(rule, "input" | "layer"): gradient}."""
-    wanted = {need for m in methods for need in _NEEDS.get(m, ())}
+    wanted = {need for spec in specs for need in spec.needs}
     rules = [r for r in RULES if any(w[0] == r for w in wanted)]
     if any(r != "plain" for r in rules) and forward.switch.rectifiers == 0:
-        asked = [m for m in methods if m in ("guided_backprop", "guided_gradcam", "deconvnet")]
+        asked = [spec.name for spec in specs if any(r != "plain" for r, _ in spec.needs)]
         raise AttributionError(
             f"{', '.join(asked)} need(s) ReLU units, and the model's forward pass called none "
             "(nn.ReLU, nn.ReLU6, F.relu, torch.relu, Tensor.relu or relu_)."
         )
-    grads: dict[tuple[Rule, str], torch.Tensor] = {}
+    grads: dict[Need, torch.Tensor] = {}
     for i, rule in enumerate(rules):
         parts = sorted(part for r, part in wanted if r == rule)
         wrt = [forward.inputs if part == "input" else _layer_output(forward) for part in parts]
@@ -294,86 +279,57 @@ def _layer_output(forward: _Forward) -> torch.Tensor:
     return forward.layer
 
 
+def _fused(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    forward: _Forward,
+    grads: dict[Need, torch.Tensor],
+    captured: dict[str, torch.Tensor],
+) -> FusedPass:
+    """What the finishers read; the target layer's output and gradients as Tensor[N, C, h, w]."""
+    layered = {need: g for need, g in grads.items() if need[1] == "layer"}
+    activations, gradients = None, grads
+    if layered:
+        activations = _spatial(_layer_output(forward).detach())
+        gradients = grads | {need: _spatial(g) for need, g in layered.items()}
+    return FusedPass(
+        model=model,
+        inputs=inputs.detach(),
+        logits=forward.logits.detach(),
+        objective=forward.objective,
+        gradients=gradients,
+        activations=activations,
+        head=forward.head,
+        captured=captured,
+    )
+
+
 def _maps(
-    forward: _Forward,
-    grads: dict[tuple[Rule, str], torch.Tensor],
-    methods: tuple[str, ...],
+    fused: FusedPass,
+    specs: tuple[MethodSpec[Any], ...],
     settings: dict[str, GradientOptions],
+    registry: MethodRegistry,
 ) -> dict[str, torch.Tensor]:
-    """The maps of the fused pass at input size, from the gradients of each rule and CAM."""
-    size = (int(forward.inputs.shape[-2]), int(forward.inputs.shape[-1]))
-    layer = {m: _layer_map(m, forward, grads, size) for m in methods if m in LAYER_MAPS}
-    if "guided_gradcam" in methods:
-        layer.setdefault("gradcam", _layer_map("gradcam", forward, grads, size))
-    channels = {
-        "saliency": lambda: grads[("plain", "input")],
-        "gradient_x_input": lambda: grads[("plain", "input")] * forward.inputs.detach(),
-        "guided_backprop": lambda: grads[("guided", "input")],
-        "deconvnet": lambda: grads[("deconv", "input")],
-        "guided_gradcam": lambda: grads[("guided", "input")] * layer["gradcam"][:, None],
+    """Each asked method's map from its finisher, in registry order whatever the order asked
+    (so SmoothGrad and integrated gradients, registered last, run after the fused maps)."""
+    asked = {spec.name for spec in specs}
+    return {
+        spec.name: spec.finish(fused, settings.get(spec.name))
+        for spec in registry
+        if spec.name in asked
     }
-    maps = {m: layer[m] for m in methods if m in LAYER_MAPS}
-    maps.update({m: _finished(channels[m](), settings[m]) for m in methods if m in channels})
-    if "cam" in methods:
-        maps["cam"] = cams.upsample(_head_cam(forward), size)
-    return maps
 
 
-def _layer_map(
-    method: str,
-    forward: _Forward,
-    grads: dict[tuple[Rule, str], torch.Tensor],
-    size: tuple[int, int],
-) -> torch.Tensor:
-    activations, gradients = _spatial(_layer_output(forward).detach(), grads[("plain", "layer")])
-    return cams.upsample(LAYER_MAPS[method](activations, gradients), size)
-
-
-def _spatial(
-    activations: torch.Tensor, gradients: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A layer's output as Tensor[N, C, h, w]; transformer tokens become their grid."""
-    if activations.dim() == 4:
-        return activations, gradients
-    if activations.dim() == 3:
-        return cams.token_grid(activations), cams.token_grid(gradients)
+def _spatial(tensor: torch.Tensor) -> torch.Tensor:
+    """A layer's output or gradient as Tensor[N, C, h, w]; transformer tokens become their grid."""
+    if tensor.dim() == 4:
+        return tensor
+    if tensor.dim() == 3:
+        return cams.token_grid(tensor)
     raise AttributionError(
         f"Expected the target layer to output Tensor[N, C, h, w] or tokens Tensor[N, 1+h*w, C], "
-        f"got shape {tuple(activations.shape)}."
+        f"got shape {tuple(tensor.shape)}."
     )
-
-
-def _head_cam(forward: _Forward) -> torch.Tensor:
-    """CAM from the recorded head: Tensor[N, h, w]. Raises unless the logits come from a linear
-    layer applied to the global average of a feature map."""
-    head, selection = forward.head, forward.objective.selection
-    if selection is None:
-        raise AttributionError("CAM needs class targets (indices, sets or 'prediction').")
-    if head.pooled is None or head.weight is None or not _is_gap_linear(head, forward.logits):
-        raise AttributionError(
-            "CAM needs a head of global average pooling followed by one linear layer "
-            "(the logits must equal linear(mean of a feature map)); use gradcam instead."
-        )
-    weights = selection.to(head.weight.dtype) @ head.weight.detach()
-    return cams.class_activation_map(head.pooled.detach(), weights)
-
-
-def _is_gap_linear(head: HeadRecord, logits: torch.Tensor) -> bool:
-    pooled, features, outputs = head.pooled, head.linear_inputs, head.linear_outputs
-    if pooled is None or features is None or outputs is None:
-        return False
-    means = pooled.detach().mean(dim=(2, 3))
-    if features.shape != means.shape or outputs.shape != logits.shape:
-        return False
-    return bool(
-        torch.allclose(features.detach(), means, rtol=1e-4, atol=1e-5)
-        and torch.allclose(outputs.detach(), logits.detach(), rtol=1e-4, atol=1e-5)
-    )
-
-
-def _finished(channel_maps: torch.Tensor, settings: GradientOptions) -> torch.Tensor:
-    """Channel map (Tensor[N, C, H, W]) -> the method's map, modifier then reduction."""
-    return reduced(modified(channel_maps.detach(), settings.modifier), settings.reduce)
 
 
 def _checked_logits(logits: object) -> torch.Tensor:

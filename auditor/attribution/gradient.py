@@ -6,6 +6,7 @@ input); :func:`reduced` turns it into the ``Tensor[N, H, W]`` map that is scored
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -18,6 +19,8 @@ REDUCTIONS: tuple[Reduce, ...] = ("max_abs", "signed", "channels")
 MODIFIERS: tuple[Modifier, ...] = ("absolute", "relu", "negate", "small_values")
 QUADRATURES: tuple[Quadrature, ...] = ("gausslegendre", "riemann_trapezoid")
 SMALL_VALUES_EPS = 1e-7
+ChannelMap = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""gradients, inputs (Tensor[N, C, H, W]) -> a method's channel map (Tensor[N, C, H, W])."""
 
 
 def saliency(gradients: torch.Tensor) -> torch.Tensor:

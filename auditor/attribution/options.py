@@ -1,7 +1,8 @@
 """Per-method options, given as ``options={"saliency": {"reduce": "signed"}}``.
 
 Every input-space method takes :class:`GradientOptions`; SmoothGrad and integrated gradients
-add their own. Layer methods (CAM family) take none. The pipeline scores the defaults, which
+add their own. Layer methods (CAM family) take none. Each method's registry entry names the
+dataclass it takes (``methods.py``). The pipeline scores the defaults, which
 are non-negative maps (``reduce="max_abs"``); ``signed`` and ``channels`` are for viewing.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -18,21 +19,8 @@ from auditor.attribution.gradient import Reduce as Reduce
 from auditor.errors import AttributionError
 
 SmoothBase = Literal["saliency", "gradient_x_input", "guided_backprop", "deconvnet"]
-SMOOTH_BASES: tuple[SmoothBase, ...] = (
-    "saliency",
-    "gradient_x_input",
-    "guided_backprop",
-    "deconvnet",
-)
-INPUT_METHODS = frozenset(
-    {
-        "saliency",
-        "gradient_x_input",
-        "deconvnet",
-        "guided_backprop",
-        "guided_gradcam",
-    }
-)
+"""The registered input-gradient methods (a ``channel`` in their spec) SmoothGrad can average."""
+SMOOTH_BASES: tuple[SmoothBase, ...] = get_args(SmoothBase)
 
 
 @dataclass(frozen=True)
@@ -87,29 +75,28 @@ class IntegratedGradientsOptions(GradientOptions):
         _check_positive(steps=self.steps, max_batch=self.max_batch)
 
 
-_KINDS: dict[str, type[GradientOptions]] = {
-    **dict.fromkeys(INPUT_METHODS, GradientOptions),
-    "smoothgrad": SmoothGradOptions,
-    "integrated_gradients": IntegratedGradientsOptions,
-}
-
-
 def parsed(
-    methods: tuple[str, ...], raw: Mapping[str, Mapping[str, Any] | GradientOptions] | None
+    methods: tuple[str, ...],
+    raw: Mapping[str, Mapping[str, Any] | GradientOptions] | None,
+    kinds: Mapping[str, type[GradientOptions]],
 ) -> dict[str, GradientOptions]:
-    """Options for every input-space method in ``methods``, defaults filled in."""
+    """Options for every method in ``methods`` that takes some, defaults filled in.
+
+    kinds: {method: the options dataclass it takes}, for the methods that take options.
+    """
     raw = raw or {}
     stray = sorted(set(raw) - set(methods))
     if stray:
         raise AttributionError(f"Options given for {stray}, which are not among {list(methods)}.")
-    no_options = sorted(m for m in raw if m not in _KINDS)
+    no_options = sorted(m for m in raw if m not in kinds)
     if no_options:
         raise AttributionError(f"Expected no options for {no_options}: they take none.")
-    return {m: _one(m, raw.get(m)) for m in methods if m in _KINDS}
+    return {m: _one(m, raw.get(m), kinds[m]) for m in methods if m in kinds}
 
 
-def _one(method: str, given: Mapping[str, Any] | GradientOptions | None) -> GradientOptions:
-    kind = _KINDS[method]
+def _one(
+    method: str, given: Mapping[str, Any] | GradientOptions | None, kind: type[GradientOptions]
+) -> GradientOptions:
     if given is None:
         return kind()
     if isinstance(given, kind):

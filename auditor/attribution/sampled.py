@@ -10,13 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from auditor.attribution.gradient import path_inputs, path_points, shared_noise
+from auditor.attribution.gradient import ChannelMap, path_inputs, path_points, shared_noise
 from auditor.attribution.options import IntegratedGradientsOptions, SmoothGradOptions
 from auditor.attribution.rules import ForwardRecorder, Rule, RuleSwitch
 from auditor.attribution.targets import Objective
 from auditor.errors import AttributionError
-
-_BASE_RULES: dict[str, Rule] = {"guided_backprop": "guided", "deconvnet": "deconv"}
 
 
 def smoothgrad(
@@ -25,8 +23,13 @@ def smoothgrad(
     objective: Objective,
     settings: SmoothGradOptions,
     captured: dict[str, torch.Tensor],
+    *,
+    rule: Rule,
+    channel: ChannelMap,
 ) -> torch.Tensor:
     """SmoothGrad (Smilkov et al.): the base method's channel map, averaged over noisy copies.
+
+    The base method is given by its ReLU ``rule`` and its ``channel`` map of the gradients.
 
     inputs (Tensor[N, C, H, W]) -> Tensor[N, C, H, W]
     """
@@ -34,13 +37,11 @@ def smoothgrad(
     noise = shared_noise(
         inputs.shape[1:], samples=settings.samples, sigma=settings.sigma, generator=generator
     ).to(inputs.dtype)
-    rule = _BASE_RULES.get(settings.base, "plain")
     total = torch.zeros_like(inputs)
     for chunk in _chunks(noise, inputs.shape[0], settings.max_batch):
         noisy = (inputs.detach()[:, None] + chunk[None]).flatten(0, 1)
         grads = input_gradients(model, noisy, objective.repeated(len(chunk)), rule, captured)
-        if settings.base == "gradient_x_input":
-            grads = grads * noisy
+        grads = channel(grads, noisy)
         total += grads.unflatten(0, (inputs.shape[0], len(chunk))).sum(dim=1)
     return total / settings.samples
 
