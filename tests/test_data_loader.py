@@ -86,7 +86,7 @@ def test_data_options_are_validated(field, value):
 def test_a_missing_class_map_is_named_when_the_data_is_read(coco_dataset):
     """Settings are values: the file is looked for by the reader, not by the config."""
     config = AuditConfig(class_map="/no/such/map.json")
-    with pytest.raises(DataError, match="/no/such/map.json: class map cannot be read"):
+    with pytest.raises(DataError, match=r"/no/such/map\.json: class map cannot be read"):
         read_dataset(coco_dataset, class_map=config.class_map)
 
 
