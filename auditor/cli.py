@@ -97,6 +97,17 @@ def cli(verbose: bool) -> None:
     "--fail-on-flag", is_flag=True, help=f"Exit with {EXIT_FLAGGED} if a class is flagged."
 )
 @click.option(
+    "--group-by",
+    multiple=True,
+    help="Audit each group of images sharing this attribute too (repeatable).",
+)
+@click.option(
+    "--attributes",
+    "attributes_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="CSV image,attribute,value of per-image attributes (image: id or file name).",
+)
+@click.option(
     "--max-skipped",
     type=float,
     help="Largest share of images that may be skipped (0-1, default 0.5); above it the run "
@@ -122,6 +133,8 @@ def audit(
     workers: int | None,
     config_path: str | None,
     fail_on_flag: bool,
+    group_by: tuple[str, ...],
+    attributes_file: str | None,
     max_skipped: float | None,
     no_pdf: bool,
 ) -> None:
@@ -135,7 +148,8 @@ def audit(
         "image_size": image_size, "normalize": normalize, "device": device,
         "batch_size": batch_size, "split": split, "label_policy": label_policy,
         "class_map": class_map, "keep_aspect": keep_aspect or None, "num_workers": workers,
-        "max_skipped": max_skipped,
+        "max_skipped": max_skipped, "group_by": group_by or None,
+        "attributes": attributes_file,
     }  # fmt: skip
     config = (
         load_config(config_path, **overrides) if config_path else config_from_dict({}, **overrides)
@@ -154,7 +168,7 @@ def audit(
     incomplete = skip_limit_error(result.summary)
     if incomplete is not None:
         raise incomplete
-    if fail_on_flag and result.summary["flagged_classes"]:
+    if fail_on_flag and (result.summary["flagged_classes"] or result.summary.get("flagged_groups")):
         sys.exit(EXIT_FLAGGED)
 
 
@@ -207,6 +221,15 @@ def _print_summary(summary: dict, out: Path) -> None:
         click.echo(
             f"  {c['name']:<16} n={c['n']:<5} status={c['status']:<17} chance-corrected={cc_text}"
         )
+    for group in summary.get("groups", []):
+        worst = group["worst_group"]
+        where = "n/a" if worst is None else (
+            f"{worst['class']} where {group['attribute']} = {worst['value']} "
+            f"({100 * (worst['accuracy'] or 0):.1f}%, n={worst['n']})"
+        )  # fmt: skip
+        click.echo(f"  group {group['attribute']}: worst {where}")
+    if summary.get("flagged_groups"):
+        click.echo(f"Flagged groups: {'; '.join(summary['flagged_groups'])}")
     click.echo(f"Report: {out / 'report.html'}")
 
 

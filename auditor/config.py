@@ -84,11 +84,14 @@ class AuditConfig:
     keep_aspect: bool = False
     max_skipped: float = 0.5
     primary_method: str | None = None
+    group_by: tuple[str, ...] = ()
+    attributes: str | None = None
     detect: DetectConfig = field(default_factory=DetectConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.methods, list):
-            object.__setattr__(self, "methods", tuple(self.methods))
+        for name in ("methods", "group_by"):  # TOML and Python callers give lists
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         check_types(self)
         unknown = [m for m in self.methods if m not in KNOWN_METHODS]
         if unknown or not self.methods:

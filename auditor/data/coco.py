@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from auditor.data.attributes import as_attributes
 from auditor.data.entries import Category, ImageEntry, Instance, SkipReason, skipped_entry
 from auditor.data.images import resolve_inside
 from auditor.data.masks import CocoMask, UnionMask, coco_mask
@@ -127,6 +128,10 @@ def _entry(
     crowds = tuple(CocoMask(a) for a in anns if _crowd(a))
     height, width = image.get("height"), image.get("width")
     ok_size = _is_int(height) and _is_int(width)
+    attributes = image.get("attributes", {})
+    if not isinstance(attributes, dict):
+        detail = f"`attributes` must be an object, got {type(attributes).__name__}"
+        return skipped_entry(image_id, path, SkipReason.BAD_ANNOTATION, detail)
     return ImageEntry(
         image_id=image_id,
         path=path,
@@ -134,6 +139,7 @@ def _entry(
         width=width if ok_size else None,
         instances=tuple(instances),
         decode_ignore=UnionMask(crowds) if crowds else None,
+        attributes=as_attributes(attributes),
     )
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 MaskDecoder = Callable[[int, int], np.ndarray]
+Attributes = tuple[tuple[str, str], ...]
+"""Per-image attributes as sorted (name, value) pairs, values as text (``--group-by``)."""
 """``decoder(height, width) -> bool ndarray[H, W]``; raises :class:`SampleSkip` or any
 exception (a malformed annotation) for this sample only."""
 
@@ -74,6 +76,7 @@ class ImageEntry:
     decode_ignore: MaskDecoder | None = None
     skip: SkipReason | None = None
     skip_detail: str = ""
+    attributes: Attributes = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,11 @@ class Record:
     skip_detail: str = ""
     decode_ignore: MaskDecoder | None = field(default=None, repr=False, compare=False)
     other_labels: tuple[str, ...] = ()
+    attributes: Attributes = ()
+
+    def attribute(self, name: str) -> str | None:
+        """The image's value of attribute ``name`` (``--group-by``), None when it has none."""
+        return dict(self.attributes).get(name)
 
 
 def name_order(name: str) -> tuple[int, str]:

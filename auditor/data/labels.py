@@ -114,6 +114,7 @@ def _record(
         decode_mask=UnionMask(tuple(i.decode for i in instances)),
         decode_ignore=entry.decode_ignore,
         other_labels=others,
+        attributes=entry.attributes,
     )
 
 

@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from auditor.data.attributes import as_attributes
 from auditor.data.entries import (
     Category,
     ImageEntry,
@@ -26,6 +27,8 @@ from auditor.errors import DataError
 
 Entries = tuple[list[Category], list[ImageEntry]]
 BOX = ("x0", "y0", "x1", "y1")
+COLUMNS = frozenset({"image", "label", "mask", "ignore", *BOX})
+"""The columns the reader reads; any other column is a per-image attribute (`--group-by`)."""
 Row = dict[str, str]
 
 
@@ -95,7 +98,9 @@ def _entry(name: str, group: list[tuple[int, Row]], image_root: Path, csv_root: 
         return skipped_entry(image_id, path, exc.reason, str(exc))
     if len({i.category for i in instances}) > 1:
         instances = tuple(_measured(i) for i in instances)
-    return ImageEntry(image_id, path, instances=instances, decode_ignore=ignore)
+    extra = {k: v for k, v in group[0][1].items() if k not in COLUMNS}
+    return ImageEntry(image_id, path, instances=instances, decode_ignore=ignore,
+                      attributes=as_attributes(extra))  # fmt: skip
 
 
 def _instance(row: Row, csv_root: Path, line: int) -> Instance:

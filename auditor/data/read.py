@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.config import LabelPolicy
+from auditor.data.attributes import read_side_file, with_side_file
 from auditor.data.entries import Category, ImageEntry, Record
 from auditor.data.labels import build_records, load_class_map
 from auditor.errors import DataError
@@ -32,11 +33,13 @@ def read_dataset(
     split: str | None = None,
     label_policy: LabelPolicy = "single",
     class_map: str | Path | None = None,
+    attributes: str | Path | None = None,
 ) -> DatasetInfo:
     """Read a COCO JSON file, a Pascal VOC root folder or a CSV manifest.
 
     ``images`` is the image root (default: the file's folder; VOC: ``JPEGImages``), ``split``
-    the VOC image set, ``label_policy`` and ``class_map`` as in :func:`build_records`.
+    the VOC image set, ``label_policy`` and ``class_map`` as in :func:`build_records`,
+    ``attributes`` a side file of per-image attributes (:mod:`auditor.data.attributes`).
     """
     path = Path(data)
     categories, entries = _read_entries(path, images=images, split=split)
@@ -49,6 +52,8 @@ def read_dataset(
         source=path,
         map_source=Path(class_map) if class_map is not None else None,
     )
+    if attributes is not None:
+        records = with_side_file(records, read_side_file(attributes))
     return DatasetInfo(records=records, class_names=names, source=path)
 
 

@@ -242,6 +242,10 @@ def write_coco(scenes: Sequence[Scene], spec: SyntheticSpec, folder: Path) -> Pa
                 "height": scene.size,
                 "background": BACKGROUNDS[scene.background],
                 "artefact": scene.artefact,
+                "attributes": {
+                    "background": BACKGROUNDS[scene.background],
+                    "artefact": scene.artefact,
+                },
             }
         )
         annotations.append(_annotation(image_id, scene))

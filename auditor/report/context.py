@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from auditor.report import figures
-from auditor.report.table import class_rows, risk, signed, untrusted_notes
+from auditor.report.table import class_rows, pct, risk, signed, untrusted_notes
 from auditor.report.words import reasons
 
 if TYPE_CHECKING:
@@ -52,10 +52,44 @@ def report_context(run: AuditRun) -> dict[str, Any]:
         "sections": [
             _class_section(run, c, figures_of[c["name"]]) for c in classes if c["status"] != "pass"
         ],
+        "groups": [_group(g) for g in summary.get("groups", [])],
         "notices": _notices(run),
         "skipped": _skipped(run.samples),
         "skipped_by_reason": summary["dataset"].get("skipped_by_reason", {}),
     }
+
+
+def _group(g: dict[str, Any]) -> dict[str, Any]:
+    """One attribute's group table (worst cell first) with its bar chart and the data's bias."""
+    cells = sorted(g["cells"], key=lambda c: (c["accuracy"] is None, c["accuracy"] or 0.0))
+    worst = g["worst_group"]
+    worst_label = None if worst is None else f"{worst['class']} · {worst['value']}"
+    bars = [(f"{c['class']} · {c['value']}", c["accuracy"] or 0.0) for c in cells]
+    association = g["association"]
+    return {
+        "attribute": g["attribute"],
+        "worst": worst,
+        "best": g["best_group"],
+        "gap": pct(g["gap"]),
+        "association": {
+            "cramers_v": "n/a" if association["cramers_v"] is None
+            else f"{association['cramers_v']:.2f}",
+            "p": "n/a" if association["p"] is None else f"{association['p']:.1g}",
+            "test": {"chi2": "chi-square test", "fisher": "Fisher's exact test"}.get(
+                association["test"], "no test (one class or one value)"
+            ),
+        },
+        "chart": figures.group_bars_svg(bars, worst=worst_label, title=g["attribute"]),
+        "cells": [
+            {
+                "class": c["class"], "value": c["value"], "n": c["n"],
+                "accuracy": pct(c["accuracy"]), "status": c["status"],
+                "chance_corrected": signed(c["chance_corrected"]),
+                "swap_gap": pct(c["swap_gap"]),
+            }
+            for c in cells
+        ],
+    }  # fmt: skip
 
 
 def _notices(run: AuditRun) -> list[str]:
@@ -80,6 +114,12 @@ def _verdict_sentence(summary: dict[str, Any]) -> str:
     flagged = summary["flagged_classes"]
     if flagged:
         return f"{len(flagged)} class(es) rely on cues outside the object: {', '.join(flagged)}."
+    groups = summary.get("flagged_groups", [])
+    if groups:
+        return (
+            f"No class as a whole is flagged, but {len(groups)} group(s) rely on cues outside "
+            f"the object: {'; '.join(groups)}."
+        )
     warned = [c["name"] for c in summary["classes"] if c["status"] == "warn"]
     if warned:
         return (

@@ -85,3 +85,25 @@ def histogram_svg(values: Sequence[float], *, threshold: float, title: str) -> s
     fig.savefig(buffer, format="svg")
     svg = buffer.getvalue()
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
+
+
+def group_bars_svg(bars: Sequence[tuple[str, float]], *, worst: str | None, title: str) -> str:
+    """Horizontal bars of accuracy per class x group (labels ``class · value``), the worst
+    judged cell in red."""
+    height = 0.6 + 0.22 * max(len(bars), 1)
+    fig = Figure(figsize=(4.6, height), dpi=100)
+    ax = fig.subplots()
+    labels = [label for label, _ in bars]
+    colours = ["#c0392b" if label == worst else "#4a6fa5" for label in labels]
+    ax.barh(range(len(bars)), [100 * value for _, value in bars], color=colours)
+    ax.set_yticks(range(len(bars)), labels, fontsize=7)
+    for tick, colour in zip(ax.get_yticklabels(), colours):
+        tick.set_color(colour)  # a worst cell at 0% has no bar to colour
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("accuracy (%)", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg")
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode()).decode()

@@ -19,10 +19,12 @@ from tqdm.auto import tqdm
 
 from auditor._version import __version__
 from auditor.config import AuditConfig
+from auditor.data.attributes import check_group_by, group_value
 from auditor.data.dataset import AuditDataset
 from auditor.data.entries import Record
 from auditor.data.read import DatasetInfo, read_dataset
 from auditor.data.transforms import AuditTransform
+from auditor.detect.groups import GroupResult, group_column, group_results
 from auditor.detect.interventions import DonorPool, remove_object
 from auditor.detect.rule import ClassResult, class_results, verdict
 from auditor.errors import DataError
@@ -69,9 +71,11 @@ def audit(
         split=config.split,
         label_policy=config.label_policy,
         class_map=config.class_map,
+        attributes=config.attributes,
     )
     if not info.records:
         raise DataError(f"{info.source}: the dataset lists no image to audit.")
+    check_group_by(info.records, config.group_by, source=info.source)
     device = resolve_device(config.device)
     net = loaded.model.to(device)
     outputs = count_outputs(net, image_size=config.image_size, device=device)
@@ -101,14 +105,18 @@ def audit(
         saver.maybe_save(state, force=True)
         raise
     evidence = state.evidence
-    samples = pd.DataFrame(state.rows, columns=SAMPLE_COLUMNS)
+    samples = with_groups(pd.DataFrame(state.rows, columns=SAMPLE_COLUMNS), info, config.group_by)
     _check_scored(samples, info)
-    results = class_results(
-        samples, info.class_names, config.methods, config.detect, untrusted=trust["untrusted"]
-    )
+    judge = {"untrusted": trust["untrusted"]}
+    results = class_results(samples, info.class_names, config.methods, config.detect, **judge)
+    groups = [
+        group_results(samples, info.class_names, config.methods, config.detect, name, **judge)
+        for name in config.group_by
+    ]
     timings = {"total_s": round(time.perf_counter() - started, 3)}
     return AuditRun(
         summary=_summary(loaded, info, data, data_sha, config, results, samples)
+        | _groups_summary(groups, results, info.class_names, config)
         | {"trust": trust, "method_errors": method_errors},
         samples=samples,
         run_info=run_info(loaded, outputs, info, data, config, layer, device, timings),
@@ -143,6 +151,18 @@ def batches(
         for batch in loader:
             bar.update(len(batch["index"]))
             yield batch
+
+
+def with_groups(
+    samples: pd.DataFrame, info: DatasetInfo, group_by: tuple[str, ...]
+) -> pd.DataFrame:
+    """One column ``group.NAME`` per grouped attribute: each row's image's value, or
+    ``missing``."""
+    columns = {
+        group_column(name): [group_value(info.records[i], name) for i in samples["sample"]]
+        for name in group_by
+    }
+    return samples.assign(**columns) if columns else samples
 
 
 def _check_scored(samples: pd.DataFrame, info: DatasetInfo) -> None:
@@ -207,6 +227,27 @@ def _summary(
         "methods": list(config.methods),
         "primary_method": config.primary,
         "classes": [_class_entry(r, info.class_names, config) for r in results],
+    }
+
+
+def _groups_summary(
+    groups: list[GroupResult], results: list[ClassResult], names: list[str], config: AuditConfig
+) -> dict[str, Any]:
+    """``groups`` per attribute, and the verdict counting a flagged class x group cell as a
+    flag: a class can rely on a cue inside one group while the class as a whole passes."""
+    if not groups:
+        return {}
+    entries = []
+    for group in groups:
+        entry = group.to_dict(config.primary)
+        for cell in entry["cells"]:
+            cell["reasons"] = reasons(cell, names, confidence=config.detect.confidence)
+        entries.append(entry)
+    cells = [r for g in groups for _, r in g.cells]
+    return {
+        "verdict": verdict([*results, *cells]),
+        "flagged_groups": [name for g in groups for name in g.flagged()],
+        "groups": entries,
     }
 
 

@@ -87,7 +87,7 @@ def _record_identity(record: Record) -> list[Any]:
     return [
         record.image_id, record.path.name, record.label, record.label_name, record.height,
         record.width, record.skip, record.skip_detail, list(record.other_labels),
-        repr(record.decode_mask), repr(record.decode_ignore),
+        repr(record.decode_mask), repr(record.decode_ignore), list(record.attributes),
     ]  # fmt: skip
 
 
