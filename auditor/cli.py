@@ -140,7 +140,7 @@ def audit(
 ) -> None:
     """Audit a model on a labeled dataset with object masks or boxes."""
     from auditor.config import config_from_dict, load_config
-    from auditor.runner.pipeline import skip_limit_error
+    from auditor.runner.summary import skip_limit_error
     from auditor.runner.workflow import audit_to_dir
 
     overrides: dict[str, Any] = {
@@ -168,7 +168,10 @@ def audit(
     incomplete = skip_limit_error(result.summary)
     if incomplete is not None:
         raise incomplete
-    if fail_on_flag and (result.summary["flagged_classes"] or result.summary.get("flagged_groups")):
+    flagged = [
+        result.summary.get(k) for k in ("flagged_classes", "flagged_groups", "flagged_subgroups")
+    ]
+    if fail_on_flag and any(flagged):
         sys.exit(EXIT_FLAGGED)
 
 
@@ -230,6 +233,8 @@ def _print_summary(summary: dict, out: Path) -> None:
         click.echo(f"  group {group['attribute']}: worst {where}")
     if summary.get("flagged_groups"):
         click.echo(f"Flagged groups: {'; '.join(summary['flagged_groups'])}")
+    if summary.get("flagged_subgroups"):
+        click.echo(f"Flagged subgroups: {'; '.join(summary['flagged_subgroups'])}")
     click.echo(f"Report: {out / 'report.html'}")
 
 

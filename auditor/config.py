@@ -86,6 +86,7 @@ class AuditConfig:
     primary_method: str | None = None
     group_by: tuple[str, ...] = ()
     attributes: str | None = None
+    subgroup_maps: int = 1000
     detect: DetectConfig = field(default_factory=DetectConfig)
 
     def __post_init__(self) -> None:
@@ -112,7 +113,7 @@ class AuditConfig:
             )
         if not 0 <= self.max_skipped <= 1:
             raise ConfigError(f"Expected max_skipped in [0, 1], got {self.max_skipped}.")
-        for name in ("exemplars_per_class", "donor_pool"):
+        for name in ("exemplars_per_class", "donor_pool", "subgroup_maps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Expected {name} >= 0, got {getattr(self, name)}.")
         self._check_data_options()

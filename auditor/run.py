@@ -37,6 +37,8 @@ class AuditRun:
     run_info: dict[str, Any]
     evidence: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """One row per member image of each subgroup (``subgroups.parquet``); empty: none found."""
 
     @property
     def verdict(self) -> str:
@@ -54,6 +56,7 @@ class AuditRun:
 
 FILES = ("summary.json", "samples.parquet", "run.json", "evidence.pt")
 REPORTS = ("report.html", "report.pdf")
+OPTIONAL = ("subgroups.parquet",)
 SAMPLE_KEYS = ("sample", "image_id", "file_name", "label", "method", "chance_corrected",
                "skip_reason", "skip_detail")  # fmt: skip
 
@@ -69,6 +72,8 @@ def save_run(run: AuditRun, out: str | Path) -> Path:
     atomic_write(out / "summary.json", _json(run.summary))
     atomic_write(out / "samples.parquet", lambda p: run.samples.to_parquet(p, index=False))
     atomic_write(out / "evidence.pt", _torch_bytes(run.evidence))
+    if not run.subgroups.empty:
+        atomic_write(out / "subgroups.parquet", lambda p: run.subgroups.to_parquet(p, index=False))
     atomic_write(out / "run.json", _json(run.run_info))
     run.path = out
     return out
@@ -76,7 +81,7 @@ def save_run(run: AuditRun, out: str | Path) -> Path:
 
 def clear_run(out: Path) -> None:
     """Remove the files of an earlier run from ``out`` before a new run is written."""
-    for name in (*FILES, *REPORTS):
+    for name in (*FILES, *OPTIONAL, *REPORTS):
         (out / name).unlink(missing_ok=True)
 
 
@@ -97,6 +102,7 @@ def load_run(path: str | Path) -> AuditRun:
         run_info=run_info,
         evidence=_read_evidence(path / "evidence.pt"),
         path=path,
+        subgroups=_read_subgroups(path / "subgroups.parquet"),
     )
 
 
@@ -159,6 +165,15 @@ def _read_samples(path: Path) -> pd.DataFrame:
     return samples
 
 
+def _read_subgroups(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises its own types for a damaged file
+        raise RunDirError(f"{path}: not a readable Parquet file ({type(exc).__name__}).") from None
+
+
 def _read_evidence(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}  # the report says so; the CLI warns
@@ -177,6 +192,12 @@ def _check_evidence(path: Path, evidence: Any) -> None:
     classes = evidence.get("classes") if isinstance(evidence, dict) else None
     if not isinstance(classes, dict):
         raise RunDirError(f"{path}: expected {{'classes': {{name: evidence}}}}.")
+    subgroup_means = evidence.get("subgroup_means", {})
+    if not isinstance(subgroup_means, dict):
+        raise RunDirError(f"{path}: `subgroup_means` must map names to mean maps.")
+    for mean in subgroup_means.values():
+        if not isinstance(mean, torch.Tensor) or mean.dim() != 2:
+            raise RunDirError(f"{path}: the subgroups' mean maps must be 2-D tensors.")
     for name, ev in classes.items():
         if not isinstance(ev, dict) or not isinstance(ev.get("means", {}), dict):
             raise RunDirError(f"{path}: evidence of class {name!r} must be an object.")

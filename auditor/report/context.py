@@ -53,6 +53,12 @@ def report_context(run: AuditRun) -> dict[str, Any]:
             _class_section(run, c, figures_of[c["name"]]) for c in classes if c["status"] != "pass"
         ],
         "groups": [_group(g) for g in summary.get("groups", [])],
+        "subgroups": [
+            _subgroup(run, c, s, primary)
+            for c in classes
+            for s in c.get("subgroups", [])
+            if s["status"] != "pass"
+        ],
         "notices": _notices(run),
         "skipped": _skipped(run.samples),
         "skipped_by_reason": summary["dataset"].get("skipped_by_reason", {}),
@@ -92,6 +98,34 @@ def _group(g: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _subgroup(run: AuditRun, c: dict[str, Any], s: dict[str, Any], primary: str) -> dict[str, Any]:
+    """A flagged or warned subgroup: its mean map, why, and the class's exemplars in it."""
+    names = [k["name"] for k in run.summary["classes"]]
+    confidence = run.run_info["config"]["detect"].get("confidence", 0.95)
+    mean = run.evidence.get("subgroup_means", {}).get(f"{c['name']}/{s['subgroup']}")
+    members = set(s["members"])
+    evidence = run.evidence.get("classes", {}).get(c["name"], {})
+    return {
+        "anchor": f"subgroup-{c['index']}-{s['subgroup']}",
+        "title": f"“{c['name']}”, subgroup {s['subgroup']} of {s['of']}",
+        "n": s["n"],
+        "class_n": c["n"],
+        "class_status": c["status"],
+        "accuracy": pct(s["accuracy"]),
+        "status": s["status"],
+        "reasons": reasons(s, names, confidence=confidence),
+        "mean_map": None if mean is None else figures.heat_image(mean),
+        "exemplars": [
+            {
+                "uri": figures.overlay(e["image"], e["maps"][primary], e["mask"]),
+                "caption": f"{e['file_name']} · C {signed(e['scores'].get(primary))}",
+            }
+            for e in evidence.get("exemplars", [])
+            if e["image_id"] in members and primary in e["maps"]
+        ],
+    }
+
+
 def _notices(run: AuditRun) -> list[str]:
     """What a reader must know before trusting the rest of the report."""
     notices = []
@@ -114,7 +148,7 @@ def _verdict_sentence(summary: dict[str, Any]) -> str:
     flagged = summary["flagged_classes"]
     if flagged:
         return f"{len(flagged)} class(es) rely on cues outside the object: {', '.join(flagged)}."
-    groups = summary.get("flagged_groups", [])
+    groups = summary.get("flagged_groups", []) + summary.get("flagged_subgroups", [])
     if groups:
         return (
             f"No class as a whole is flagged, but {len(groups)} group(s) rely on cues outside "

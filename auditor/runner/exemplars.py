@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from auditor.data.entries import Record
 from auditor.data.transforms import AuditTransform
+from auditor.detect.subgroups import MapSample, small_maps
 
 THUMBNAIL = 96
 MEAN_SIZE = 64
@@ -46,6 +47,7 @@ class ClassEvidence:
     mask_sum: torch.Tensor | None = None
     count: int = 0
     broken_heap: list[tuple[float, int, Exemplar]] = field(default_factory=list)
+    small: MapSample = field(default_factory=lambda: MapSample(0, 0))
 
     def add_means(self, maps: dict[str, torch.Tensor], masks: torch.Tensor) -> None:
         """maps {method: Tensor[n, H, W]}, masks (Tensor[n, H, W] bool) of this class's images."""
@@ -82,6 +84,7 @@ class ClassEvidence:
             "mask_sum": self.mask_sum,
             "count": self.count,
             "broken_heap": _plain(self.broken_heap),
+            "small": self.small.state(),
         }
 
     @classmethod
@@ -93,6 +96,7 @@ class ClassEvidence:
             state["mask_sum"],
             state["count"],
             _heap(state.get("broken_heap", [])),
+            MapSample.from_state(state["small"]) if "small" in state else MapSample(0, 0),
         )
 
     def means(self) -> dict[str, torch.Tensor]:
@@ -183,6 +187,8 @@ def collect_evidence(
         picked = (batch.targets == label).nonzero().flatten()
         maps = {m: v[picked] for m, v in batch.maps.items()}
         evidence[label].add_means(maps, batch.masks[picked])
+        samples = [batch.indices[j] for j in picked.tolist()]
+        evidence[label].small.offer(samples, small_maps(maps[method]))
     candidates = _worst_per_class(batch.targets, primary, keep)
     originals = _exemplars(
         batch.inputs, batch.masks, batch.maps, candidates, transform,

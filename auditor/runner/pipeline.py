@@ -17,19 +17,18 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from auditor._version import __version__
 from auditor.config import AuditConfig
 from auditor.data.attributes import check_group_by, group_value
 from auditor.data.dataset import AuditDataset
 from auditor.data.entries import Record
 from auditor.data.read import DatasetInfo, read_dataset
 from auditor.data.transforms import AuditTransform
-from auditor.detect.groups import GroupResult, group_column, group_results
+from auditor.detect.groups import group_column, group_results
 from auditor.detect.interventions import DonorPool, remove_object
-from auditor.detect.rule import ClassResult, class_results, verdict
+from auditor.detect.rule import class_results
+from auditor.detect.subgroups import MapSample, class_subgroups
 from auditor.errors import DataError
 from auditor.models import LoadedModel, count_outputs, file_sha256, load_model
-from auditor.report.words import reasons
 from auditor.run import AuditRun
 from auditor.runner.batch import SAMPLE_COLUMNS, audit_batch
 from auditor.runner.checkpoint import Checkpoint, Progress
@@ -43,6 +42,13 @@ from auditor.runner.preflight import (
     target_layer,
 )
 from auditor.runner.provenance import input_parts, run_info
+from auditor.runner.summary import (
+    group_summary,
+    subgroup_evidence,
+    subgroup_frame,
+    summary,
+    with_subgroups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +90,10 @@ def audit(
     transform = AuditTransform(
         config.image_size, config.normalize, geometry="pad" if config.keep_aspect else "stretch"
     )
-    fresh = {i: ClassEvidence(config.exemplars_per_class) for i in range(len(info.class_names))}
+    fresh = {
+        i: ClassEvidence(config.exemplars_per_class, small=MapSample(config.subgroup_maps, 0))
+        for i in range(len(info.class_names))
+    }
     data_sha = file_sha256(info.source) if info.source.is_file() else None  # hashed once
     parts = input_parts(net, spec=loaded.spec, info=info, config=config) if checkpoint else {}
     saver = Checkpoint(checkpoint, parts)
@@ -113,14 +122,24 @@ def audit(
         group_results(samples, info.class_names, config.methods, config.detect, name, **judge)
         for name in config.group_by
     ]
+    found = [
+        subgroup
+        for c, kept in evidence.items()
+        for subgroup in class_subgroups(
+            samples, kept.small, c, info.class_names, config.methods, config.detect, **judge
+        )
+    ]
     timings = {"total_s": round(time.perf_counter() - started, 3)}
+    assembled = summary(loaded, info, data, data_sha, config, results, samples) | group_summary(
+        groups, found, results, info, config
+    )
+    assembled |= {"trust": trust, "method_errors": method_errors}
     return AuditRun(
-        summary=_summary(loaded, info, data, data_sha, config, results, samples)
-        | _groups_summary(groups, results, info.class_names, config)
-        | {"trust": trust, "method_errors": method_errors},
+        summary=with_subgroups(assembled, found, info, config),
         samples=samples,
         run_info=run_info(loaded, outputs, info, data, config, layer, device, timings),
-        evidence=evidence_payload(evidence, info.class_names),
+        evidence=evidence_payload(evidence, info.class_names) | subgroup_evidence(found, info),
+        subgroups=subgroup_frame(found, info),
     )
 
 
@@ -177,82 +196,3 @@ def _check_scored(samples: pd.DataFrame, info: DatasetInfo) -> None:
         f"{info.source}: no image could be audited; all {len(samples)} were skipped, most often "
         f"{reason} ({count}), e.g. {example['file_name']}: {example['skip_detail']}{hint}"
     )
-
-
-def skip_limit_error(summary: dict[str, Any]) -> DataError | None:
-    """The error to end an audit with when more images were skipped than ``max_skipped``
-    allows, else None. The run is still written, so the skips can be read in the report."""
-    dataset = summary["dataset"]
-    if not dataset.get("skip_limit_exceeded"):
-        return None
-    reasons = ", ".join(f"{k} {v}" for k, v in dataset["skipped_by_reason"].items())
-    return DataError(
-        f"{dataset['spec']}: {dataset['n_skipped']} of {dataset['n_images']} images skipped "
-        f"({reasons}), more than --max-skipped {dataset['max_skipped']:g} allows."
-    )
-
-
-def _summary(
-    loaded: LoadedModel,
-    info: DatasetInfo,
-    data: str | Path,
-    data_sha: str | None,
-    config: AuditConfig,
-    results: list[ClassResult],
-    samples: pd.DataFrame,
-) -> dict[str, Any]:
-    skipped = samples[samples["skip_reason"].notna()]
-    n_skipped = int(skipped["sample"].nunique())
-    fraction = n_skipped / len(info.records)
-    return {
-        "schema_version": 1,
-        "auditor_version": __version__,
-        "verdict": verdict(results),
-        "flagged_classes": [r.name for r in results if r.flagged],
-        "model": {"spec": loaded.spec, "sha256": loaded.sha256},
-        "dataset": {
-            "spec": str(data),
-            "sha256": data_sha,
-            "n_images": len(info.records),
-            "n_scored": len(info.records) - n_skipped,
-            "n_skipped": n_skipped,
-            "skipped_by_reason": {
-                str(k): int(v)
-                for k, v in skipped.drop_duplicates("sample")["skip_reason"].value_counts().items()
-            },
-            "skipped_fraction": round(fraction, 4),
-            "max_skipped": config.max_skipped,
-            "skip_limit_exceeded": fraction > config.max_skipped,
-        },
-        "methods": list(config.methods),
-        "primary_method": config.primary,
-        "classes": [_class_entry(r, info.class_names, config) for r in results],
-    }
-
-
-def _groups_summary(
-    groups: list[GroupResult], results: list[ClassResult], names: list[str], config: AuditConfig
-) -> dict[str, Any]:
-    """``groups`` per attribute, and the verdict counting a flagged class x group cell as a
-    flag: a class can rely on a cue inside one group while the class as a whole passes."""
-    if not groups:
-        return {}
-    entries = []
-    for group in groups:
-        entry = group.to_dict(config.primary)
-        for cell in entry["cells"]:
-            cell["reasons"] = reasons(cell, names, confidence=config.detect.confidence)
-        entries.append(entry)
-    cells = [r for g in groups for _, r in g.cells]
-    return {
-        "verdict": verdict([*results, *cells]),
-        "flagged_groups": [name for g in groups for name in g.flagged()],
-        "groups": entries,
-    }
-
-
-def _class_entry(result: ClassResult, names: list[str], config: AuditConfig) -> dict[str, Any]:
-    """A class in ``summary.json``: its findings as values, and in words as ``reasons``."""
-    entry = result.to_dict()
-    entry["reasons"] = reasons(entry, names, confidence=config.detect.confidence)
-    return entry

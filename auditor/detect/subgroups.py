@@ -1,0 +1,160 @@
+"""Subgroups a class's maps reveal (spectral relevance analysis, Lapuschkin et al. 2019,
+"Unmasking Clever Hans predictors"): images of one class whose maps look alike, such as the
+images with a watermark in a corner, while the class as a whole looks fine.
+
+Per class, while the audit streams: the primary method's map of each image, pooled to a
+``GRID`` x ``GRID`` grid and scaled to unit mass, into a bounded sample (at most ``keep``
+maps, chosen by a per-image seeded random key, so the sample depends neither on the batch
+order nor on a resume). After the stream: a symmetric k-nearest-neighbour affinity between
+the maps, the eigenvalues of its normalised Laplacian, the number of clusters at the largest
+eigengap (1: no subgroups), and spectral clustering (scikit-learn) into that many. Each
+subgroup is then judged by the class rule on its members, beside the other classes' images.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy.sparse import csgraph
+from sklearn.cluster import SpectralClustering
+from sklearn.neighbors import kneighbors_graph
+
+from auditor.config import DetectConfig
+from auditor.detect.rule import ClassResult, class_results
+
+GRID = 16
+
+
+def small_maps(maps: torch.Tensor) -> torch.Tensor:
+    """maps (Tensor[N, H, W], non-negative) -> Tensor[N, GRID * GRID] float32 on the CPU, each
+    row pooled to the grid and scaled to sum 1 (an all-zero map stays zero)."""
+    pooled = F.adaptive_avg_pool2d(maps.detach().float()[:, None], GRID).flatten(1)
+    return (pooled / pooled.sum(1, keepdim=True).clamp_min(1e-12)).cpu()
+
+
+@dataclass
+class MapSample:
+    """At most ``keep`` small maps of one class: the images with the smallest seeded random
+    keys (bottom-k sampling), a uniform sample whatever the order they arrive in."""
+
+    keep: int
+    seed: int
+    keys: list[float] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)
+    maps: list[torch.Tensor] = field(default_factory=list)
+
+    def offer(self, samples: list[int], maps: torch.Tensor) -> None:
+        """samples (dataset positions) with their small maps (Tensor[n, GRID * GRID])."""
+        for sample, small in zip(samples, maps):
+            key = float(np.random.default_rng([self.seed, sample]).random())
+            if len(self.keys) < self.keep:
+                self._insert(key, sample, small)
+            elif self.keep and key < max(self.keys):
+                drop = int(np.argmax(self.keys))
+                for column in (self.keys, self.samples, self.maps):
+                    column.pop(drop)
+                self._insert(key, sample, small)
+
+    def _insert(self, key: float, sample: int, small: torch.Tensor) -> None:
+        self.keys.append(key)
+        self.samples.append(sample)
+        self.maps.append(small.clone())
+
+    def ordered(self) -> tuple[list[int], torch.Tensor]:
+        """(sample positions in dataset order, their maps Tensor[n, GRID * GRID])."""
+        order = np.argsort(self.samples, kind="stable")
+        samples = [self.samples[i] for i in order]
+        maps = torch.stack([self.maps[i] for i in order]) if samples else torch.zeros(0, GRID**2)
+        return samples, maps
+
+    def state(self) -> dict[str, Any]:
+        samples, maps = self.ordered()
+        return {"keep": self.keep, "seed": self.seed, "samples": samples, "maps": maps}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> MapSample:
+        sample = cls(int(state["keep"]), int(state["seed"]))
+        sample.offer([int(s) for s in state["samples"]], state["maps"])
+        return sample
+
+
+def cluster_count(affinity: np.ndarray, *, max_k: int) -> int:
+    """The number of clusters at the largest gap between consecutive eigenvalues of the
+    normalised Laplacian of ``affinity`` (ndarray[n, n], symmetric), among 1..``max_k``."""
+    laplacian = csgraph.laplacian(affinity, normed=True)
+    values = np.linalg.eigvalsh(laplacian)[: max_k + 1]
+    if values.size < 2:
+        return 1
+    return int(np.argmax(np.diff(values))) + 1
+
+
+def subgroups_of(
+    maps: torch.Tensor, *, max_k: int = 6, neighbours: int = 10, min_size: int, seed: int = 0
+) -> np.ndarray:
+    """Cluster labels (ndarray[n] of 0..k-1; all 0 when there is one group) of the small
+    maps (Tensor[n, GRID * GRID]). Fewer than two clusters' worth of ``min_size`` images are
+    not split."""
+    n = maps.shape[0]
+    if n < 2 * min_size or n <= neighbours:
+        return np.zeros(n, dtype=int)
+    points = maps.double().numpy()
+    graph = kneighbors_graph(points, n_neighbors=neighbours, include_self=False).toarray()
+    affinity = np.maximum(graph, graph.T)
+    k = cluster_count(affinity, max_k=min(max_k, n // min_size))
+    if k < 2:
+        return np.zeros(n, dtype=int)
+    parts, components = csgraph.connected_components(affinity, directed=False)
+    if parts == k:  # the graph falls apart into exactly the clusters the eigengap counts
+        return np.asarray(components, dtype=int)
+    clustering = SpectralClustering(k, affinity="precomputed", random_state=seed)
+    with warnings.catch_warnings():  # a disconnected graph is what the eigengap has counted
+        warnings.filterwarnings("ignore", "Graph is not fully connected", UserWarning)
+        return np.asarray(clustering.fit_predict(affinity), dtype=int)
+
+
+@dataclass(frozen=True)
+class Subgroup:
+    """One cluster of a class's maps: its members (dataset positions), its mean small map
+    (Tensor[GRID, GRID]) and the class rule's result on its members."""
+
+    label: int
+    number: int
+    of: int
+    members: list[int]
+    mean_map: torch.Tensor
+    result: ClassResult
+
+
+def class_subgroups(
+    samples: pd.DataFrame,
+    kept: MapSample,
+    label: int,
+    class_names: Sequence[str],
+    methods: Sequence[str],
+    config: DetectConfig,
+    *,
+    untrusted: Mapping[str, str] | None = None,
+) -> list[Subgroup]:
+    """The subgroups of class ``label`` (none when its maps form one group), each judged by
+    the class rule on its members beside every other class's images."""
+    positions, maps = kept.ordered()
+    clusters = subgroups_of(maps, min_size=config.min_n, seed=config.seed)
+    k = int(clusters.max()) + 1 if clusters.size else 0
+    if k < 2:
+        return []
+    found = []
+    for number in range(k):
+        chosen = np.flatnonzero(clusters == number)
+        members = [positions[i] for i in chosen]
+        subset = samples[(samples["label"] != label) | samples["sample"].isin(members)]
+        result = class_results(subset, class_names, methods, config, untrusted=untrusted)[label]
+        mean = maps[chosen].mean(0).view(GRID, GRID)
+        found.append(Subgroup(label, number + 1, k, members, mean, result))
+    return found

@@ -1,0 +1,147 @@
+"""``summary.json``: the verdict, the per-class results with their findings in words, and,
+with ``--group-by`` and subgroups, the groups' and subgroups' results. A flagged class x
+group cell or subgroup makes the verdict ``fail`` like a flagged class: a class can rely on a
+cue inside one group while the class as a whole passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditor._version import __version__
+from auditor.config import AuditConfig
+from auditor.data.read import DatasetInfo
+from auditor.detect.groups import GroupResult
+from auditor.detect.rule import ClassResult, verdict
+from auditor.detect.subgroups import Subgroup
+from auditor.errors import DataError
+from auditor.models import LoadedModel
+from auditor.report.words import reasons
+
+
+def summary(
+    loaded: LoadedModel,
+    info: DatasetInfo,
+    data: str | Path,
+    data_sha: str | None,
+    config: AuditConfig,
+    results: list[ClassResult],
+    samples: pd.DataFrame,
+) -> dict[str, Any]:
+    skipped = samples[samples["skip_reason"].notna()]
+    n_skipped = int(skipped["sample"].nunique())
+    fraction = n_skipped / len(info.records)
+    return {
+        "schema_version": 1,
+        "auditor_version": __version__,
+        "verdict": verdict(results),
+        "flagged_classes": [r.name for r in results if r.flagged],
+        "model": {"spec": loaded.spec, "sha256": loaded.sha256},
+        "dataset": {
+            "spec": str(data),
+            "sha256": data_sha,
+            "n_images": len(info.records),
+            "n_scored": len(info.records) - n_skipped,
+            "n_skipped": n_skipped,
+            "skipped_by_reason": {
+                str(k): int(v)
+                for k, v in skipped.drop_duplicates("sample")["skip_reason"].value_counts().items()
+            },
+            "skipped_fraction": round(fraction, 4),
+            "max_skipped": config.max_skipped,
+            "skip_limit_exceeded": fraction > config.max_skipped,
+        },
+        "methods": list(config.methods),
+        "primary_method": config.primary,
+        "classes": [class_entry(r, info.class_names, config) for r in results],
+    }
+
+
+def group_summary(
+    groups: list[GroupResult],
+    found: list[Subgroup],
+    results: list[ClassResult],
+    info: DatasetInfo,
+    config: AuditConfig,
+) -> dict[str, Any]:
+    """``groups`` per attribute, ``subgroups`` per class, and the verdict over all of them."""
+    names = info.class_names
+    entries = []
+    for group in groups:
+        entry = group.to_dict(config.primary)
+        for cell in entry["cells"]:
+            cell["reasons"] = reasons(cell, names, confidence=config.detect.confidence)
+        entries.append(entry)
+    cells = [r for g in groups for _, r in g.cells]
+    judged = [*results, *cells, *(s.result for s in found)]
+    return {
+        "verdict": verdict(judged),
+        "flagged_groups": [name for g in groups for name in g.flagged()],
+        "flagged_subgroups": [_subgroup_name(s, names) for s in found if s.result.flagged],
+        **({"groups": entries} if groups else {}),
+    }
+
+
+def with_subgroups(
+    summary: dict[str, Any], found: list[Subgroup], info: DatasetInfo, config: AuditConfig
+) -> dict[str, Any]:
+    """Each class entry gains ``subgroups``: those of its maps' clusters (none when its maps
+    form one group)."""
+    for entry in summary["classes"]:
+        entry["subgroups"] = [
+            _subgroup_entry(s, info, config) for s in found if s.label == entry["index"]
+        ]
+    return summary
+
+
+def class_entry(result: ClassResult, names: list[str], config: AuditConfig) -> dict[str, Any]:
+    """A class in ``summary.json``: its findings as values, and in words as ``reasons``."""
+    entry = result.to_dict()
+    entry["reasons"] = reasons(entry, names, confidence=config.detect.confidence)
+    return entry
+
+
+def subgroup_frame(found: list[Subgroup], info: DatasetInfo) -> pd.DataFrame:
+    """``subgroups.parquet``: one row per member image of each subgroup."""
+    rows = [
+        {"label": s.label, "class": info.class_names[s.label], "subgroup": s.number,
+         "sample": m, "image_id": info.records[m].image_id}
+        for s in found for m in s.members
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["label", "class", "subgroup", "sample", "image_id"])
+
+
+def subgroup_evidence(found: list[Subgroup], info: DatasetInfo) -> dict[str, Any]:
+    """The subgroups' mean maps for ``evidence.pt``."""
+    return {"subgroup_means": {f"{info.class_names[s.label]}/{s.number}": s.mean_map
+                               for s in found}}  # fmt: skip
+
+
+def _subgroup_name(s: Subgroup, names: list[str]) -> str:
+    return f"{names[s.label]}, subgroup {s.number} of {s.of} ({len(s.members)} images)"
+
+
+def _subgroup_entry(s: Subgroup, info: DatasetInfo, config: AuditConfig) -> dict[str, Any]:
+    entry = class_entry(s.result, info.class_names, config)
+    return {
+        "class": info.class_names[s.label], "index": s.label, "subgroup": s.number, "of": s.of,
+        "n": len(s.members), "status": entry["status"], "findings": entry["findings"],
+        "reasons": entry["reasons"], "accuracy": entry["accuracy"],
+        "metrics": entry["metrics"], "behaviour": entry["behaviour"],
+        "members": [info.records[m].image_id for m in s.members],
+    }  # fmt: skip
+
+
+def skip_limit_error(summary: dict[str, Any]) -> DataError | None:
+    """The error to end an audit with when more images were skipped than ``max_skipped``
+    allows, else None. The run is still written, so the skips can be read in the report."""
+    dataset = summary["dataset"]
+    if not dataset.get("skip_limit_exceeded"):
+        return None
+    reasons = ", ".join(f"{k} {v}" for k, v in dataset["skipped_by_reason"].items())
+    return DataError(
+        f"{dataset['spec']}: {dataset['n_skipped']} of {dataset['n_images']} images skipped "
+        f"({reasons}), more than --max-skipped {dataset['max_skipped']:g} allows."
+    )
