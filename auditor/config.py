@@ -87,6 +87,9 @@ class AuditConfig:
     group_by: tuple[str, ...] = ()
     attributes: str | None = None
     subgroup_maps: int = 1000
+    class_model_steps: int = 100
+    class_model_jitter: int = 2
+    class_model_blur: float = 0.5
     detect: DetectConfig = field(default_factory=DetectConfig)
 
     def __post_init__(self) -> None:
@@ -113,7 +116,8 @@ class AuditConfig:
             )
         if not 0 <= self.max_skipped <= 1:
             raise ConfigError(f"Expected max_skipped in [0, 1], got {self.max_skipped}.")
-        for name in ("exemplars_per_class", "donor_pool", "subgroup_maps"):
+        for name in ("exemplars_per_class", "donor_pool", "subgroup_maps", "class_model_steps",
+                     "class_model_jitter", "class_model_blur"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"Expected {name} >= 0, got {getattr(self, name)}.")
         self._check_data_options()

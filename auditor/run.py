@@ -207,6 +207,9 @@ def _check_evidence(path: Path, evidence: Any) -> None:
         for key in ("exemplars", "broken_exemplars"):
             for e in ev.get(key, []):
                 _check_exemplar(path, name, e)
+        drawn = ev.get("class_model")
+        if drawn is not None and not (isinstance(drawn, torch.Tensor) and drawn.dim() == 3):
+            raise RunDirError(f"{path}: the class-model image of class {name!r} is damaged.")
 
 
 def _check_exemplar(path: Path, name: str, e: Any) -> None:

@@ -148,11 +148,18 @@ def test_pdf_reads_as_a_reviewer_would(planted):
         1
         + methods
         + 1
+        + 1
         + (len(evidence[c["name"]]["exemplars"]) + len(evidence[c["name"]]["broken_exemplars"]))
         * (1 + methods)
         for c in sections
-    )  # mean mask, mean maps, histogram; per exemplar the original and one overlay per method
-    assert html.count("<img") == overview + full
+    )  # mean mask, mean maps, histogram, class model; per exemplar the original and overlays
+    shown = [(c, s) for c in summary["classes"] for s in c["subgroups"] if s["status"] != "pass"]
+    subgroups = sum(
+        1 + sum(e["image_id"] in s["members"] for e in evidence[c["name"]]["exemplars"])
+        for c, s in shown
+    )  # mean map, member exemplars
+    assert all("class_model" in evidence[c["name"]] for c in sections)
+    assert html.count("<img") == overview + full + subgroups
 
 
 def test_the_class_table_fits_the_pdf_page(planted, tmp_path):

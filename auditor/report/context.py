@@ -232,6 +232,9 @@ def _class_section(run: AuditRun, c: dict[str, Any], drawn: dict[str, Any]) -> d
         "status": c["status"],
         "reasons": reasons(c, names, confidence=confidence) if "findings" in c else c["reasons"],
         **drawn,
+        "class_model": figures.overlay(evidence["class_model"], None, None)
+        if "class_model" in evidence
+        else None,
         "exemplars": [_exemplar(e, methods, names) for e in evidence.get("exemplars", [])],
         "broken_exemplars": [
             _exemplar(e, methods, names, after_swap=True)

@@ -34,19 +34,25 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 
 def overlay(
-    image: torch.Tensor, heat: torch.Tensor | None, mask: torch.Tensor, *, alpha: float = 0.55
+    image: torch.Tensor,
+    heat: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    *,
+    alpha: float = 0.55,
 ) -> str:
-    """The image with ``heat`` blended in and the mask outlined.
+    """The image with ``heat`` blended in and the mask outlined (when there are any).
 
-    image (uint8 Tensor[3, t, t]), heat (Tensor[t, t] in [0, 1] or None), mask (bool Tensor[t, t])
+    image (uint8 Tensor[3, t, t]), heat (Tensor[t, t] in [0, 1] or None), mask (bool Tensor[t, t]
+    or None)
     """
     pixels = image.permute(1, 2, 0).numpy().astype(np.float64)
     if heat is not None:
         colored = matplotlib.colormaps[COLORMAP](heat.float().clamp(0, 1).numpy())[..., :3] * 255
         pixels = (1 - alpha) * pixels + alpha * colored
     pixels = _upscale(pixels.round().astype(np.uint8))
-    edge = outline(_upscale(mask.numpy().astype(np.uint8)[..., None])[..., 0].astype(bool))
-    pixels[edge] = OUTLINE
+    if mask is not None:
+        edge = outline(_upscale(mask.numpy().astype(np.uint8)[..., None])[..., 0].astype(bool))
+        pixels[edge] = OUTLINE
     return png_uri(pixels)
 
 

@@ -17,6 +17,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from auditor.attribution.class_model import (
+    ClassModelOptions,
+    class_model_images,
+    displayable,
+)
 from auditor.config import AuditConfig
 from auditor.data.attributes import check_group_by, group_value
 from auditor.data.dataset import AuditDataset
@@ -25,14 +30,14 @@ from auditor.data.read import DatasetInfo, read_dataset
 from auditor.data.transforms import AuditTransform
 from auditor.detect.groups import group_column, group_results
 from auditor.detect.interventions import DonorPool, remove_object
-from auditor.detect.rule import class_results
+from auditor.detect.rule import ClassResult, class_results
 from auditor.detect.subgroups import MapSample, class_subgroups
 from auditor.errors import DataError
 from auditor.models import LoadedModel, count_outputs, file_sha256, load_model
 from auditor.run import AuditRun
 from auditor.runner.batch import SAMPLE_COLUMNS, audit_batch
 from auditor.runner.checkpoint import Checkpoint, Progress
-from auditor.runner.exemplars import ClassEvidence, evidence_payload
+from auditor.runner.exemplars import ClassEvidence, evidence_payload, thumbnail
 from auditor.runner.preflight import (
     check_classes,
     method_trust,
@@ -129,6 +134,7 @@ def audit(
             samples, kept.small, c, info.class_names, config.methods, config.detect, **judge
         )
     ]
+    drawn = class_models(net, results, config, device)
     timings = {"total_s": round(time.perf_counter() - started, 3)}
     assembled = summary(loaded, info, data, data_sha, config, results, samples) | group_summary(
         groups, found, results, info, config
@@ -138,9 +144,37 @@ def audit(
         summary=with_subgroups(assembled, found, info, config),
         samples=samples,
         run_info=run_info(loaded, outputs, info, data, config, layer, device, timings),
-        evidence=evidence_payload(evidence, info.class_names) | subgroup_evidence(found, info),
+        evidence=with_class_models(
+            evidence_payload(evidence, info.class_names) | subgroup_evidence(found, info), drawn
+        ),
         subgroups=subgroup_frame(found, info),
     )
+
+
+def class_models(
+    net: torch.nn.Module,
+    results: list[ClassResult],
+    config: AuditConfig,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """What the model draws for each flagged or warned class (Simonyan et al. 2014), as
+    uint8 thumbnails Tensor[3, t, t] by class name."""
+    chosen = [r for r in results if r.status in ("flag", "warn")]
+    if not chosen or config.class_model_steps == 0:
+        return {}
+    options = ClassModelOptions(
+        steps=config.class_model_steps, jitter=config.class_model_jitter,
+        blur=config.class_model_blur, seed=config.detect.seed,
+    )  # fmt: skip
+    images = class_model_images(net, [r.index for r in chosen], image_size=config.image_size,
+                                options=options, device=device)  # fmt: skip
+    return {r.name: image for r, image in zip(chosen, thumbnail(displayable(images)))}
+
+
+def with_class_models(evidence: dict[str, Any], drawn: dict[str, torch.Tensor]) -> dict[str, Any]:
+    for name, image in drawn.items():
+        evidence["classes"][name]["class_model"] = image
+    return evidence
 
 
 def batches(
