@@ -98,12 +98,15 @@ def behaviour_stats(
     neutral: Collection[int],
     config: DetectConfig,
     rng: np.random.Generator,
+    *,
+    neutral_only: bool = False,
 ) -> BehaviourStats | None:
     """Swap statistics of class ``label`` over donors from ``neutral`` classes (all donors
-    when no class is neutral)."""
+    when too few come from neutral classes, unless ``neutral_only``: the donor choice of the
+    whole class, kept for a part of it)."""
     own = images[(images["label"] == label) & (images["donor_label"] >= 0)]
     from_neutral = own[own["donor_label"].isin(list(neutral))]
-    use_neutral = len(from_neutral) >= min(config.min_n, max(len(own), 1))
+    use_neutral = neutral_only or len(from_neutral) >= min(config.min_n, max(len(own), 1))
     own = from_neutral if use_neutral else own
     if own.empty:
         return None

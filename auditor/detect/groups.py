@@ -14,7 +14,7 @@ pass, and a cell can be flagged while its class as a whole is not. Per attribute
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -92,6 +92,7 @@ def group_results(
     attribute: str,
     *,
     untrusted: Mapping[str, str] | None = None,
+    donors: Collection[int] | None = None,
 ) -> GroupResult:
     """The class rule inside each group of ``attribute`` (column :func:`group_column`)."""
     column = group_column(attribute)
@@ -99,7 +100,9 @@ def group_results(
     cells = []
     for value in values:
         inside = samples[samples[column] == value]
-        results = class_results(inside, class_names, methods, config, untrusted=untrusted)
+        results = class_results(
+            inside, class_names, methods, config, untrusted=untrusted, donors=donors
+        )
         cells += [(value, r) for r in results if r.n > 0]
     association = label_association(samples, class_names, column)
     return GroupResult(attribute, values, cells, association, config.min_n)

@@ -18,7 +18,7 @@ at on its own images; its failures do).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -121,18 +121,21 @@ def class_results(
     config: DetectConfig,
     *,
     untrusted: Mapping[str, str] | None = None,
+    donors: Collection[int] | None = None,
 ) -> list[ClassResult]:
     """One result per class from the scored rows of ``samples``.
 
     ``untrusted`` maps methods that may not drive a flag (failed sanity or resolution
-    checks) to the reason; they are still reported.
+    checks) to the reason; they are still reported. ``donors``: the classes whose
+    backgrounds may stand in a swap, when a part of the data (a group, a subgroup) is judged
+    with the donor choice made on all of it (:func:`neutral_classes`); default: chosen here.
     """
     scored = samples[samples["skip_reason"].isna()]
     images = scored.drop_duplicates("sample")
     k = len(class_names)
     per_class = adjusted_method_stats(scored, k, methods, config, "chance_corrected")
     swap = adjusted_method_stats(scored, k, methods, config, "swap_chance_corrected")
-    behaviours = _behaviours(images, k, config)
+    behaviours = _behaviours(images, k, config, donors)
     driving = [m for m in methods if m not in (untrusted or {})]
     results = []
     for index, name in enumerate(class_names):
@@ -228,24 +231,46 @@ def _saliency_finding(
     )  # fmt: skip
 
 
-def _behaviours(images: pd.DataFrame, k: int, config: DetectConfig) -> dict[int, BehaviourStats]:
+def neutral_classes(samples: pd.DataFrame, k: int, config: DetectConfig) -> frozenset[int]:
+    """The classes whose backgrounds alone do not identify their class: the donors whose
+    backgrounds carry no other class's cue into a swap."""
+    images = samples[samples["skip_reason"].isna()].drop_duplicates("sample")
+    if not has_behaviour(images):
+        return frozenset()
+    idents = {c: identification(images, c, k) for c in range(k)}
+    return frozenset(c for c, ident in idents.items() if not background_identifies(ident, config))
+
+
+def _behaviours(
+    images: pd.DataFrame, k: int, config: DetectConfig, donors: Collection[int] | None
+) -> dict[int, BehaviourStats]:
     """Swap statistics per class, with donors from the classes whose backgrounds alone do not
-    identify their class (all donors when every class's background does)."""
+    identify their class (all donors when every class's background does); with ``donors``
+    given, from those alone."""
     if not has_behaviour(images):
         return {}
     idents = {c: identification(images, c, k) for c in range(k)}
-    neutral = {c for c, ident in idents.items() if not background_identifies(ident, config)}
+    neutral = (
+        {c for c, ident in idents.items() if not background_identifies(ident, config)}
+        if donors is None
+        else set(donors)
+    )
     out = {}
     for c in range(k):
         rng = np.random.default_rng([config.seed, c, 99])
-        stats = behaviour_stats(images, c, idents[c], neutral, config, rng)
+        stats = behaviour_stats(
+            images, c, idents[c], neutral, config, rng, neutral_only=donors is not None
+        )
         if stats is not None:
             out[c] = stats
     return out
 
 
-def verdict(results: Sequence[ClassResult]) -> Verdict:
-    if any(r.status == "flag" for r in results):
+def verdict(results: Sequence[ClassResult], parts: Sequence[ClassResult] = ()) -> Verdict:
+    """``fail`` when a class or a part of one (a group or subgroup) is flagged; else ``warn``
+    when a class is not passed (a part that warns or lacks data is reported, not counted:
+    parts are many and small); else ``pass``."""
+    if any(r.status == "flag" for r in [*results, *parts]):
         return "fail"
     if any(r.status != "pass" for r in results):
         return "warn"

@@ -14,7 +14,7 @@ subgroup is then judged by the class rule on its members, beside the other class
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +141,7 @@ def class_subgroups(
     config: DetectConfig,
     *,
     untrusted: Mapping[str, str] | None = None,
+    donors: Collection[int] | None = None,
 ) -> list[Subgroup]:
     """The subgroups of class ``label`` (none when its maps form one group), each judged by
     the class rule on its members beside every other class's images."""
@@ -154,7 +155,9 @@ def class_subgroups(
         chosen = np.flatnonzero(clusters == number)
         members = [positions[i] for i in chosen]
         subset = samples[(samples["label"] != label) | samples["sample"].isin(members)]
-        result = class_results(subset, class_names, methods, config, untrusted=untrusted)[label]
+        result = class_results(
+            subset, class_names, methods, config, untrusted=untrusted, donors=donors
+        )[label]
         mean = maps[chosen].mean(0).view(GRID, GRID)
         found.append(Subgroup(label, number + 1, k, members, mean, result))
     return found

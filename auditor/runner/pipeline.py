@@ -30,7 +30,7 @@ from auditor.data.read import DatasetInfo, read_dataset
 from auditor.data.transforms import AuditTransform
 from auditor.detect.groups import group_column, group_results
 from auditor.detect.interventions import DonorPool, remove_object
-from auditor.detect.rule import ClassResult, class_results
+from auditor.detect.rule import ClassResult, class_results, neutral_classes
 from auditor.detect.subgroups import MapSample, class_subgroups
 from auditor.errors import DataError
 from auditor.models import LoadedModel, count_outputs, file_sha256, load_model
@@ -121,8 +121,11 @@ def audit(
     evidence = state.evidence
     samples = with_groups(pd.DataFrame(state.rows, columns=SAMPLE_COLUMNS), info, config.group_by)
     _check_scored(samples, info)
-    judge = {"untrusted": trust["untrusted"]}
+    judge: dict[str, Any] = {"untrusted": trust["untrusted"]}
     results = class_results(samples, info.class_names, config.methods, config.detect, **judge)
+    # a group or subgroup is judged with the donors chosen on all the data: its own few
+    # images cannot tell which backgrounds carry another class's cue into a swap
+    judge["donors"] = neutral_classes(samples, len(info.class_names), config.detect) or None
     groups = [
         group_results(samples, info.class_names, config.methods, config.detect, name, **judge)
         for name in config.group_by

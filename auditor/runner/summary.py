@@ -75,9 +75,8 @@ def group_summary(
             cell["reasons"] = reasons(cell, names, confidence=config.detect.confidence)
         entries.append(entry)
     cells = [r for g in groups for _, r in g.cells]
-    judged = [*results, *cells, *(s.result for s in found)]
     return {
-        "verdict": verdict(judged),
+        "verdict": verdict(results, [*cells, *(s.result for s in found)]),
         "flagged_groups": [name for g in groups for name in g.flagged()],
         "flagged_subgroups": [_subgroup_name(s, names) for s in found if s.result.flagged],
         **({"groups": entries} if groups else {}),
