@@ -160,3 +160,25 @@ def test_images_without_the_attribute_form_the_missing_group(coco_dataset, resne
     assert group["values"] == ["false", "missing"]
     assert group["association"]["counts"]["circle"]["missing"] >= 1
     assert sum(c["n"] for c in group["cells"] if c["value"] == "missing") == 24
+
+
+def test_a_class_with_one_image_is_insufficient_everywhere(coco_dataset, resnet_weights, tmp_path):
+    coco = json.loads(coco_dataset.read_text())
+    stars = [a["image_id"] for a in coco["annotations"] if a["category_id"] == 4][1:]
+    coco["images"] = [i for i in coco["images"] if i["id"] not in stars]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] not in stars]
+    data = coco_dataset.parent / "one-star.json"
+    data.write_text(json.dumps(coco))
+    result = CliRunner().invoke(cli, [
+        "audit", "--model", "resnet18", "--weights", str(resnet_weights), "--data", str(data),
+        "--out", str(tmp_path / "o"), "--image-size", "32", "--no-pdf", "--group-by", "background",
+        "--methods", "saliency",
+    ])  # fmt: skip
+    assert (result.exit_code == 0 and result.exception is None) or isinstance(
+        result.exception, SystemExit
+    ), result.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    star = next(c for c in summary["classes"] if c["name"] == "star")
+    assert star["n"] == 1 and star["status"] == "insufficient_data" and star["subgroups"] == []
+    cells = [c for c in summary["groups"][0]["cells"] if c["class"] == "star"]
+    assert len(cells) == 1 and cells[0]["status"] == "insufficient_data"
