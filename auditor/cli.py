@@ -208,6 +208,78 @@ def demo(out: str, data_root: str) -> None:
     run_demo(Path(out), Path(data_root), echo=click.echo)
 
 
+@cli.command("probe-data")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(),
+    help="COCO annotation .json, Pascal VOC root folder, or .csv manifest.",
+)
+@click.option("--images", type=click.Path(file_okay=False), help="Image root (as for audit).")
+@click.option(
+    "--out",
+    default="reports/probe",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for data_summary.json, data_report.html and data_report.pdf.",
+)
+@click.option(
+    "--image-size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=8),
+    help="Side, in pixels, the images are probed at.",
+)
+@click.option(
+    "--folds",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Stratified cross-validation folds.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the folds.")
+@click.option(
+    "--fail-on-flag", is_flag=True, help=f"Exit with {EXIT_FLAGGED} if a class is flagged."
+)
+@click.option("--no-pdf", is_flag=True, help="Skip the PDF report.")
+def probe_data(
+    data: str,
+    images: str | None,
+    out: str,
+    image_size: int,
+    folds: int,
+    seed: int,
+    fail_on_flag: bool,
+    no_pdf: bool,
+) -> None:
+    """Model-free: can the label be predicted from the background alone?"""
+    from auditor.detect.probe import ProbeConfig
+    from auditor.runner.probe import probe_to_dir
+
+    config = ProbeConfig(image_size=image_size, folds=folds, seed=seed)
+    summary = probe_to_dir(data, out=out, images=images, config=config, pdf=not no_pdf)
+    _print_probe(summary, Path(out))
+    if fail_on_flag and summary["flagged_classes"]:
+        sys.exit(EXIT_FLAGGED)
+
+
+def _print_probe(summary: dict, out: Path) -> None:
+    flagged = ", ".join(summary["flagged_classes"]) or "none"
+    click.echo(f"Data probe: {summary['verdict'].upper()}  (flagged: {flagged})")
+    dataset = summary["dataset"]
+    reasons = ", ".join(f"{k} {v}" for k, v in dataset["skipped_by_reason"].items())
+    click.echo(
+        f"Images: {dataset['n_used']} used, {dataset['n_skipped']} skipped"
+        + (f" ({reasons})" if reasons else "")
+    )
+    click.echo(f"  {'class':<16} {'n':<6} {'status':<18} background-only  chance  object-only")
+    for c in summary["classes"]:
+        values = [c["background_only_accuracy"], c["chance"], c["object_only_accuracy"]]
+        bg, chance, obj = ("n/a" if v is None else f"{v:.2f}" for v in values)
+        click.echo(f"  {c['name']:<16} {c['n']:<6} {c['status']:<18} {bg:<16} {chance:<7} {obj}")
+    click.echo(f"Report: {out / 'data_report.html'}")
+
+
 def _print_summary(summary: dict, out: Path) -> None:
     flagged = ", ".join(summary["flagged_classes"]) or "none"
     click.echo(f"Verdict: {summary['verdict'].upper()}  (flagged: {flagged})")

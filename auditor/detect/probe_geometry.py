@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from auditor.detect.probe import ProbeConfig
+    from auditor.detect.probe_data import ProbeConfig
 
 GEOMETRY_FINDINGS = ("small_objects", "large_objects", "fixed_position", "offset_position")
 

@@ -1,0 +1,69 @@
+"""``auditor probe-data``: read a dataset, probe it without a model, write the summary and
+the report. The output folder is locked for the whole job; every file is written atomically."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from auditor._version import __version__
+from auditor.data import read_dataset
+from auditor.detect.probe import ProbeConfig, ProbeData, collect, probe, probe_summary
+from auditor.errors import DataError
+from auditor.report.data_report import with_reasons, write_data_reports
+from auditor.rundir import RunLock, atomic_write
+
+SUMMARY = "data_summary.json"
+OUTPUTS = (SUMMARY, "data_report.html", "data_report.pdf")
+
+
+def probe_to_dir(
+    data: str | Path,
+    *,
+    out: str | Path,
+    images: str | Path | None = None,
+    config: ProbeConfig | None = None,
+    pdf: bool = True,
+) -> dict[str, Any]:
+    """Probe ``data`` and write ``data_summary.json``, ``data_report.html`` (and
+    ``data_report.pdf``) into ``out``; return the summary. Raises :class:`DataError` when no
+    image is usable."""
+    config = config or ProbeConfig()
+    out = Path(out)
+    with RunLock(out, purpose="auditor probe-data"):
+        started = time.perf_counter()
+        info = read_dataset(data, images=images)
+        collected = collect(info.records, config=config)
+        if len(collected.labels) == 0:
+            raise DataError(nothing_usable(Path(data), collected))
+        classes = probe(collected, info.class_names, config=config)
+        summary = probe_summary(
+            collected, classes, spec=str(data), version=__version__, config=config
+        )
+        summary = with_reasons(summary)
+        summary["timings"] = {"probe_s": round(time.perf_counter() - started, 3)}
+        for name in OUTPUTS:  # no file of an earlier probe may stay beside this one's
+            (out / name).unlink(missing_ok=True)
+        atomic_write(out / SUMMARY, strict_json(summary))
+        write_data_reports(summary, collected.examples, out, pdf=pdf)
+    return summary
+
+
+def strict_json(summary: dict[str, Any]) -> bytes:
+    """Indented JSON; a NaN or infinity left anywhere is an error, never written."""
+    return (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode()
+
+
+def nothing_usable(source: Path, collected: ProbeData) -> str:
+    """One line: why no image could be probed, with the most common reason and an example."""
+    if not collected.skipped:
+        return f"{source}: the dataset lists no image to probe."
+    reason, count = Counter(s.reason for s in collected.skipped).most_common(1)[0]
+    example = next(s for s in collected.skipped if s.reason == reason)
+    return (
+        f"{source}: no usable image ({collected.n_images} skipped; most common reason "
+        f"{reason}, {count} images, e.g. {example.file}: {example.detail[:120]})."
+    )
