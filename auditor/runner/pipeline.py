@@ -28,10 +28,10 @@ from auditor.data.dataset import AuditDataset
 from auditor.data.entries import Record
 from auditor.data.read import DatasetInfo, read_dataset
 from auditor.data.transforms import AuditTransform
-from auditor.detect.groups import group_column, group_results
+from auditor.detect.groups import GroupResult, group_column, group_results
 from auditor.detect.interventions import DonorPool, remove_object
 from auditor.detect.rule import ClassResult, class_results, neutral_classes
-from auditor.detect.subgroups import MapSample, class_subgroups
+from auditor.detect.subgroups import MapSample, Subgroup, class_subgroups
 from auditor.errors import DataError
 from auditor.models import LoadedModel, count_outputs, file_sha256, load_model
 from auditor.run import AuditRun
@@ -121,22 +121,7 @@ def audit(
     evidence = state.evidence
     samples = with_groups(pd.DataFrame(state.rows, columns=SAMPLE_COLUMNS), info, config.group_by)
     _check_scored(samples, info)
-    judge: dict[str, Any] = {"untrusted": trust["untrusted"]}
-    results = class_results(samples, info.class_names, config.methods, config.detect, **judge)
-    # a group or subgroup is judged with the donors chosen on all the data: its own few
-    # images cannot tell which backgrounds carry another class's cue into a swap
-    judge["donors"] = neutral_classes(samples, len(info.class_names), config.detect) or None
-    groups = [
-        group_results(samples, info.class_names, config.methods, config.detect, name, **judge)
-        for name in config.group_by
-    ]
-    found = [
-        subgroup
-        for c, kept in evidence.items()
-        for subgroup in class_subgroups(
-            samples, kept.small, c, info.class_names, config.methods, config.detect, **judge
-        )
-    ]
+    results, groups, found = judged(samples, evidence, info, config, trust["untrusted"])
     drawn = class_models(net, results, config, device)
     timings = {"total_s": round(time.perf_counter() - started, 3)}
     assembled = summary(loaded, info, data, data_sha, config, results, samples) | group_summary(
@@ -152,6 +137,34 @@ def audit(
         ),
         subgroups=subgroup_frame(found, info),
     )
+
+
+def judged(
+    samples: pd.DataFrame,
+    evidence: dict[int, ClassEvidence],
+    info: DatasetInfo,
+    config: AuditConfig,
+    untrusted: dict[str, str],
+) -> tuple[list[ClassResult], list[GroupResult], list[Subgroup]]:
+    """The rule on every class, on every class x group cell of ``group_by``, and on every
+    subgroup of a class's maps."""
+    names, methods, detect = info.class_names, config.methods, config.detect
+    results = class_results(samples, names, methods, detect, untrusted=untrusted)
+    # a group or subgroup is judged with the donors chosen on all the data: its own few
+    # images cannot tell which backgrounds carry another class's cue into a swap
+    donors = neutral_classes(samples, len(names), detect) or None
+    groups = [
+        group_results(samples, names, methods, detect, g, untrusted=untrusted, donors=donors)
+        for g in config.group_by
+    ]
+    found = [
+        subgroup
+        for c, kept in evidence.items()
+        for subgroup in class_subgroups(
+            samples, kept.small, c, names, methods, detect, untrusted=untrusted, donors=donors
+        )
+    ]
+    return results, groups, found
 
 
 def class_models(
