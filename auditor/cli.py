@@ -239,6 +239,15 @@ def demo(out: str, data_root: str) -> None:
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the folds.")
 @click.option(
+    "--model",
+    "model_spec",
+    help="Describe the views by this model's penultimate features instead of the fixed "
+    "ones (a stronger probe; same specs as audit).",
+)
+@click.option("--weights", type=click.Path(dir_okay=False), help="state_dict for --model.")
+@click.option("--normalize", default="imagenet", show_default=True, help="As for audit.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option(
     "--fail-on-flag", is_flag=True, help=f"Exit with {EXIT_FLAGGED} if a class is flagged."
 )
 @click.option("--no-pdf", is_flag=True, help="Skip the PDF report.")
@@ -249,15 +258,22 @@ def probe_data(
     image_size: int,
     folds: int,
     seed: int,
+    model_spec: str | None,
+    weights: str | None,
+    normalize: str,
+    device: str,
     fail_on_flag: bool,
     no_pdf: bool,
 ) -> None:
-    """Model-free: can the label be predicted from the background alone?"""
+    """Can the label be predicted from the background alone? Model-free by default."""
     from auditor.detect.probe import ProbeConfig
-    from auditor.runner.probe import probe_to_dir
+    from auditor.runner.probe import ProbeModel, probe_to_dir
 
+    if weights and not model_spec:
+        raise click.UsageError("--weights needs --model.")
     config = ProbeConfig(image_size=image_size, folds=folds, seed=seed)
-    summary = probe_to_dir(data, out=out, images=images, config=config, pdf=not no_pdf)
+    model = ProbeModel(model_spec, weights, normalize, device) if model_spec else None
+    summary = probe_to_dir(data, out=out, images=images, config=config, model=model, pdf=not no_pdf)
     _print_probe(summary, Path(out))
     if fail_on_flag and summary["flagged_classes"]:
         sys.exit(EXIT_FLAGGED)

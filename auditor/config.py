@@ -32,6 +32,10 @@ class DetectConfig:
     A method never drives a flag when its maps for a re-initialised model keep a Spearman
     correlation above ``sanity_max_similarity`` with the trained model's (Adebayo et al.),
     or when it is a CAM whose cells are larger than the median object.
+    A part of a class (a subgroup) also shows saliency evidence when its maps sit further off
+    the object than the rest of its class's: the difference of mean ``chance_corrected``
+    below zero by a one-sided Welch test (BH-adjusted across methods, at ``q``) with a
+    standardised effect (Cohen's d) of at least ``min_effect_vs_class`` in size.
     """
 
     min_n: int = 20
@@ -41,6 +45,7 @@ class DetectConfig:
     q: float = 0.05
     sanity_samples: int = 16
     sanity_max_similarity: float = 0.5
+    min_effect_vs_class: float = 0.5
     bootstrap: int = 2000
     confidence: float = 0.95
     seed: int = 0
@@ -58,6 +63,10 @@ class DetectConfig:
                 raise ConfigError(f"Expected detect.{name} in (0, 1), got {getattr(self, name)}.")
         if not 0 <= self.min_gap <= 1:
             raise ConfigError(f"Expected detect.min_gap in [0, 1], got {self.min_gap}.")
+        if self.min_effect_vs_class < 0:
+            raise ConfigError(
+                f"Expected detect.min_effect_vs_class >= 0, got {self.min_effect_vs_class}."
+            )
         if self.sanity_samples < 0:
             raise ConfigError(f"Expected detect.sanity_samples >= 0, got {self.sanity_samples}.")
         for name in ("max_chance_corrected", "sanity_max_similarity"):
@@ -87,6 +96,7 @@ class AuditConfig:
     group_by: tuple[str, ...] = ()
     attributes: str | None = None
     subgroup_maps: int = 1000
+    subgroup_method: str = "gradient_x_input"
     class_model_steps: int = 100
     class_model_jitter: int = 2
     class_model_blur: float = 0.5
@@ -113,6 +123,11 @@ class AuditConfig:
             raise ConfigError(
                 f"Expected primary_method among the methods ({', '.join(self.methods)}), "
                 f"got {self.primary_method!r}."
+            )
+        if self.subgroup_method not in KNOWN_METHODS:
+            raise ConfigError(
+                f"Expected subgroup_method from {', '.join(KNOWN_METHODS)}, "
+                f"got {self.subgroup_method!r}."
             )
         if not 0 <= self.max_skipped <= 1:
             raise ConfigError(f"Expected max_skipped in [0, 1], got {self.max_skipped}.")
@@ -141,6 +156,14 @@ class AuditConfig:
         if self.primary_method is not None:
             return self.primary_method
         return next(m for m in KNOWN_METHODS if m in self.methods)
+
+    @property
+    def attributed(self) -> tuple[str, ...]:
+        """The methods each batch computes: the audited ones, and the subgroup method (its
+        maps are clustered, never scored) when subgroups are sought and it is not audited."""
+        if self.subgroup_maps == 0 or self.subgroup_method in self.methods:
+            return self.methods
+        return (*self.methods, self.subgroup_method)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -17,10 +17,12 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from auditor.errors import ModelError
 
@@ -272,3 +274,35 @@ def _spatial_output_shapes(
             handle.remove()
         model.train(was_training)
     return shapes, tokens
+
+
+class _LastLinear(TorchFunctionMode):
+    """Records the input of the last ``F.linear`` call of a forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features: torch.Tensor | None = None
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        if func is torch.nn.functional.linear and args:
+            self.features = args[0]
+        return func(*args, **(kwargs or {}))
+
+
+@torch.no_grad()
+def penultimate(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The model's penultimate features: the input of its last linear layer (the classifier
+    head), Tensor[N, F] float32 on the CPU, for inputs Tensor[N, 3, S, S] as the model takes
+    them. Raises :class:`ModelError` for a model without one (or a TorchScript model, whose
+    calls cannot be watched)."""
+    watcher = _LastLinear()
+    with watcher:
+        model(inputs)
+    if watcher.features is None or is_scripted(model):
+        raise ModelError(
+            "The model has no final linear layer (nn.Linear / F.linear) whose input could "
+            "serve as its penultimate features; probe without --model."
+        )
+    return watcher.features.detach().flatten(1).float().cpu()

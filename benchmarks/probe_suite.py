@@ -7,6 +7,8 @@ split through the CLI and compares its flags with the planted truth: a class is 
 its ``background_strength`` is above 0.
 
     .venv/bin/python benchmarks/probe_suite.py --out reports/probe-suite
+    .venv/bin/python benchmarks/probe_suite.py --out reports/probe-suite-model --no-pdf \
+        --model resnet18 --weights datasets/demo-control/resnet18.pt   # the stronger probe
 
 Prints per run the flagged and warned classes, precision, recall, and wall time.
 """
@@ -43,8 +45,11 @@ def score(flagged: set[str], planted: set[str]) -> tuple[float | None, float | N
     return precision, recall
 
 
-def probe_once(data: Path, out: Path, planted: set[str], *, pdf: bool) -> dict:
-    args = ["probe-data", "--data", str(data), "--out", str(out)] + ([] if pdf else ["--no-pdf"])
+def probe_once(
+    data: Path, out: Path, planted: set[str], *, pdf: bool, model: list[str] | None = None
+) -> dict:
+    args = ["probe-data", "--data", str(data), "--out", str(out), *(model or [])]
+    args += [] if pdf else ["--no-pdf"]
     started = time.perf_counter()
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     wall = time.perf_counter() - started
@@ -72,7 +77,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/probe-suite"))
     parser.add_argument("--seed-offset", type=int, default=0, help="Draw fresh data.")
     parser.add_argument("--no-pdf", action="store_true")
+    parser.add_argument("--model", help="probe with this model's penultimate features")
+    parser.add_argument("--weights", help="state_dict for --model")
     args = parser.parse_args()
+    model = ["--model", args.model] if args.model else []
+    model += ["--weights", args.weights] if args.weights else []
     rows = []
     for demo in DEMO_MODELS:
         spec: SyntheticSpec = dataclasses.replace(demo.spec, seed=demo.spec.seed + args.seed_offset)
@@ -81,7 +90,7 @@ def main() -> None:
         for split, coco in paths.items():
             for masks, data in (("polygons", coco), ("boxes", boxes_only(coco))):
                 name = f"{demo.name}/{split}/{masks}"
-                row = probe_once(data, args.out / name, planted, pdf=not args.no_pdf)
+                row = probe_once(data, args.out / name, planted, pdf=not args.no_pdf, model=model)
                 rows.append({"run": name, **row})
                 print(json.dumps(rows[-1]), flush=True)
     flagged = [(set(r["flagged"]), set(r["planted"])) for r in rows]

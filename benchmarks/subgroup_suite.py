@@ -33,7 +33,7 @@ from auditor.lab.synthetic import SyntheticSpec, read_scenes, render
 from auditor.lab.training import predict, stack_images
 from auditor.models import load_model
 
-FOUR = ("circle", "square", "triangle", "cross")
+FOUR = ("circle", "hexagon", "square", "triangle")
 
 
 def scenarios(n_train: int, n_audit: int) -> list[tuple[str, SyntheticSpec, bool]]:
@@ -102,12 +102,15 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("datasets/subgroup-suite"))
     parser.add_argument("--out", type=Path, default=Path("reports/subgroup-suite"))
     parser.add_argument("--n-train", type=int, default=1200)
-    parser.add_argument("--n-audit", type=int, default=400)
+    parser.add_argument("--n-audit", type=int, default=800)
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--only", nargs="*", help="scenario names to run (default: all)")
     args = parser.parse_args()
     started = time.perf_counter()
     rows = []
     for name, spec, control in scenarios(args.n_train, args.n_audit):
+        if args.only and name not in args.only:
+            continue
         rows.append(run(name, spec, control, args.root, args.out, args.epochs))
         print(json.dumps(rows[-1]), flush=True)
     columns = ("scenario", "reliant_images", "found", "false_subgroup_flags", "audit_s")

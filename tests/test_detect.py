@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from auditor.config import DetectConfig
@@ -242,3 +243,48 @@ def test_background_only_is_also_tested_against_chance():
     expected = binomtest(hits, 40, 1 / 3, alternative="greater").pvalue
     assert b["background_only_chance"] == 1 / 3 and hits == 30
     assert abs(b["background_only_binomial_p"] - expected) < 1e-12
+
+
+def test_a_part_whose_maps_sit_further_off_the_object_than_its_class_shows_attribution():
+    from auditor.detect.rule import off_object_vs_class, with_attribution
+
+    rng = np.random.default_rng(1)
+    rows = lambda values: pd.DataFrame({"method": "gradcam", "chance_corrected": values})  # noqa: E731
+    part, rest = rows(rng.normal(0.20, 0.06, 50)), rows(rng.normal(0.35, 0.06, 50))
+    config = DetectConfig()
+    (finding,) = off_object_vs_class(part, rest, ["gradcam"], config)
+    difference = part["chance_corrected"].mean() - rest["chance_corrected"].mean()
+    assert finding.kind == "off_object_vs_class" and finding.value == pytest.approx(difference)
+    assert finding.ci[0] < difference < finding.ci[1] < 0 and finding.effect_size < -1
+    assert finding.reference == pytest.approx(rest["chance_corrected"].mean())
+    # the same maps on both sides, a small effect, too few images or an untrusted method: none
+    assert off_object_vs_class(rest, rest, ["gradcam"], config) == []
+    small = rows(rng.normal(0.34, 0.06, 50))
+    assert off_object_vs_class(small, rest, ["gradcam"], config) == []
+    assert off_object_vs_class(part.head(19), rest, ["gradcam"], config) == []
+    assert off_object_vs_class(part, rest, [], config) == []
+    # with the interventions' evidence it flags a part the class rule only warned about
+    samples = frame({0: 0.5, 1: 0.5, 2: 0.5}, swap_correct={0: False})
+    warned = class_results(samples, NAMES, ["gradcam"], config)[0]
+    assert warned.status == "warn"
+    flagged = with_attribution(warned, [finding])
+    assert flagged.status == "flag" and flagged.findings[-1] is finding
+    calm = class_results(frame({0: 0.5, 1: 0.5, 2: 0.5}), NAMES, ["gradcam"], config)[0]
+    assert with_attribution(calm, [finding]).status == "warn"
+
+
+def test_the_welch_difference_matches_a_hand_computation():
+    from scipy import stats
+
+    from auditor.detect.rule import _welch_below
+
+    a, b = np.array([0.1, 0.2, 0.15, 0.3, 0.05]), np.array([0.4, 0.35, 0.5, 0.45, 0.3, 0.42])
+    difference, (low, high), d, p = _welch_below(a, b, 0.95)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)
+    assert difference == pytest.approx(a.mean() - b.mean())
+    assert (low, high) == pytest.approx((difference - half, difference + half))
+    assert p == pytest.approx(stats.t.cdf(difference / np.sqrt(va + vb), df))
+    pooled = np.sqrt((4 * a.var(ddof=1) + 5 * b.var(ddof=1)) / 9)
+    assert d == pytest.approx(difference / pooled)

@@ -263,3 +263,41 @@ def test_intervals_match_published_values():
     assert low == pytest.approx(0.0524, abs=1e-4) and high == pytest.approx(0.3339, abs=1e-4)
     assert np.isnan(newcombe((1, 1), (0, 0), 0.95)[0])
     assert DetectConfig().min_n == 20  # the statuses above rely on the audit's defaults
+
+
+def test_with_a_model_the_views_are_described_by_its_penultimate_features(
+    planted, resnet_weights, tmp_path
+):
+    out = tmp_path / "out"
+    result = probe_data("--data", str(planted), "--out", str(out), "--model", "resnet18",
+                        "--weights", str(resnet_weights), "--no-pdf")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = strict(out / "data_summary.json")
+    assert summary["feature_source"] == "model"
+    assert "512 penultimate features of the model resnet18" in summary["features"]
+    # even random convolutions tell the planted backgrounds apart
+    assert {"circle", "square"} <= {c["name"] for c in summary["classes"]
+                                    if c["background_only_accuracy"] > 0.6}  # fmt: skip
+    assert "512 penultimate features" in (out / "data_report.html").read_text()
+
+
+def test_penultimate_features_are_the_input_of_the_head():
+    import torchvision
+
+    from auditor.models import penultimate
+
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    seen = {}
+    model.avgpool.register_forward_hook(lambda m, i, o: seen.setdefault("pooled", o.flatten(1)))
+    inputs = torch.randn(2, 3, 64, 64)
+    features = penultimate(model, inputs)
+    assert features.shape == (2, 512) and torch.equal(features, seen["pooled"])
+
+
+def test_a_probe_model_without_a_linear_head_is_one_line(planted, tmp_path):
+    result = probe_data("--data", str(planted), "--out", str(tmp_path / "o"), "--model",
+                        "torch.nn:Identity", "--no-pdf")  # fmt: skip
+    assert result.exit_code == 1 and "no final linear layer" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    result = probe_data("--data", str(planted), "--weights", "w.pt")
+    assert result.exit_code == 2 and "--weights needs --model" in result.output

@@ -97,3 +97,16 @@ def test_subgroups_are_written_to_the_summary_and_a_parquet(mixed_run):
         assert (s["status"] in {"pass", "warn", "flag", "insufficient_data"} and s["reasons"]) or (
             s["status"] == "pass"
         )
+
+
+def test_the_subgroup_method_is_computed_for_clustering_without_being_scored():
+    from auditor.config import AuditConfig
+    from auditor.errors import ConfigError
+
+    assert AuditConfig().attributed == ("gradcam", "saliency", "gradient_x_input")
+    assert AuditConfig(methods=("gradcam", "gradient_x_input")).attributed == (
+        "gradcam", "gradient_x_input",
+    )  # fmt: skip
+    assert AuditConfig(subgroup_maps=0).attributed == ("gradcam", "saliency")
+    with pytest.raises(ConfigError, match="subgroup_method"):
+        AuditConfig(subgroup_method="lrp")

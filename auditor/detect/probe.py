@@ -289,6 +289,7 @@ def probe_summary(
         },
         "views": VIEWS,
         "features": FEATURES,
+        "feature_source": "fixed",
         "classifier": CLASSIFIER,
         "probe": probe_settings(config),
         "verdict": verdict(c.status for c in classes),

@@ -4,7 +4,7 @@ settings of the whole probe (:class:`ProbeConfig`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,16 +101,24 @@ class ProbeData:
 
 EXAMPLES = 2
 
+ViewFeatures = Callable[[torch.Tensor], torch.Tensor]
+"""Views in [0, 1] (``Tensor[n, 3, S, S]``) -> their features (``Tensor[n, F]``)."""
 
-def collect(records: Sequence[Record], *, config: ProbeConfig) -> ProbeData:
-    """Load every record at ``image_size`` (no normalisation) and describe its two views."""
+
+def collect(
+    records: Sequence[Record], *, config: ProbeConfig, features: ViewFeatures | None = None
+) -> ProbeData:
+    """Load every record at ``image_size`` (no normalisation) and describe its two views:
+    with the fixed features, or, given ``features`` (such as a model's penultimate layer),
+    with those, of the background-only view with the object filled as the interventions
+    fill it and of the object-only view."""
     dataset = AuditDataset(records, AuditTransform(config.image_size, "none"))
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, num_workers=0)
     parts, skipped = [], []
     examples: dict[int, list[Example]] = {}
     with torch.no_grad():
         for batch in loader:
-            part, skips, keep = _describe_batch(batch, records, config)
+            part, skips, keep = _describe_batch(batch, records, config, features)
             parts.append(part)
             skipped.extend(skips)
             _add_examples(examples, batch, keep)
@@ -123,7 +131,10 @@ def collect(records: Sequence[Record], *, config: ProbeConfig) -> ProbeData:
 
 
 def _describe_batch(
-    batch: dict[str, Any], records: Sequence[Record], config: ProbeConfig
+    batch: dict[str, Any],
+    records: Sequence[Record],
+    config: ProbeConfig,
+    features: ViewFeatures | None,
 ) -> tuple[tuple[np.ndarray, ...], list[Skipped], torch.Tensor]:
     """A batch's usable samples described, its skips, and the usable positions."""
     region = background_region(batch["masks"], batch["ignore"], side=config.background_side)
@@ -140,10 +151,17 @@ def _describe_batch(
             keep.append(j)
     at = torch.tensor(keep, dtype=torch.long)
     inputs, masks, ignore = batch["inputs"][at], batch["masks"][at], batch["ignore"][at]
+    objects = object_view(inputs, masks, ignore)
+    if features is None:
+        background = describe(inputs, region[at])  # = the filled view's, over region
+        described = describe(objects)
+    else:
+        background = features(background_view(inputs, masks, ignore))
+        described = features(objects)
     part = (
         batch["targets"][at].numpy().astype(np.int64),
-        describe(inputs, region[at]).double().numpy(),  # = the filled view's, over region
-        describe(object_view(inputs, masks, ignore)).double().numpy(),
+        background.double().numpy(),
+        described.double().numpy(),
         object_geometry(masks).double().numpy(),
     )
     return part, skips, at

@@ -18,12 +18,14 @@ at on its own images; its failures do).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from scipy.stats import ttest_ind
 
 from auditor.config import DetectConfig
 from auditor.detect.behaviour import (
@@ -34,7 +36,7 @@ from auditor.detect.behaviour import (
     identification,
 )
 from auditor.detect.stats import MethodStats, adjusted_method_stats
-from auditor.detect.stats_util import finite
+from auditor.detect.stats_util import benjamini_hochberg, finite
 
 Status = Literal["pass", "warn", "flag", "insufficient_data"]
 Verdict = Literal["pass", "warn", "fail"]
@@ -42,6 +44,7 @@ FindingKind = Literal[
     "too_few_images",  # fewer scored images than min_n
     "off_object",  # the label's maps sit off the object
     "off_object_after_swap",  # the maps of answers a background swap broke sit off the object
+    "off_object_vs_class",  # a part's maps sit further off the object than its class's others
     "swap_gap",  # moving the object onto other backgrounds costs accuracy
     "background_only",  # the background alone gives the class
 ]
@@ -171,6 +174,63 @@ def judge(
     if saliency or behaviour:
         return "warn", saliency + behaviour
     return "pass", []
+
+
+ATTRIBUTION_KINDS = frozenset({"off_object", "off_object_after_swap", "off_object_vs_class"})
+BEHAVIOUR_KINDS = frozenset({"swap_gap", "background_only"})
+
+
+def with_attribution(result: ClassResult, attribution: Sequence[Finding]) -> ClassResult:
+    """``result`` judged again with more attribution evidence (for a part of a class: its
+    maps against the rest of the class's, :func:`off_object_vs_class`), by the same rule."""
+    if result.status == "insufficient_data" or not attribution:
+        return result
+    findings = [*result.findings, *attribution]
+    kinds = {f.kind for f in findings}
+    both = bool(kinds & ATTRIBUTION_KINDS) and bool(kinds & BEHAVIOUR_KINDS)
+    return dataclasses.replace(result, status="flag" if both else "warn", findings=findings)
+
+
+def off_object_vs_class(
+    part: pd.DataFrame, rest: pd.DataFrame, driving: Sequence[str], config: DetectConfig
+) -> list[Finding]:
+    """Methods whose maps of the scored rows ``part`` sit further off the object than those
+    of ``rest`` (the other images of the same class): mean ``chance_corrected`` lower by a
+    one-sided Welch test, BH-adjusted across the methods, below ``q``, with Cohen's d at
+    most ``-min_effect_vs_class``. Each side needs ``min_n`` images."""
+    tests = {}
+    for method in driving:
+        a = part.loc[part["method"] == method, "chance_corrected"].dropna().to_numpy(float)
+        b = rest.loc[rest["method"] == method, "chance_corrected"].dropna().to_numpy(float)
+        if min(a.size, b.size) >= config.min_n:
+            tests[method] = _welch_below(a, b, config.confidence)
+    adjusted = benjamini_hochberg([t[3] for t in tests.values()])
+    findings = []
+    for (method, (difference, ci, d, _)), p in zip(tests.items(), adjusted):
+        if p < config.q and d <= -config.min_effect_vs_class:
+            n = int((part["method"] == method).sum())
+            findings.append(Finding(
+                "off_object_vs_class", "mean_chance_corrected_minus_rest_of_class", difference,
+                config.min_effect_vs_class, n, method=method, ci=ci, p=p, effect_size=d,
+                reference=float(rest.loc[rest["method"] == method, "chance_corrected"].mean()),
+            ))  # fmt: skip
+    return findings
+
+
+def _welch_below(
+    a: np.ndarray, b: np.ndarray, confidence: float
+) -> tuple[float, tuple[float, float], float, float]:
+    """(mean a - mean b, its Welch CI, Cohen's d with the pooled SD, one-sided p that a's
+    mean is lower)."""
+    result = ttest_ind(a, b, equal_var=False, alternative="less")
+    interval = ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+    pooled = np.sqrt(
+        ((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2)
+    )
+    difference = float(a.mean() - b.mean())
+    d = difference / pooled if pooled > 0 else 0.0
+    p = float(result.pvalue) if np.isfinite(result.pvalue) else 1.0
+    return difference, (float(interval.low), float(interval.high)), float(d), p
 
 
 def behaviour_findings(acts: BehaviourStats, config: DetectConfig) -> list[Finding]:

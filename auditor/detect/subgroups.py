@@ -2,13 +2,17 @@
 "Unmasking Clever Hans predictors"): images of one class whose maps look alike, such as the
 images with a watermark in a corner, while the class as a whole looks fine.
 
-Per class, while the audit streams: the primary method's map of each image, pooled to a
-``GRID`` x ``GRID`` grid and scaled to unit mass, into a bounded sample (at most ``keep``
-maps, chosen by a per-image seeded random key, so the sample depends neither on the batch
-order nor on a resume). After the stream: a symmetric k-nearest-neighbour affinity between
-the maps, the eigenvalues of its normalised Laplacian, the number of clusters at the largest
-eigengap (1: no subgroups), and spectral clustering (scikit-learn) into that many. Each
-subgroup is then judged by the class rule on its members, beside the other classes' images.
+Per class, while the audit streams: the subgroup method's map of each image (default
+gradient x input: pixel-level relevance, as the paper's LRP maps; a CAM at the 8 x 8 cells
+of a small input blurs a corner mark into the object's surround, and its clusters follow
+where the object sits), pooled to a ``GRID`` x ``GRID`` grid and scaled to unit mass, into
+a bounded sample (at most ``keep`` maps, chosen by a per-image seeded random key, so the
+sample depends neither on the batch order nor on a resume). After the stream: a symmetric
+k-nearest-neighbour affinity between the maps, the eigenvalues of its normalised Laplacian,
+the number of clusters at the largest eigengap (1: no subgroups), and spectral clustering
+(scikit-learn) into that many. Each subgroup is then judged by the class rule on its
+members, beside the other classes' images, with its maps also held against the rest of its
+class's (:func:`class_subgroups`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from sklearn.cluster import SpectralClustering
 from sklearn.neighbors import kneighbors_graph
 
 from auditor.config import DetectConfig
-from auditor.detect.rule import ClassResult, class_results
+from auditor.detect.rule import ClassResult, class_results, off_object_vs_class, with_attribution
 
 GRID = 16
 
@@ -144,12 +148,19 @@ def class_subgroups(
     donors: Collection[int] | None = None,
 ) -> list[Subgroup]:
     """The subgroups of class ``label`` (none when its maps form one group), each judged by
-    the class rule on its members beside every other class's images."""
+    the class rule on its members beside every other class's images, with one more piece of
+    attribution evidence than a class has: its maps sit further off the object than those of
+    the rest of its class (:func:`~auditor.detect.rule.off_object_vs_class`). A corner mark
+    the model reads on some of a class's images moves little of a map's mass off a large
+    object, but moves it consistently."""
     positions, maps = kept.ordered()
     clusters = subgroups_of(maps, min_size=config.min_n, seed=config.seed)
     k = int(clusters.max()) + 1 if clusters.size else 0
     if k < 2:
         return []
+    scored = samples[samples["skip_reason"].isna()]
+    own = scored[scored["label"] == label]
+    driving = [m for m in methods if m not in (untrusted or {})]
     found = []
     for number in range(k):
         chosen = np.flatnonzero(clusters == number)
@@ -158,6 +169,9 @@ def class_subgroups(
         result = class_results(
             subset, class_names, methods, config, untrusted=untrusted, donors=donors
         )[label]
+        result = with_attribution(result, off_object_vs_class(
+            own[own["sample"].isin(members)], own[~own["sample"].isin(members)], driving, config
+        ))  # fmt: skip
         mean = maps[chosen].mean(0).view(GRID, GRID)
         found.append(Subgroup(label, number + 1, k, members, mean, result))
     return found

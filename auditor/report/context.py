@@ -44,6 +44,7 @@ def report_context(run: AuditRun) -> dict[str, Any]:
         "info": info,
         "methods": summary["methods"],
         "primary_method": primary,
+        "subgroup_method": info["config"].get("subgroup_method", primary),
         "target_layer": info.get("target_layer"),
         "detect": info["config"]["detect"],
         "trust": _trust(summary.get("trust", {})),

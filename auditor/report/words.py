@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 SWAPPED = "on the {n} swapped images whose prediction the swap broke, the new prediction's map: "
-SALIENCY = ("off_object", "off_object_after_swap")
+SALIENCY = ("off_object", "off_object_after_swap", "off_object_vs_class")
 BEHAVIOUR = ("swap_gap", "background_only")
 
 
@@ -34,6 +34,14 @@ def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> s
     kind = f["kind"]
     if kind == "too_few_images":
         return f"{f['n']} scored images, fewer than the minimum {f['threshold']:g}"
+    if kind == "off_object_vs_class":
+        low, high = f["ci95"]
+        return (
+            f"{f['method']}: the maps sit further off the object than on the rest of the "
+            f"class's images: mean chance-corrected energy {f['value']:+.2f} against theirs "
+            f"({confidence:.0%} CI [{low:+.2f}, {high:+.2f}]; one-sided Welch, BH-adjusted "
+            f"p = {f['p']:.1g}, d = {_signed(f['effect_size'])})"
+        )
     if kind in SALIENCY:
         where = SWAPPED.format(n=f["n"]) if kind == "off_object_after_swap" else ""
         low, high = f["ci95"]

@@ -46,11 +46,16 @@ def audit_batch(
     targets = batch["targets"][keep].to(device)
     indices = [int(i) for i in batch["index"][keep]]
     result = compute(
-        net, inputs, targets, methods=config.methods, target_layer=layer.module if layer else None
+        net,
+        inputs,
+        targets,
+        methods=config.attributed,
+        target_layer=layer.module if layer else None,
     )
+    audited = {m: result.maps[m] for m in config.methods}
     predictions = result.logits.argmax(1)
     valid = ~batch["ignore"][keep].to(device) if "ignore" in batch else None
-    scores = {m: score_all(maps, masks, valid) for m, maps in result.maps.items()}
+    scores = {m: score_all(maps, masks, valid) for m, maps in audited.items()}
     label_probability = result.logits.float().softmax(1).gather(1, targets[:, None])[:, 0]
     acts: dict[str, list[Any]] = {"prob_label": label_probability.tolist()}
     broken = None
@@ -64,8 +69,9 @@ def audit_batch(
         extra = {name: values[j] for name, values in acts.items()}
         rows += _sample_rows(index, records[index], int(predictions[j]), scores, j, extra)
     scored = ScoredBatch(
-        inputs, masks, result.maps, targets, predictions, indices, scores, acts, broken
-    )
+        inputs, masks, audited, targets, predictions, indices, scores, acts, broken,
+        clustered=result.maps[config.subgroup_method] if config.subgroup_maps else None,
+    )  # fmt: skip
     collect_evidence(
         evidence, scored, records, transform, method=config.primary, keep=config.exemplars_per_class
     )

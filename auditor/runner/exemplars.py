@@ -169,6 +169,7 @@ class ScoredBatch:
     scores: dict[str, dict[str, list[float]]]  # method -> metric -> n values
     acts: dict[str, list[Any]]  # intervention column -> n predictions or label probabilities
     broken: BrokenSwaps | None = None
+    clustered: torch.Tensor | None = None  # Tensor[n, S, S], the subgroup method's maps
 
 
 def collect_evidence(
@@ -180,15 +181,16 @@ def collect_evidence(
     method: str,
     keep: int,
 ) -> None:
-    """Add a scored batch to the per-class means and offer its ``keep`` worst samples per
-    class, by ``method``'s C, as exemplars."""
+    """Add a scored batch to the per-class means, offer its subgroup maps to the class's map
+    sample, and offer its ``keep`` worst samples per class, by ``method``'s C, as exemplars."""
     primary = batch.scores[method]["chance_corrected"]
     for label in batch.targets.unique().tolist():
         picked = (batch.targets == label).nonzero().flatten()
         maps = {m: v[picked] for m, v in batch.maps.items()}
         evidence[label].add_means(maps, batch.masks[picked])
-        samples = [batch.indices[j] for j in picked.tolist()]
-        evidence[label].small.offer(samples, small_maps(maps[method]))
+        if batch.clustered is not None:
+            samples = [batch.indices[j] for j in picked.tolist()]
+            evidence[label].small.offer(samples, small_maps(batch.clustered[picked]))
     candidates = _worst_per_class(batch.targets, primary, keep)
     originals = _exemplars(
         batch.inputs, batch.masks, batch.maps, candidates, transform,

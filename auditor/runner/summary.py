@@ -126,8 +126,8 @@ def _subgroup_entry(s: Subgroup, info: DatasetInfo, config: AuditConfig) -> dict
     entry = class_entry(s.result, info.class_names, config)
     return {
         "class": info.class_names[s.label], "index": s.label, "subgroup": s.number, "of": s.of,
-        "n": len(s.members), "status": entry["status"], "findings": entry["findings"],
-        "reasons": entry["reasons"], "accuracy": entry["accuracy"],
+        "n": len(s.members), "method": config.subgroup_method, "status": entry["status"],
+        "findings": entry["findings"], "reasons": entry["reasons"], "accuracy": entry["accuracy"],
         "metrics": entry["metrics"], "behaviour": entry["behaviour"],
         "members": [info.records[m].image_id for m in s.members],
     }  # fmt: skip
