@@ -1,12 +1,15 @@
-"""Command line: ``auditor demo | audit | report``. Thin: parse, call the library, map
-errors to exit codes: 0 a complete audit, 1 error (including an audit that scored no image
-or skipped more than --max-skipped), 2 usage error, 3 flagged with --fail-on-flag."""
+"""Command line: ``auditor audit | report | history | compare | probe-data | demo | ...``.
+Thin: parse, call the library, map errors to exit codes: 0 a complete audit, 1 error
+(including an audit that scored no image or skipped more than --max-skipped), 2 usage error,
+3 flagged with --fail-on-flag, 4 a regression with --fail-on-regression."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,8 @@ import click
 from auditor.errors import AuditorError, ConfigError
 
 EXIT_FLAGGED = 3
+EXIT_REGRESSION = 4
+DEFAULT_HISTORY = "reports/history.sqlite"
 
 
 class _Group(click.Group):
@@ -97,6 +102,11 @@ def cli(verbose: bool) -> None:
     "--fail-on-flag", is_flag=True, help=f"Exit with {EXIT_FLAGGED} if a class is flagged."
 )
 @click.option(
+    "--junit-xml",
+    type=click.Path(dir_okay=False),
+    help="Also write the result as JUnit XML, one test case per class, for CI test views.",
+)
+@click.option(
     "--group-by",
     multiple=True,
     help="Audit each group of images sharing this attribute too (repeatable).",
@@ -112,6 +122,29 @@ def cli(verbose: bool) -> None:
     type=float,
     help="Largest share of images that may be skipped (0-1, default 0.5); above it the run "
     "is written but the exit code is 1.",
+)
+@click.option(
+    "--history",
+    "history_path",
+    type=click.Path(dir_okay=False),
+    help="Run history (SQLite) to record the run in and compare with (default: the "
+    "config's `history`, else $AUDITOR_HISTORY, else reports/history.sqlite).",
+)
+@click.option("--no-history", is_flag=True, help="Record nothing, compare with nothing.")
+@click.option(
+    "--fail-on-regression",
+    is_flag=True,
+    help=f"Exit with {EXIT_REGRESSION} if a class got worse since the model's previous run.",
+)
+@click.option(
+    "--regression-margin",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="How far the CI of a change in C or the swap gap must clear 0 to be a regression.",
+)
+@click.option(
+    "--force", is_flag=True, help="Audit again even when the inputs equal the run in --out."
 )
 @click.option("--no-pdf", is_flag=True, help="Skip the PDF report.")
 def audit(
@@ -133,13 +166,20 @@ def audit(
     workers: int | None,
     config_path: str | None,
     fail_on_flag: bool,
+    junit_xml: str | None,
     group_by: tuple[str, ...],
     attributes_file: str | None,
     max_skipped: float | None,
+    history_path: str | None,
+    no_history: bool,
+    fail_on_regression: bool,
+    regression_margin: float,
+    force: bool,
     no_pdf: bool,
 ) -> None:
     """Audit a model on a labeled dataset with object masks or boxes."""
     from auditor.config import config_from_dict, load_config
+    from auditor.report.junit import write_junit
     from auditor.runner.summary import skip_limit_error
     from auditor.runner.workflow import audit_to_dir
 
@@ -154,6 +194,7 @@ def audit(
     config = (
         load_config(config_path, **overrides) if config_path else config_from_dict({}, **overrides)
     )
+    started = time.monotonic()
     result = audit_to_dir(
         model_spec,
         weights=weights,
@@ -163,14 +204,31 @@ def audit(
         config=config,
         pdf=not no_pdf,
         progress=True,
+        history=None if no_history else _history_path(history_path, config.history),
+        force=force,
+        margin=regression_margin,
     )
+    if result.reused:
+        click.echo(
+            f"Inputs unchanged since the run in {out} ({result.run_info.get('created')}): "
+            "re-used it and rendered its report again; --force audits afresh."
+        )
     _print_summary(result.summary, Path(out))
+    if junit_xml:  # named after the run directory: reports/nightly -> nightly
+        seconds = time.monotonic() - started
+        write_junit(junit_xml, result.summary, suite=Path(out).resolve().name, seconds=seconds)
     incomplete = skip_limit_error(result.summary)
     if incomplete is not None:
         raise incomplete
     flagged = [
         result.summary.get(k) for k in ("flagged_classes", "flagged_groups", "flagged_subgroups")
     ]
+    since = result.summary.get("since_previous") or {}
+    if since.get("regressed_classes"):
+        click.echo(f"Regressed since run {since['previous_run']['id']}: "
+                   f"{', '.join(since['regressed_classes'])}")  # fmt: skip
+    if fail_on_regression and since.get("regressed_classes"):
+        sys.exit(EXIT_REGRESSION)
     if fail_on_flag and any(flagged):
         sys.exit(EXIT_FLAGGED)
 
@@ -194,6 +252,99 @@ def report(run_dir: str, no_pdf: bool) -> None:
             )
         rerender(run, Path(run_dir), pdf=not no_pdf)
     click.echo(f"Rendered {Path(run_dir) / 'report.html'}")
+
+
+@cli.command()
+@click.option(
+    "--history",
+    "history_path",
+    envvar="AUDITOR_HISTORY",
+    default=DEFAULT_HISTORY,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+)
+@click.option("--model", help="Only runs of this model name, or sha256 prefix.")
+@click.option("--class", "class_name", help="Only runs that audited this class.")
+@click.option("--last", type=click.IntRange(min=1), help="Only the newest N runs.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def history(
+    history_path: str, model: str | None, class_name: str | None, last: int | None, as_json: bool
+) -> None:
+    """The recorded audits, newest first."""
+    import json
+
+    from auditor.history import open_history, table
+
+    book = open_history(history_path, create=False)
+    try:
+        runs = book.runs(model=model, class_name=class_name, last=last)
+        if as_json:
+            click.echo(json.dumps([r.to_dict() for r in runs], indent=2))
+        else:
+            click.echo("\n".join(table(runs)))
+    finally:
+        book.close()
+
+
+@cli.command()
+@click.argument("before")
+@click.argument("after")
+@click.option(
+    "--out",
+    default="reports/compare",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for compare.json and compare.html.",
+)
+@click.option(
+    "--history",
+    "history_path",
+    envvar="AUDITOR_HISTORY",
+    default=DEFAULT_HISTORY,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where history ids, latest and previous are looked up.",
+)
+@click.option("--model", help="Model name for latest / previous (default: the newest run's).")
+@click.option("--regression-margin", type=click.FloatRange(min=0), default=0.05, show_default=True)
+@click.option(
+    "--fail-on-regression", is_flag=True, help=f"Exit with {EXIT_REGRESSION} on a regression."
+)
+def compare(
+    before: str,
+    after: str,
+    out: str,
+    history_path: str,
+    model: str | None,
+    regression_margin: float,
+    fail_on_regression: bool,
+) -> None:
+    """Compare two runs (directories, history ids, or latest / previous), class by class."""
+    from auditor.history import open_history
+    from auditor.runner.compare import compare_to_dir
+
+    needs_history = not (Path(before).is_dir() and Path(after).is_dir())
+    book = open_history(history_path, create=False) if needs_history else None
+    try:
+        compared = compare_to_dir(
+            before, after, out=Path(out), history=book, model=model, margin=regression_margin
+        )
+    finally:
+        if book is not None:
+            book.close()
+    payload = compared.payload
+    pairing = "paired" if payload["paired"] else "unpaired"
+    click.echo(f"{payload['before']['run_dir']} -> {payload['after']['run_dir']} "
+               f"({pairing}, {payload['method']})")  # fmt: skip
+    for c in payload["classes"]:
+        mark = "  REGRESSED" if c["regressed"] else ""
+        click.echo(f"  {c['name']:<16} {c['status_before']:>17} -> {c['status_after']:<17}{mark}")
+    for key, words in (("only_before", "only before"), ("only_after", "only after")):
+        if payload[key]:
+            click.echo(f"  {words}: {', '.join(payload[key])}")
+    click.echo(f"Comparison: {Path(out) / 'compare.html'}")
+    if fail_on_regression and payload["regressed_classes"]:
+        sys.exit(EXIT_REGRESSION)
 
 
 @cli.command()
@@ -277,6 +428,22 @@ def probe_data(
     _print_probe(summary, Path(out))
     if fail_on_flag and summary["flagged_classes"]:
         sys.exit(EXIT_FLAGGED)
+
+
+@cli.command("init-config")
+@click.argument("path", default="audit.toml", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def init_config(path: str, force: bool) -> None:
+    """Write a commented audit.toml with every setting at its default, for --config."""
+    from auditor.config import write_config
+
+    write_config(path, force=force)
+    click.echo(f"Wrote {path}")
+
+
+def _history_path(flag: str | None, configured: str | None) -> Path:
+    """--history, else the config's ``history``, else $AUDITOR_HISTORY, else the default."""
+    return Path(flag or configured or os.environ.get("AUDITOR_HISTORY") or DEFAULT_HISTORY)
 
 
 def _print_probe(summary: dict, out: Path) -> None:

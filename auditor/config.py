@@ -1,8 +1,10 @@
-"""Audit settings: frozen dataclasses with validation, loadable from TOML."""
+"""Audit settings: frozen dataclasses with validation, read from and written as TOML."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import tomllib
 import types
 import typing
@@ -10,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from auditor._version import __version__
 from auditor.attribution.engine import METHODS as KNOWN_METHODS
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, OutputError
 
 Device = Literal["auto", "cpu", "cuda"]
 LabelPolicy = Literal["single", "all"]
@@ -100,6 +103,7 @@ class AuditConfig:
     class_model_steps: int = 100
     class_model_jitter: int = 2
     class_model_blur: float = 0.5
+    history: str | None = None
     detect: DetectConfig = field(default_factory=DetectConfig)
 
     def __post_init__(self) -> None:
@@ -169,6 +173,56 @@ class AuditConfig:
         return dataclasses.asdict(self)
 
 
+# One line per setting, written above it by ``auditor init-config``; a test fails when a field
+# of AuditConfig or DetectConfig has none, so a new setting cannot go undocumented.
+MEANINGS: dict[str, str] = {
+    "methods": "Attribution methods to score (--methods), e.g. gradcam, saliency, cam, smoothgrad.",
+    "target_layer": "Dotted module name CAM methods read (unset: last map with >= 7x7 cells).",
+    "image_size": "Side, in pixels, the images are resized to for the model (--image-size).",
+    "normalize": "Input normalisation (--normalize): imagenet, none or M,M,M/S,S,S.",
+    "device": "Where the model runs (--device): auto (CUDA when available), cpu or cuda.",
+    "batch_size": "Images per forward and backward pass (--batch-size).",
+    "num_workers": "DataLoader worker processes (--workers); 0 decodes the images inline.",
+    "exemplars_per_class": "Most off-object images kept per class to show in the report.",
+    "donor_pool": "Images whose object-free backgrounds are swapped in and sanity-checked.",
+    "split": "VOC image set ImageSets/Main/<split>.txt (--split; unset: every XML file).",
+    "label_policy": "Images of several categories: audit the largest (single) or each (all).",
+    "class_map": "JSON {category: index} or CSV category,index: categories -> model outputs.",
+    "keep_aspect": "Letterbox: resize the long side, pad the rest (padding is never scored).",
+    "max_skipped": "Largest share (0-1) of images that may be skipped; above it, exit code 1.",
+    "primary_method": "Method that ranks exemplars and draws histograms (unset: first audited).",
+    "group_by": "Per-image attributes whose groups of images are audited too (--group-by).",
+    "attributes": "CSV image,attribute,value of per-image attributes (--attributes).",
+    "subgroup_maps": "Most maps per class clustered into subgroups; 0 turns subgroups off.",
+    "subgroup_method": "Method whose maps are clustered into subgroups (scored only if audited).",
+    "class_model_steps": "Gradient-ascent steps of the class model image; 0 turns it off.",
+    "class_model_jitter": "Pixels the class model is rolled by, at most, before each step.",
+    "class_model_blur": "Sigma of the Gaussian blur of the class model every 10 steps; 0: none.",
+    "history": "Run history (SQLite) the audit is recorded in (--history; unset: "
+    "reports/history.sqlite).",
+    "detect.min_n": "Fewest scored images a class is judged on; fewer gives insufficient_data.",
+    "detect.max_chance_corrected": "Saliency evidence: CI of mean chance-corrected energy below.",
+    "detect.min_gap": "Behavioural evidence: the least accuracy a background swap must cost.",
+    "detect.alpha": "Level of the one-sided Fisher test of background-only predictions.",
+    "detect.q": "False discovery rate of the Benjamini-Hochberg adjustment across classes.",
+    "detect.sanity_samples": "Images of the model-randomisation check of each method's maps.",
+    "detect.sanity_max_similarity": "Above this Spearman similarity a method drives no flag.",
+    "detect.min_effect_vs_class": "Least Cohen's d of a subgroup's maps against its class's.",
+    "detect.bootstrap": "Bootstrap resamples of each confidence interval.",
+    "detect.confidence": "Confidence level of the intervals (0.95: 95% CIs).",
+    "detect.seed": "Seed of the bootstraps and samples: the same inputs give the same results.",
+}
+# What init-config shows, commented out, for a setting whose default is None (TOML has no null).
+UNSET_EXAMPLES: dict[str, str] = {
+    "target_layer": "layer4",
+    "split": "val",
+    "class_map": "class_map.json",
+    "primary_method": "gradcam",
+    "attributes": "attributes.csv",
+    "history": "reports/history.sqlite",
+}
+
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -211,16 +265,89 @@ def config_from_dict(
     detect_raw = raw.pop("detect", {})
     if not isinstance(detect_raw, dict):
         raise ConfigError(f"{source}: expected a [detect] table, got {detect_raw!r:.40}.")
-    known = {f.name for f in dataclasses.fields(AuditConfig)} - {"detect"}
-    detect_known = {f.name for f in dataclasses.fields(DetectConfig)}
-    bad = sorted(set(raw) - known) + [f"detect.{k}" for k in sorted(set(detect_raw) - detect_known)]
-    if bad:
-        raise ConfigError(f"{source}: unknown setting(s) {', '.join(bad)}.")
+    top, detect = _field_names(AuditConfig) - {"detect"}, _field_names(DetectConfig)
+    unknown = [_unknown(k, top, other=detect, where="[detect]") for k in sorted(set(raw) - top)]
+    unknown += [
+        _unknown(k, detect, other=top, where="the top level, above [detect]", prefix="detect.")
+        for k in sorted(set(detect_raw) - detect)
+    ]
+    if unknown:
+        raise ConfigError(f"{source}: {' '.join(unknown)}")
     values = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return AuditConfig(**values, detect=DetectConfig(**detect_raw))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def _field_names(settings: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(settings)}
+
+
+def _unknown(key: str, known: set[str], *, other: set[str], where: str, prefix: str = "") -> str:
+    """The error for one unknown key, with the nearest known one (a typo is the usual cause),
+    or the table it belongs in."""
+    if key in other:
+        return f"unknown key {prefix + key!r}; it belongs in {where}."
+    nearest = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"; did you mean {prefix + nearest[0]!r}?" if nearest else "."
+    return f"unknown key {prefix + key!r}{hint}"
+
+
+def config_toml() -> str:
+    """``audit.toml`` holding every setting at its default with its meaning above it, built
+    from the dataclasses' fields so that a new setting is written too. Loads back to
+    ``AuditConfig()``."""
+    lines = [
+        "# Settings of `auditor audit --config audit.toml`, written by `auditor init-config`",
+        f"# (auditor {__version__}). Every setting is at its default; options given on the",
+        "# command line win over this file. Settings unset by default are commented out.",
+        *_toml_lines(AuditConfig(), prefix=""),
+        "",
+        "# Thresholds of the flag rule (README: How a class is judged).",
+        "[detect]",
+        *_toml_lines(DetectConfig(), prefix="detect."),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(path: str | Path, *, force: bool = False) -> None:
+    """Write :func:`config_toml` to ``path``; an existing file is kept unless ``force``."""
+    path = Path(path)
+    try:
+        with path.open("w" if force else "x", encoding="utf-8") as file:
+            file.write(config_toml())
+    except FileExistsError:
+        raise OutputError(f"{path}: already exists; add --force to overwrite it.") from None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the config ({exc.strerror}).") from None
+
+
+def _toml_lines(settings: Any, *, prefix: str) -> list[str]:
+    lines = []
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            continue  # a table of its own
+        key = prefix + f.name
+        lines += ["", f"# {MEANINGS[key]}"]
+        if value is None:
+            lines.append(f"# {f.name} = {_toml_value(UNSET_EXAMPLES[key])}")
+        else:
+            lines.append(f"{f.name} = {_toml_value(value)}")
+    return lines
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"No TOML form for a setting of type {type(value).__name__}: {value!r}.")
 
 
 def check_types(settings: Any, *, prefix: str = "") -> None:

@@ -29,3 +29,7 @@ class AttributionError(AuditorError, RuntimeError):
 
 class RunDirError(AuditorError, OSError):
     """The run directory cannot be written, is held by another process, or is damaged."""
+
+
+class OutputError(AuditorError, OSError):
+    """A file to write already exists (and overwriting was not asked for) or cannot be written."""

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from auditor.errors import RunDirError
-from auditor.rundir import atomic_write
+from auditor.rundir import atomic_write, check_complete
 
 
 @dataclass
@@ -39,6 +39,8 @@ class AuditRun:
     path: Path | None = None
     subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
     """One row per member image of each subgroup (``subgroups.parquet``); empty: none found."""
+    reused: bool = False
+    """Read back instead of audited: an earlier run of exactly these inputs (not stored)."""
 
     @property
     def verdict(self) -> str:
@@ -87,8 +89,10 @@ def clear_run(out: Path) -> None:
 
 def load_run(path: str | Path) -> AuditRun:
     """Read a run directory written by :func:`save_run`; a missing ``evidence.pt`` gives a
-    run without exemplars (and a warning), any damaged file a :class:`RunDirError`."""
+    run without exemplars (and a warning), any damaged file or an unfinished run (``INCOMPLETE``)
+    a :class:`RunDirError`."""
     path = Path(path)
+    check_complete(path)
     missing = [name for name in FILES[:3] if not (path / name).is_file()]
     if missing:
         raise RunDirError(f"{path}: not an audit run directory ({', '.join(missing)} missing).")

@@ -1,16 +1,18 @@
 """Subgroup discovery on planted subgroups, against per-image truth by intervention.
 
-Scenarios: a corner mark on a fraction f of one class's images (f = 0.2, 0.5), and two
-controls (no mark anywhere; the mark on every image of every class). For each, a resnet18
-is trained on the CPU, and each marked held-out image is re-rendered without its mark: the
+Scenarios: a corner mark on a fraction f of the circles (f = 0.2, 0.5), and two controls
+(no mark anywhere; the mark on every image of every class). The classes are circle,
+hexagon, square and triangle: at 64 px a circle is hard to tell from a hexagon, so a model
+has a reason to read the mark (with four easy shapes it did not: 4 of 20 marked circles
+changed their answer without the mark). For each, a resnet18 is trained on the CPU, and each marked held-out image is re-rendered without its mark: the
 image is cue-reliant when its prediction changes. Then ``auditor audit`` runs through the
 CLI, and a scenario's subgroup is *found* when a flagged subgroup's members overlap the
 cue-reliant images with Jaccard >= 0.5.
 
     .venv/bin/python benchmarks/subgroup_suite.py --out reports/subgroup-suite
 
-Prints per scenario: cue-reliant images, subgroups found with their status and Jaccard
-overlap, recall (found / scenarios with reliant images) and false subgroup flags in the
+Prints per scenario: marked and cue-reliant images, subgroups found with their status and
+Jaccard overlap with the reliant and with the marked images, recall (found / scenarios with reliant images) and false subgroup flags in the
 controls.
 """
 
@@ -65,11 +67,16 @@ def reliant_images(weights: Path, folder: Path, spec: SyntheticSpec) -> set[str]
     return {str(marked[j] + 1) for j in torch.nonzero(before != after).flatten().tolist()}
 
 
+def jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
 def run(name: str, spec: SyntheticSpec, control: bool, root: Path, out: Path, epochs: int) -> dict:
     paths = ensure_dataset(spec, root / name, echo=print)
     weights = ensure_model(DemoModel(name, name, spec), root / name, paths["train"], echo=print,
                            epochs=epochs)  # fmt: skip
     reliant = reliant_images(weights, root / name / "audit", spec)
+    marked = {str(i + 1) for i, s in enumerate(read_scenes(root / name / "audit")) if s.artefact}
     started = time.perf_counter()
     result = CliRunner().invoke(cli, [
         "audit", "--model", ARCH, "--weights", str(weights), "--data", str(paths["audit"]),
@@ -83,15 +90,15 @@ def run(name: str, spec: SyntheticSpec, control: bool, root: Path, out: Path, ep
     for c in summary["classes"]:
         for s in c.get("subgroups", []):
             members = set(s["members"])
-            union = members | reliant
-            jaccard = len(members & reliant) / len(union) if union else 0.0
             found.append({
                 "class": c["name"], "subgroup": s["subgroup"], "of": s["of"], "n": s["n"],
-                "status": s["status"], "jaccard": round(jaccard, 2),
+                "status": s["status"], "jaccard": round(jaccard(members, reliant), 2),
+                "jaccard_marked": round(jaccard(members, marked), 2),
             })  # fmt: skip
     hit = any(f["status"] == "flag" and f["jaccard"] >= 0.5 for f in found)
     false_flags = sum(f["status"] == "flag" for f in found) if control else 0
     return {"scenario": name, "control": control, "reliant_images": len(reliant),
+            "marked_images": len(marked),
             "subgroups": found, "found": hit, "false_subgroup_flags": false_flags,
             "class_status": {c["name"]: c["status"] for c in summary["classes"]},
             "audit_s": round(audit_s, 1)}  # fmt: skip
@@ -113,7 +120,8 @@ def main() -> None:
             continue
         rows.append(run(name, spec, control, args.root, args.out, args.epochs))
         print(json.dumps(rows[-1]), flush=True)
-    columns = ("scenario", "reliant_images", "found", "false_subgroup_flags", "audit_s")
+    columns = ("scenario", "marked_images", "reliant_images", "found", "false_subgroup_flags",
+               "audit_s")  # fmt: skip
     print(pd.DataFrame([{k: r[k] for k in columns} for r in rows]))
     planted = [r for r in rows if not r["control"] and r["reliant_images"]]
     recall = sum(r["found"] for r in planted) / len(planted) if planted else float("nan")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _history_outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every audit records its run in a history; the tests' runs go to a temporary one,
+    never to the checkout's reports/history.sqlite."""
+    saved = os.environ.get("AUDITOR_HISTORY")
+    os.environ["AUDITOR_HISTORY"] = str(tmp_path_factory.mktemp("history") / "history.sqlite")
+    yield
+    if saved is None:
+        os.environ.pop("AUDITOR_HISTORY", None)
+    else:
+        os.environ["AUDITOR_HISTORY"] = saved

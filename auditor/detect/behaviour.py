@@ -91,6 +91,29 @@ def identification(images: pd.DataFrame, label: int, k: int) -> Identification:
     return Identification(own_hits / own_n, other_hits / other_n, top, p, p_chance, 1 / k)
 
 
+def swapped_rows(
+    images: pd.DataFrame,
+    label: int,
+    neutral: Collection[int],
+    config: DetectConfig,
+    *,
+    neutral_only: bool = False,
+) -> tuple[pd.DataFrame, bool]:
+    """The images of class ``label`` whose swap counts, and whether their donors are neutral:
+    donors from ``neutral`` classes (all donors when too few come from neutral classes,
+    unless ``neutral_only``: the donor choice of the whole class, kept for a part of it)."""
+    own = images[(images["label"] == label) & (images["donor_label"] >= 0)]
+    from_neutral = own[own["donor_label"].isin(list(neutral))]
+    use_neutral = neutral_only or len(from_neutral) >= min(config.min_n, max(len(own), 1))
+    return (from_neutral if use_neutral else own), use_neutral
+
+
+def swap_gaps(rows: pd.DataFrame, label: int) -> np.ndarray:
+    """Per image: right before the swap (1/0) minus right after it; the mean is the gap."""
+    correct = rows["correct"].to_numpy(dtype=float)
+    return correct - (rows["pred_swapped"] == label).to_numpy(dtype=float)
+
+
 def behaviour_stats(
     images: pd.DataFrame,
     label: int,
@@ -101,18 +124,12 @@ def behaviour_stats(
     *,
     neutral_only: bool = False,
 ) -> BehaviourStats | None:
-    """Swap statistics of class ``label`` over donors from ``neutral`` classes (all donors
-    when too few come from neutral classes, unless ``neutral_only``: the donor choice of the
-    whole class, kept for a part of it)."""
-    own = images[(images["label"] == label) & (images["donor_label"] >= 0)]
-    from_neutral = own[own["donor_label"].isin(list(neutral))]
-    use_neutral = neutral_only or len(from_neutral) >= min(config.min_n, max(len(own), 1))
-    own = from_neutral if use_neutral else own
+    """Swap statistics of class ``label`` over :func:`swapped_rows`."""
+    own, use_neutral = swapped_rows(images, label, neutral, config, neutral_only=neutral_only)
     if own.empty:
         return None
-    correct = own["correct"].to_numpy(dtype=float)
+    gaps = swap_gaps(own, label)
     correct_swapped = (own["pred_swapped"] == label).to_numpy(dtype=float)
-    gaps = correct - correct_swapped
     low, high = bootstrap_ci(
         gaps, resamples=config.bootstrap, confidence=config.confidence, rng=rng
     )

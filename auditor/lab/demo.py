@@ -12,7 +12,6 @@ from pathlib import Path
 
 import jinja2
 import torch
-from tqdm.auto import tqdm
 
 from auditor.config import AuditConfig
 from auditor.data.transforms import AuditTransform
@@ -30,6 +29,7 @@ from auditor.lab.training import (
     stack_images,
     train_classifier,
 )
+from auditor.progress import progress_bar
 from auditor.report.templating import environment
 from auditor.runner.workflow import audit_to_dir
 
@@ -131,7 +131,7 @@ def ensure_model(
         return weights
     transform = AuditTransform(demo.spec.image_size)
     inputs, targets = load_tensors(train, transform)
-    with tqdm(total=epochs * len(inputs), desc=f"train {demo.name}", unit="img") as bar:
+    with progress_bar(epochs * len(inputs), desc=f"train {demo.name}") as bar:
         model = train_classifier(
             inputs,
             targets,

@@ -13,6 +13,7 @@ from torch import nn
 from auditor.data import AuditDataset, read_dataset
 from auditor.data.transforms import AuditTransform
 from auditor.errors import DataError
+from auditor.progress import ProgressBar
 
 
 def load_tensors(
@@ -39,7 +40,7 @@ def train_classifier(
     batch_size: int = 32,
     lr: float = 1e-3,
     seed: int = 0,
-    progress: object | None = None,
+    progress: ProgressBar | None = None,
 ) -> nn.Module:
     """Adam + cross-entropy with horizontal flips; returns the model in eval mode. Seeded by
     ``seed`` alone: the global random state is the same afterwards as before."""
@@ -61,7 +62,7 @@ def _fit(
     epochs: int,
     batch_size: int,
     lr: float,
-    progress: object | None,
+    progress: ProgressBar | None,
 ) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -80,7 +81,7 @@ def _fit(
             optimizer.step()
             schedule.step()
             if progress is not None:
-                progress.update(len(batch))  # type: ignore[attr-defined]
+                progress.update(len(batch))
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from auditor.report import figures
+from auditor.report.compare_report import change_rows
 from auditor.report.table import class_rows, pct, risk, signed, untrusted_notes
 from auditor.report.words import reasons
 
@@ -53,6 +54,7 @@ def report_context(run: AuditRun) -> dict[str, Any]:
         "sections": [
             _class_section(run, c, figures_of[c["name"]]) for c in classes if c["status"] != "pass"
         ],
+        "since": _since(summary.get("since_previous")),
         "groups": [_group(g) for g in summary.get("groups", [])],
         "subgroups": [
             _subgroup(run, c, s, primary)
@@ -95,6 +97,28 @@ def _group(g: dict[str, Any]) -> dict[str, Any]:
                 "swap_gap": pct(c["swap_gap"]),
             }
             for c in cells
+        ],
+    }  # fmt: skip
+
+
+def _since(since: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The "Since the previous run" section: the classes whose status or numbers changed,
+    and each flagged or warned class's trend over the last runs."""
+    if not since:
+        return None
+    if since.get("error"):
+        return {**since, "rows": [], "unchanged": [], "trends": []}
+    since = {"error": None, **since}
+    rows = change_rows(since)
+    moved = [r for r in rows if r["regressed"] or r["before"] != r["after"]]
+    return {
+        **since,
+        "rows": moved,
+        "unchanged": [r["name"] for r in rows if r not in moved],
+        "trends": [
+            {"name": name, "runs": len(points),
+             "uri": figures.trend_svg(points, title=f"{name}: mean C and swap gap")}
+            for name, points in since.get("trends", {}).items()
         ],
     }  # fmt: skip
 

@@ -113,3 +113,29 @@ def group_bars_svg(bars: Sequence[tuple[str, float]], *, worst: str | None, titl
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg")
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode()).decode()
+
+
+STATUS_COLOURS = {"pass": "#2e7d32", "warn": "#e69500", "flag": "#c0392b"}
+
+
+def trend_svg(points: Sequence[dict], *, title: str) -> str:
+    """A class over its last runs (oldest left): mean C and the swap gap as lines, each run's
+    status as the marker's colour (``points``: run ``id``, ``status``, ``c``, ``swap_gap``)."""
+    fig = Figure(figsize=(4.2, 2.0), dpi=100)
+    ax = fig.subplots()
+    xs = list(range(len(points)))
+    for key, label, style in (("c", "mean C", "-"), ("swap_gap", "swap gap", "--")):
+        ys = [np.nan if p.get(key) is None else float(p[key]) for p in points]
+        ax.plot(xs, ys, style, color="#4a6fa5" if key == "c" else "#777", lw=1.2, label=label)
+        colours = [STATUS_COLOURS.get(p.get("status", ""), "#999") for p in points]
+        ax.scatter(xs, ys, c=colours, s=22, zorder=3)
+    ax.axhline(0, color="#555", lw=0.6, ls=":")
+    labels = ["this run" if p["id"] == "now" else f"#{p['id']}" for p in points]
+    ax.set_xticks(xs, labels, fontsize=7)
+    ax.set_xlabel("run (marker: status)", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg")
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode()).decode()

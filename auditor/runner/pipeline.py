@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from auditor.attribution.class_model import (
     ClassModelOptions,
@@ -33,7 +33,8 @@ from auditor.detect.interventions import DonorPool, remove_object
 from auditor.detect.rule import ClassResult, class_results, neutral_classes
 from auditor.detect.subgroups import MapSample, Subgroup, class_subgroups
 from auditor.errors import DataError
-from auditor.models import LoadedModel, count_outputs, file_sha256, load_model
+from auditor.models import LoadedModel, TargetLayer, count_outputs, file_sha256, load_model
+from auditor.progress import progress_bar
 from auditor.run import AuditRun
 from auditor.runner.batch import SAMPLE_COLUMNS, audit_batch
 from auditor.runner.checkpoint import Checkpoint, Progress
@@ -46,7 +47,7 @@ from auditor.runner.preflight import (
     runnable_methods,
     target_layer,
 )
-from auditor.runner.provenance import input_parts, run_info
+from auditor.runner.provenance import fingerprint, input_parts, run_info
 from auditor.runner.summary import (
     group_summary,
     subgroup_evidence,
@@ -58,21 +59,36 @@ from auditor.runner.summary import (
 log = logging.getLogger(__name__)
 
 
-def audit(
+@dataclass(frozen=True)
+class Prepared:
+    """An audit's inputs, read and checked, with the digests that identify them
+    (:func:`~auditor.runner.provenance.input_parts`): enough to tell, before any image is
+    scored, whether an earlier run already audited exactly these inputs."""
+
+    loaded: LoadedModel
+    info: DatasetInfo
+    data: str | Path
+    config: AuditConfig
+    device: torch.device
+    outputs: int
+    layer: TargetLayer | None
+    parts: dict[str, str]
+    started: float
+
+    @property
+    def fingerprint(self) -> dict[str, str | None]:
+        return fingerprint(self.parts, self.loaded.sha256)
+
+
+def prepare(
     model: str | LoadedModel,
     *,
     data: str | Path,
     weights: str | Path | None = None,
     images: str | Path | None = None,
     config: AuditConfig | None = None,
-    progress: bool = False,
-    checkpoint: Path | None = None,
-) -> AuditRun:
-    """Audit ``model`` on ``data`` and return the results (see :func:`auditor.run.save_run`).
-
-    With ``checkpoint``, progress is saved there as the audit goes, and an earlier
-    interrupted run of the same model, data and config resumes where it stopped.
-    """
+) -> Prepared:
+    """Load the model and the dataset, check that they fit, and digest them."""
     config = config or AuditConfig()
     started = time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights)
@@ -92,6 +108,34 @@ def audit(
     outputs = count_outputs(net, image_size=config.image_size, device=device)
     check_classes(outputs, info, explicit_map=config.class_map is not None)
     layer = target_layer(net, config, device)
+    parts = input_parts(net, spec=loaded.spec, info=info, config=config)
+    return Prepared(loaded, info, data, config, device, outputs, layer, parts, started)
+
+
+def audit(
+    model: str | LoadedModel | Prepared,
+    *,
+    data: str | Path | None = None,
+    weights: str | Path | None = None,
+    images: str | Path | None = None,
+    config: AuditConfig | None = None,
+    progress: bool = False,
+    checkpoint: Path | None = None,
+) -> AuditRun:
+    """Audit ``model`` on ``data`` and return the results (see :func:`auditor.run.save_run`);
+    ``model`` may be the result of :func:`prepare`, which then holds the data and config.
+
+    With ``checkpoint``, progress is saved there as the audit goes, and an earlier
+    interrupted run of the same model, data and config resumes where it stopped.
+    """
+    if isinstance(model, Prepared):
+        ready = model
+    elif data is None:
+        raise TypeError("audit() needs data unless given a prepared audit")
+    else:
+        ready = prepare(model, data=data, weights=weights, images=images, config=config)
+    loaded, info, config, device = ready.loaded, ready.info, ready.config, ready.device
+    net, layer = loaded.model, ready.layer
     transform = AuditTransform(
         config.image_size, config.normalize, geometry="pad" if config.keep_aspect else "stretch"
     )
@@ -100,8 +144,7 @@ def audit(
         for i in range(len(info.class_names))
     }
     data_sha = file_sha256(info.source) if info.source.is_file() else None  # hashed once
-    parts = input_parts(net, spec=loaded.spec, info=info, config=config) if checkpoint else {}
-    saver = Checkpoint(checkpoint, parts)
+    saver = Checkpoint(checkpoint, ready.parts)
     state = saver.load(Progress(rows=[], evidence=fresh))
     probe = probe_samples(info.records, transform, size=config.donor_pool, device=device)
     config, method_errors = runnable_methods(net, probe, layer, config)
@@ -123,15 +166,16 @@ def audit(
     _check_scored(samples, info)
     results, groups, found = judged(samples, evidence, info, config, trust["untrusted"])
     drawn = class_models(net, results, config, device)
-    timings = {"total_s": round(time.perf_counter() - started, 3)}
-    assembled = summary(loaded, info, data, data_sha, config, results, samples) | group_summary(
-        groups, found, results, info, config
-    )
+    timings = {"total_s": round(time.perf_counter() - ready.started, 3)}
+    assembled = summary(loaded, info, ready.data, data_sha, config, results, samples)
+    assembled |= group_summary(groups, found, results, info, config)
     assembled |= {"trust": trust, "method_errors": method_errors}
+    info_json = run_info(loaded, ready.outputs, info, ready.data, config, layer, device, timings)
+    info_json["inputs"] = {**ready.fingerprint, "parts": ready.parts}
     return AuditRun(
         summary=with_subgroups(assembled, found, info, config),
         samples=samples,
-        run_info=run_info(loaded, outputs, info, data, config, layer, device, timings),
+        run_info=info_json,
         evidence=with_class_models(
             evidence_payload(evidence, info.class_names) | subgroup_evidence(found, info), drawn
         ),
@@ -215,8 +259,8 @@ def batches(
         prefetch_factor=4 if workers else None,
         in_order=True,
     )
-    bar_options = {"total": len(records), "initial": start, "desc": "audit", "unit": "img"}
-    with tqdm(**bar_options, disable=not progress) as bar:
+    bar = progress_bar(len(records), initial=start, desc="audit", disable=not progress)
+    with bar:
         for batch in loader:
             bar.update(len(batch["index"]))
             yield batch

@@ -27,8 +27,9 @@ from auditor.data.masks import PngMask, UnionMask
 from auditor.data.read import DatasetInfo
 from auditor.models import LoadedModel, TargetLayer
 
-# Settings that cannot change a row: worker processes load the same samples in the same order.
-ROW_NEUTRAL_SETTINGS = ("num_workers",)
+# Settings that cannot change a row: worker processes load the same samples in the same
+# order; the history only records the run.
+ROW_NEUTRAL_SETTINGS = ("num_workers", "history")
 
 PART_NAMES = {
     "auditor": "the auditor version",
@@ -71,6 +72,19 @@ def input_parts(
         "image_paths": digest([_resolved(r.path) for r in records]),
         "image_files": digest([_file_identity(r.path) for r in records]),
         "settings": digest(settings),
+    }
+
+
+def fingerprint(parts: dict[str, str], weights_sha256: str | None) -> dict[str, str | None]:
+    """What identifies an audit in the history: the model (the weights file's sha256, else
+    the digest of its parameters), the data (annotations, mask files and image files, not
+    where they lie), the settings and the auditor version. Two runs with equal fingerprints
+    audited the same thing the same way."""
+    return {
+        "model_sha256": weights_sha256 or parts["model"],
+        "data_sha256": digest(parts["annotations"], parts["mask_files"], parts["image_files"]),
+        "config_hash": parts["settings"],
+        "auditor_version": parts["auditor"],
     }
 
 

@@ -1,0 +1,343 @@
+"""Scheduled audits: the run history, comparison between runs, regression gates, reuse of
+unchanged inputs, locks between processes, and runs killed at any moment."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from auditor.cli import cli
+from auditor.lab.synthetic import SyntheticSpec, sample_scenes, write_coco
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+COLOURS = [(230, 30, 30), (30, 200, 30), (40, 40, 230), (230, 30, 230)]
+MODEL = ["--model", "planted:background_reader", "--image-size", "32", "--no-pdf"]
+
+
+@pytest.fixture(scope="module")
+def coloured(tmp_path_factory) -> Path:
+    """160 images, each class on its own background and in its own colour: a model can read
+    either the object (right) or the background (a shortcut)."""
+    spec = SyntheticSpec(background_strength=(1.0,) * 4, image_size=32, n_train=4, n_audit=160,
+                         seed=7)  # fmt: skip
+    scenes = [
+        dataclasses.replace(s, color=COLOURS[s.label]) for s in sample_scenes(spec, 160, seed=7)
+    ]
+    return write_coco(scenes, spec, tmp_path_factory.mktemp("coloured"))
+
+
+@pytest.fixture(scope="module")
+def weights(coloured, tmp_path_factory) -> dict[str, Path]:
+    """The same network fitted to the objects' colours (clean) or the backgrounds' (shortcut)."""
+    from planted import fit_background_reader, fit_object_reader
+
+    folder = tmp_path_factory.mktemp("weights")
+    paths = {}
+    for name, fit in (("clean", fit_object_reader), ("shortcut", fit_background_reader)):
+        paths[name] = folder / f"{name}.pt"
+        torch.save(fit(coloured, image_size=32).state_dict(), paths[name])
+    return paths
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def audit(data: Path, weights: Path, out: Path, history: Path, *extra: str):
+    return invoke("audit", *MODEL, "--weights", weights, "--data", data, "--out", out,
+                  "--history", history, *extra)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def three_runs(coloured, weights, tmp_path_factory):
+    """A clean model, then one with a shortcut, then the clean one again, each gated."""
+    root = tmp_path_factory.mktemp("three")
+    history = root / "history.sqlite"
+    results = [
+        audit(coloured, weights[name], root / f"run{i}", history, "--fail-on-regression")
+        for i, name in enumerate(("clean", "shortcut", "clean"))
+    ]
+    return root, history, results
+
+
+def test_a_regression_exits_4_and_the_recovery_0(three_runs):
+    _, _, results = three_runs
+    assert [r.exit_code for r in results] == [0, 4, 0], [r.output for r in results]
+    assert "Regressed since run 1: circle" in results[1].output
+    assert "Regressed" not in results[2].output
+
+
+def test_history_lists_the_runs_newest_first(three_runs):
+    _, history, _ = three_runs
+    result = invoke("history", "--history", history, "--json")
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.output)
+    assert [r["id"] for r in runs] == [3, 2, 1]
+    assert [r["verdict"] for r in runs][1] == "fail" and "circle" in runs[1]["flagged_classes"]
+    assert runs[0]["model_sha256"] == runs[2]["model_sha256"] != runs[1]["model_sha256"]
+    assert all(r["present"] and r["data_sha256"] == runs[0]["data_sha256"] for r in runs)
+    table = invoke("history", "--history", history, "--last", "2", "--class", "circle")
+    assert table.exit_code == 0 and len(table.output.strip().splitlines()) == 3  # head + 2
+    sha = runs[1]["model_sha256"][:10]
+    only = json.loads(invoke("history", "--history", history, "--model", sha, "--json").output)
+    assert [r["id"] for r in only] == [2]
+
+
+def test_compare_shows_the_class_that_became_flagged_and_recovered(three_runs):
+    root, history, _ = three_runs
+    worse = invoke("compare", "1", "2", "--history", history, "--out", root / "c12",
+                   "--fail-on-regression")  # fmt: skip
+    assert worse.exit_code == 4, worse.output
+    payload = json.loads((root / "c12" / "compare.json").read_text())
+    circle = next(c for c in payload["classes"] if c["name"] == "circle")
+    assert (circle["status_before"], circle["status_after"]) == ("pass", "flag")
+    assert circle["regressed"] and "status" in circle["regressions"]
+    low, high = circle["chance_corrected"]["ci95"]
+    assert low <= circle["chance_corrected"]["change"] <= high < 0 and payload["paired"]
+    better = invoke("compare", "previous", "latest", "--history", history, "--out", root / "c23",
+                    "--fail-on-regression")  # fmt: skip
+    assert better.exit_code == 0, better.output
+    assert "flag -> pass" in " ".join(better.output.split()) and "REGRESSED" not in better.output
+    html = (root / "c23" / "compare.html").read_text()
+    assert "NO REGRESSION" in html and "http://" not in html.replace("http://www.w3.org", "")
+
+
+def test_the_report_says_what_changed_since_the_previous_run(three_runs):
+    root, _, _ = three_runs
+    summary = json.loads((root / "run1" / "summary.json").read_text())
+    since = summary["since_previous"]
+    assert since["previous_run"]["id"] == 1 and "circle" in since["regressed_classes"]
+    assert [p["id"] for p in since["trends"]["circle"]] == [1, "now"]
+    html = (root / "run1" / "report.html").read_text()
+    assert "Since the previous run" in html and "over the last 2 runs" in html
+    assert "since_previous" not in json.loads((root / "run0" / "summary.json").read_text()) or (
+        json.loads((root / "run0" / "summary.json").read_text())["since_previous"] is None
+    )
+
+
+def test_paired_differences_match_a_hand_computation(three_runs):
+    from auditor.run import load_run
+    from auditor.runner.compare import compare_runs
+
+    root, _, _ = three_runs
+    before, after = load_run(root / "run0"), load_run(root / "run1")
+    change = next(c for c in compare_runs(before, after, margin=0.05).comparison.classes
+                  if c.name == "circle")  # fmt: skip
+    rows = {}
+    for name, run in (("a", before), ("b", after)):
+        s = run.samples
+        s = s[(s["label"] == 0) & (s["method"] == "gradcam")].set_index("image_id")
+        rows[name] = s["chance_corrected"]
+    assert change.c.change == pytest.approx((rows["b"] - rows["a"]).mean())
+    assert change.c.n_before == change.c.n_after == 40
+
+
+def test_unchanged_inputs_reuse_the_run_unless_forced(coloured, weights, tmp_path):
+    out, history = tmp_path / "out", tmp_path / "history.sqlite"
+    assert audit(coloured, weights["clean"], out, history).exit_code == 0
+    created = json.loads((out / "run.json").read_text())["created"]
+    samples = (out / "samples.parquet").stat().st_mtime_ns
+    again = audit(coloured, weights["clean"], out, history)
+    assert again.exit_code == 0 and "Inputs unchanged" in again.output
+    assert (out / "samples.parquet").stat().st_mtime_ns == samples
+    assert json.loads((out / "run.json").read_text())["created"] == created
+    forced = audit(coloured, weights["clean"], out, history, "--force")
+    assert forced.exit_code == 0 and "Inputs unchanged" not in forced.output
+    assert json.loads((out / "run.json").read_text())["created"] != created or (
+        (out / "samples.parquet").stat().st_mtime_ns != samples
+    )
+    other = audit(coloured, weights["clean"], out, history, "--methods", "saliency")
+    assert "Inputs unchanged" not in other.output  # other settings: audited afresh
+    runs = json.loads(invoke("history", "--history", history, "--json").output)
+    assert [r["reused"] for r in runs] == [False, False, True, False]
+    assert [r["present"] for r in runs] == [True, False, False, False]  # one folder, replaced
+
+
+def _audit_process(data: Path, weights: Path, out: Path, history: Path, patch: str = ""):
+    """``auditor audit`` in a process of its own, with ``patch`` run first (to kill it)."""
+    args = ["audit", *MODEL, "--weights", str(weights), "--data", str(data), "--out", str(out),
+            "--history", str(history), "--batch-size", "20"]  # fmt: skip
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        {textwrap.indent(textwrap.dedent(patch), "        ").strip()}
+        from auditor.cli import main
+        sys.argv = ["auditor", *{args!r}]
+        main()
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+
+
+def test_two_audits_sharing_a_history_both_land(coloured, weights, tmp_path):
+    history = tmp_path / "history.sqlite"
+    procs = [_audit_process(coloured, weights[n], tmp_path / n, history)
+             for n in ("clean", "shortcut")]  # fmt: skip
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    with sqlite3.connect(history) as db:
+        assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+        assert db.execute("SELECT count(*) FROM class_results").fetchone()[0] == 2 * 4 * 2
+
+
+def test_two_audits_into_one_folder_one_runs_the_other_is_refused(coloured, weights, tmp_path):
+    slow = """
+        import auditor.runner.pipeline as p, time
+        real = p.audit_batch
+        def audit_batch(*a, **k):
+            time.sleep(0.5)
+            return real(*a, **k)
+        p.audit_batch = audit_batch
+    """
+    out, history = tmp_path / "out", tmp_path / "history.sqlite"
+    procs = [_audit_process(coloured, weights["clean"], out, history, slow) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], outputs
+    refused = next(err for (_, err), p in zip(outputs, procs) if p.returncode == 1)
+    assert "another auditor process is using this run directory" in refused
+    assert len(refused.strip().splitlines()) == 1 and "Traceback" not in refused
+
+
+KILL_POINTS = {
+    "while auditing": """
+        import auditor.runner.pipeline as p
+        real, seen = p.audit_batch, []
+        def audit_batch(*a, **k):
+            seen.append(1)
+            if len(seen) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*a, **k)
+        p.audit_batch = audit_batch
+    """,
+    "after the old files went": """
+        import auditor.runner.workflow as w
+        w.write_reports = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+    """,
+    "between two files": """
+        import auditor.run as r
+        real = r.atomic_write
+        def atomic_write(path, payload):
+            if path.name == "samples.parquet":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(path, payload)
+        r.atomic_write = atomic_write
+    """,
+    "before the marker went": """
+        import auditor.runner.workflow as w
+        w.mark_complete = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+    """,
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_9_leaves_the_previous_run_or_a_marked_resumable_one(
+    point, coloured, weights, tmp_path
+):
+    out, history = tmp_path / "out", tmp_path / "history.sqlite"
+    assert audit(coloured, weights["clean"], out, history).exit_code == 0
+    previous = json.loads((out / "summary.json").read_text())
+    killed = _audit_process(coloured, weights["shortcut"], out, history, KILL_POINTS[point])
+    killed.communicate(timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    report = invoke("report", out)
+    compare = invoke("compare", out, out, "--out", tmp_path / "cmp")
+    if (out / "INCOMPLETE").exists():
+        for result in (report, compare):
+            assert result.exit_code == 1 and "incomplete run" in result.output
+    else:  # killed before any final file was touched: the previous run, whole
+        assert point == "while auditing"  # (a checkpoint, if 30 s had passed, in .partial.pt)
+        assert report.exit_code == 0 and compare.exit_code == 0, report.output + compare.output
+        assert json.loads((out / "summary.json").read_text()) == previous
+    for name in ("summary.json", "run.json", "samples.parquet"):  # no half-written file
+        if (out / name).exists() and name.endswith(".json"):
+            json.loads((out / name).read_text())
+    if (out / "samples.parquet").exists():
+        pd.read_parquet(out / "samples.parquet")
+    finished = audit(coloured, weights["shortcut"], out, history)
+    assert finished.exit_code == 0, finished.output
+    assert not (out / "INCOMPLETE").exists() and not (out / ".partial.pt").exists()
+    assert json.loads((out / "summary.json").read_text())["verdict"] == "fail"
+
+
+def test_bad_history_and_runs_are_one_line(coloured, weights, three_runs, tmp_path):
+    root, history, _ = three_runs
+    not_sqlite = tmp_path / "h.sqlite"
+    not_sqlite.write_text("this is not a database, " * 100)
+    for args in (("history", "--history", not_sqlite),
+                 ("audit", *MODEL, "--weights", weights["clean"], "--data", coloured, "--out",
+                  tmp_path / "o", "--history", not_sqlite)):  # fmt: skip
+        result = invoke(*args)
+        assert result.exit_code == 1 and "not a run history" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    newer = tmp_path / "newer.sqlite"
+    with sqlite3.connect(newer) as db:
+        db.execute("PRAGMA user_version = 99")
+    result = invoke("history", "--history", newer)
+    assert result.exit_code == 1 and "written by a newer auditor" in result.output
+    missing = invoke("history", "--history", tmp_path / "none.sqlite")
+    assert missing.exit_code == 1 and "no run history" in missing.output
+    old = tmp_path / "old-run"
+    old.mkdir()
+    for name in ("summary.json", "run.json", "evidence.pt"):
+        (old / name).write_bytes((root / "run0" / name).read_bytes())
+    samples = pd.read_parquet(root / "run0" / "samples.parquet").drop(columns=["correct"])
+    samples.to_parquet(old / "samples.parquet")
+    result = invoke("compare", old, root / "run1", "--out", tmp_path / "c")
+    assert result.exit_code == 1 and "column(s) correct missing" in result.output
+    unknown = invoke("compare", "nowhere", root / "run1", "--history", history)
+    assert unknown.exit_code == 1 and "not a run directory, a history id" in unknown.output
+
+
+def test_runs_of_different_classes_compare_the_common_ones(three_runs, tmp_path):
+    root, _, _ = three_runs
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("run.json", "samples.parquet", "evidence.pt"):
+        (other / name).write_bytes((root / "run1" / name).read_bytes())
+    summary = json.loads((root / "run1" / "summary.json").read_text())
+    summary["classes"][3]["name"] = "hexagon"
+    (other / "summary.json").write_text(json.dumps(summary))
+    result = invoke("compare", root / "run0", other, "--out", tmp_path / "c")
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert [c["name"] for c in payload["classes"]] == ["circle", "square", "triangle"]
+    assert payload["only_before"] == ["star"] and payload["only_after"] == ["hexagon"]
+    assert "only before: star" in result.output
+
+
+def test_a_history_opens_again_and_migrations_run_once(tmp_path):
+    from auditor.history import MIGRATIONS, SCHEMA_VERSION, open_history
+
+    path = tmp_path / "h.sqlite"
+    for _ in range(2):
+        book = open_history(path)
+        assert book.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        book.close()
+    assert SCHEMA_VERSION == len(MIGRATIONS) >= 1
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_notice(tmp_path, caplog):
+    from auditor.rundir import LOCK_NAME, RunLock
+
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 999999, "host": "h", "since": "t",
+                                                  "purpose": "auditor audit"}))  # fmt: skip
+    with caplog.at_level("WARNING"), RunLock(tmp_path, purpose="auditor audit"):
+        pass
+    assert "taking over the lock left by auditor audit by pid 999999" in caplog.text
+    with caplog.at_level("WARNING"), RunLock(tmp_path, purpose="auditor audit"):
+        pass  # released properly the first time: no notice now
+    assert caplog.text.count("taking over") == 1
