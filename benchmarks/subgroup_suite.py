@@ -4,16 +4,17 @@ Scenarios: a corner mark on a fraction f of the circles (f = 0.2, 0.5), and two 
 (no mark anywhere; the mark on every image of every class). The classes are circle,
 hexagon, square and triangle: at 64 px a circle is hard to tell from a hexagon, so a model
 has a reason to read the mark (with four easy shapes it did not: 4 of 20 marked circles
-changed their answer without the mark). For each, a resnet18 is trained on the CPU, and each marked held-out image is re-rendered without its mark: the
-image is cue-reliant when its prediction changes. Then ``auditor audit`` runs through the
-CLI, and a scenario's subgroup is *found* when a flagged subgroup's members overlap the
-cue-reliant images with Jaccard >= 0.5.
+changed their answer without the mark). For each, a resnet18 is trained on the CPU, and
+each marked held-out image is re-rendered without its mark: the image is cue-reliant when
+its prediction changes. Then ``auditor audit`` runs through the CLI, and a scenario's
+subgroup is *found* when a flagged subgroup's members overlap the cue-reliant images with
+Jaccard >= 0.5.
 
     .venv/bin/python benchmarks/subgroup_suite.py --out reports/subgroup-suite
 
 Prints per scenario: marked and cue-reliant images, subgroups found with their status and
-Jaccard overlap with the reliant and with the marked images, recall (found / scenarios with reliant images) and false subgroup flags in the
-controls.
+Jaccard overlap with the reliant and with the marked images, recall (found / scenarios with
+reliant images) and false subgroup flags in the controls.
 """
 
 from __future__ import annotations
