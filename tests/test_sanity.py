@@ -4,6 +4,7 @@ import torch
 from scipy.stats import spearmanr
 
 from auditor.detect.sanity import (
+    average_ranks,
     randomization_check,
     randomized_copy,
     resolution_check,
@@ -19,6 +20,22 @@ def test_spearman_matches_scipy():
     for i in range(3):
         assert math.isclose(float(ours[i]), spearmanr(a[i], b[i]).statistic, abs_tol=1e-6)
     assert math.isclose(float(ours[1]), 1.0, abs_tol=1e-6)
+
+
+def test_spearman_ranks_ties_as_scipy_does_and_constant_maps_are_undefined():
+    g = torch.Generator().manual_seed(1)
+    # sparse CAM-like maps: most cells 0 after the ReLU, unrelated to each other
+    a = (torch.rand(200, 49, generator=g) - 0.8).clamp_min(0)
+    b = (torch.rand(200, 49, generator=g) - 0.8).clamp_min(0)
+    ours = spearman(a, b)
+    theirs = torch.tensor([spearmanr(a[i], b[i]).statistic for i in range(200)])
+    assert torch.allclose(ours.double(), theirs.double(), atol=1e-6)
+    assert abs(float(ours.mean())) < 0.05  # argsort-of-argsort ranks gave about 0.3 here
+    a[0], b[1] = 0.0, 1.0  # an all-zero map, a constant one
+    both = spearman(a, b)
+    assert torch.isnan(both[:2]).all() and not torch.isnan(both[2:]).any()
+    ties = torch.tensor([[3.0, 1.0, 3.0, 2.0, 1.0, 3.0]])
+    assert average_ranks(ties).tolist() == [[4.0, 0.5, 4.0, 2.0, 0.5, 4.0]]
 
 
 def test_resolution_check_only_concerns_coarse_cams():

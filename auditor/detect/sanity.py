@@ -37,15 +37,30 @@ def resolution_check(
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-row Spearman rank correlation. a, b (Tensor[N, P]) -> Tensor[N]"""
-    ra, rb = _ranks(a.double()), _ranks(b.double())
+    """Per-row Spearman rank correlation, ties at their average rank (as scipy's
+    ``spearmanr``), on the inputs' device. a, b (Tensor[N, P]) -> Tensor[N]; NaN where a row
+    is constant, whose correlation is undefined.
+
+    Ties matter here: a CAM is 0 on most cells after its ReLU, and ranking those cells
+    by their position in memory (argsort of argsort) made unrelated sparse maps correlate."""
+    ra, rb = average_ranks(a.double()), average_ranks(b.double())
     ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
-    denominator = (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)
-    return ((ra * rb).sum(1) / denominator).float()
+    denominator = ra.norm(dim=1) * rb.norm(dim=1)
+    correlation = (ra * rb).sum(1) / denominator
+    return torch.where(denominator > 0, correlation, torch.nan).float()
 
 
-def _ranks(x: torch.Tensor) -> torch.Tensor:
-    return x.argsort(1).argsort(1).double()
+def average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Per-row ranks 0..P-1, equal values sharing their average rank. x (Tensor[N, P])"""
+    values, order = x.sort(1)
+    positions = torch.arange(x.shape[1], device=x.device, dtype=torch.float64).expand_as(values)
+    starts = torch.ones_like(values, dtype=torch.bool)
+    starts[:, 1:] = values[:, 1:] != values[:, :-1]
+    run = starts.long().cumsum(1) - 1  # which run of equal values each sorted cell is in
+    total = torch.zeros_like(positions).scatter_add_(1, run, positions)
+    count = torch.zeros_like(positions).scatter_add_(1, run, torch.ones_like(positions))
+    mean = (total / count.clamp_min(1)).gather(1, run)
+    return torch.empty_like(mean).scatter_(1, order, mean)
 
 
 def randomized_copy(model: nn.Module, *, seed: int) -> nn.Module:
@@ -113,7 +128,7 @@ def randomization_check(
         methods=methods,
         target_layer=_layer(random_model, target_layer),
     )
-    similarity = {
+    similarity = {  # NaN (undefined) when every map of a method is constant
         m: float(spearman(original.maps[m].flatten(1), randomized.maps[m].flatten(1)).nanmean())
         for m in methods
     }

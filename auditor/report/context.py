@@ -198,7 +198,10 @@ def _trust(trust: dict[str, Any]) -> dict[str, Any]:
     similarity = trust.get("randomization_similarity", {})
     return {
         "untrusted": trust.get("untrusted", {}),
-        "similarity": {m: f"{s:+.2f}" for m, s in similarity.items() if s is not None},
+        "similarity": {
+            m: "undefined (constant maps)" if s is None else f"{s:+.2f}"
+            for m, s in similarity.items()
+        },
         "object_side": trust.get("object_side_px"),
     }
 
