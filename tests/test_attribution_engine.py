@@ -15,6 +15,7 @@ from auditor.attribution import (
     LayerFilter,
     MethodSpec,
     attribute,
+    attribute_many,
     compute,
 )
 from auditor.attribution.options import SMOOTH_BASES
@@ -173,9 +174,29 @@ def test_bad_options_are_rejected(mixed, options, match):
         )
 
 
-def test_layer_methods_need_a_layer_and_cam_a_gap_linear_head(mixed):
-    with pytest.raises(AttributionError, match="target layer"):
-        attribute(mixed, _inputs(), [0] * 4, methods=("layercam",))
+def test_without_a_layer_the_api_chooses_the_clis_and_says_which(mixed):
+    import torchvision
+
+    from auditor.models import resolve_target_layer
+
+    maps = attribute(mixed, _inputs(), [0] * 4, methods=("layercam", "saliency"))
+    chosen = resolve_target_layer(mixed, None, image_size=8)
+    assert maps.target_layer is not None and maps.target_layer.automatic
+    assert maps.target_layer.name == chosen.name and maps.target_layer.module is chosen.module
+    given = attribute(mixed, _inputs(), [0] * 4, methods=("layercam",), target_layer=chosen.module)
+    assert torch.equal(maps["layercam"], given["layercam"]) and not given.target_layer.automatic
+    assert attribute(mixed, _inputs(), [0] * 4, methods=("saliency",)).target_layer is None
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(num_classes=3).eval()
+    both = attribute_many(resnet, torch.randn(2, 3, 64, 64), {"label": [0, 1]},
+                          methods=("gradcam",))  # fmt: skip
+    assert both["label"].target_layer.name == "layer2"  # 8x8 cells; layer4 has 2x2 at 64 px
+    no_map = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    with pytest.raises(AttributionError, match="gradcam: No spatial feature map"):
+        attribute(no_map, _inputs(), [0] * 4, methods=("gradcam",))
+
+
+def test_cam_needs_a_gap_linear_head(mixed):
     flat_head = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3))
     with pytest.raises(AttributionError, match="global average pooling"):
         attribute(flat_head, _inputs(), [0] * 4, methods=("cam",))

@@ -37,7 +37,8 @@ from auditor.attribution.options import GradientOptions, parsed
 from auditor.attribution.registry import FusedPass, MethodRegistry, MethodSpec, Need
 from auditor.attribution.rules import RULES, ForwardRecorder, HeadRecord, RuleSwitch
 from auditor.attribution.targets import LayerFilter, Objective, TargetSpec, objective
-from auditor.errors import AttributionError
+from auditor.errors import AttributionError, ModelError
+from auditor.models import TargetLayer, resolve_target_layer
 
 Options = Mapping[str, Mapping[str, Any] | GradientOptions]
 
@@ -61,6 +62,36 @@ class _Forward:
     switch: RuleSwitch
 
 
+class Maps(dict[str, torch.Tensor]):
+    """``{method: Tensor[N, H, W]}`` as :func:`attribute` returns it, with the layer the CAM
+    methods read in ``target_layer`` (None when none of them ran; ``automatic`` says
+    whether it was chosen by :func:`auditor.models.resolve_target_layer`)."""
+
+    target_layer: TargetLayer | None = None
+
+
+def _auto_layer(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    methods: Sequence[str],
+    target_layer: nn.Module | None,
+    registry: MethodRegistry,
+) -> TargetLayer | None:
+    """The given layer, or, when a requested method needs one and none was given, the one
+    the CLI would choose (the 7x7-cell rule, a transformer's token grid)."""
+    needs = [m for m in methods if m in registry and registry.get(m).layer]
+    if not needs:
+        return None
+    if target_layer is not None:
+        names = {id(module): name for name, module in model.named_modules()}
+        name = names.get(id(target_layer), type(target_layer).__name__)
+        return TargetLayer(name, target_layer, (0, 0), automatic=False)
+    try:
+        return resolve_target_layer(model, None, image_size=inputs.shape[-2], device=inputs.device)
+    except ModelError as exc:
+        raise AttributionError(f"{', '.join(needs)}: {exc}") from None
+
+
 def attribute(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -70,7 +101,7 @@ def attribute(
     target_layer: nn.Module | None = None,
     options: Options | None = None,
     registry: MethodRegistry = REGISTRY,
-) -> dict[str, torch.Tensor]:
+) -> Maps:
     """Attribution maps of ``targets`` (see ``targets.py``) for a batch.
 
     inputs (Tensor[N, C, H, W]) -> {method: Tensor[N, H, W]} float32 on the inputs' device,
@@ -82,18 +113,26 @@ def attribute(
     (see ``options.py``); the pipeline scores the non-negative defaults. ``registry`` holds the
     methods that can be asked for (``methods.REGISTRY``, or one extended with more).
 
+    Without ``target_layer``, a CAM method reads the layer the CLI would choose; the
+    returned :class:`Maps` names it in ``.target_layer``.
+
     A sample's maps do not depend on the rest of its batch (the model runs in eval mode, and
     SmoothGrad draws the same noise for every sample).
     """
-    return compute(
-        model,
-        inputs,
-        targets,
-        methods=methods,
-        target_layer=target_layer,
-        options=options,
-        registry=registry,
-    ).maps
+    layer = _auto_layer(model, inputs, methods, target_layer, registry)
+    maps = Maps(
+        compute(
+            model,
+            inputs,
+            targets,
+            methods=methods,
+            target_layer=None if layer is None else layer.module,
+            options=options,
+            registry=registry,
+        ).maps
+    )
+    maps.target_layer = layer
+    return maps
 
 
 def compute(
@@ -127,22 +166,28 @@ def attribute_many(
     target_layer: nn.Module | None = None,
     options: Options | None = None,
     registry: MethodRegistry = REGISTRY,
-) -> dict[str, dict[str, torch.Tensor]]:
+) -> dict[str, Maps]:
     """Maps for several targets of the same images in one call, e.g. what supports the
     label and what supports the prediction: ``{"label": labels, "prediction": "prediction"}``.
 
-    -> {target name: {method: Tensor[N, H, W]}}; the targets share one forward pass.
+    -> {target name: {method: Tensor[N, H, W]}}; the targets share one forward pass. Without
+    ``target_layer``, as :func:`attribute`.
     """
+    layer = _auto_layer(model, inputs, methods, target_layer, registry)
     found = compute_many(
         model,
         inputs,
         targets,
         methods=methods,
-        target_layer=target_layer,
+        target_layer=None if layer is None else layer.module,
         options=options,
         registry=registry,
     )
-    return {name: result.maps for name, result in found.items()}
+    out = {}
+    for name, result in found.items():
+        out[name] = Maps(result.maps)
+        out[name].target_layer = layer
+    return out
 
 
 def compute_many(
