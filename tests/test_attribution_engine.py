@@ -336,3 +336,17 @@ def test_method_lists_are_read_off_the_registry():
     assert sorted(CAM_METHODS) == ["gradcam", "gradcam_pp", "guided_gradcam", "layercam"]
     assert sorted(EAGER_METHODS - CAM_METHODS) == ["cam", "deconvnet", "guided_backprop"]
     assert {spec.name for spec in REGISTRY if spec.channel is not None} == set(SMOOTH_BASES)
+
+
+def test_guided_methods_on_other_nonlinearities_are_reported_partial():
+    import torchvision
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    mobile = torchvision.models.mobilenet_v3_small(num_classes=3).eval()
+    maps = attribute(mobile, x, [0], methods=("saliency", "guided_backprop", "deconvnet"))
+    assert set(maps.partial) == {"guided_backprop", "deconvnet"}
+    reason = maps.partial["guided_backprop"]
+    assert "Hardswish x" in reason and "passed the plain gradient" in reason
+    resnet = torchvision.models.resnet18(num_classes=3).eval()
+    assert attribute(resnet, x, [0], methods=("guided_backprop",)).partial == {}

@@ -231,3 +231,28 @@ def test_workers_give_the_same_rows(coco_dataset, resnet_weights, tmp_path, audi
     assert result.exit_code == 0, result.output
     ours = pd.read_parquet(tmp_path / "samples.parquet")
     pd.testing.assert_frame_equal(ours, pd.read_parquet(audited[1] / "samples.parquet"))
+
+
+def test_a_partial_guided_method_is_reported_and_never_drives_a_flag(planted_dataset, tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    weights = tmp_path / "mobile.pt"
+    torch.save(torchvision.models.mobilenet_v3_small(num_classes=4).state_dict(), weights)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "audit", "--model", "mobilenet_v3_small", "--weights", str(weights), "--data",
+        str(planted_dataset), "--out", str(out), "--image-size", "32", "--no-pdf",
+        "--methods", "saliency,guided_backprop", "--no-history",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "run.json").read_text())
+    assert "Hardswish" in info["partial_methods"]["guided_backprop"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trust"]["untrusted"]["guided_backprop"].startswith("partial:")
+    for c in summary["classes"]:
+        assert all(f["method"] != "guided_backprop" for f in c["findings"])
+    assert (
+        "guided_backprop is reported but does not drive flags: partial"
+        in (out / "report.html").read_text()
+    )

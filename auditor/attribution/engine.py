@@ -45,10 +45,28 @@ Options = Mapping[str, Mapping[str, Any] | GradientOptions]
 
 @dataclass(frozen=True)
 class Attribution:
-    """Maps per method (Tensor[N, H, W]) and the logits (Tensor[N, K]) of the same pass."""
+    """Maps per method (Tensor[N, H, W]) and the logits (Tensor[N, K]) of the same pass;
+    ``partial``: the methods whose backward rule reached only some of the model's
+    nonlinearities, with why (see :func:`partial_methods`)."""
 
     maps: dict[str, torch.Tensor]
     logits: torch.Tensor
+    partial: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def partial_methods(specs: Sequence[MethodSpec[Any]], switch: RuleSwitch) -> dict[str, str]:
+    """The guided and deconv methods, when the forward pass also ran nonlinearities the rule
+    does not cover: those passed the plain gradient, so the map is a hybrid."""
+    if not switch.others:
+        return {}
+    others = sum(switch.others.values())
+    kinds = ", ".join(f"{name} x{n}" for name, n in switch.others.most_common())
+    reason = (
+        f"partial: its backward rule applied to {switch.rectifiers} of "
+        f"{switch.rectifiers + others} nonlinearities; the other {others} ({kinds}) passed "
+        "the plain gradient"
+    )
+    return {spec.name: reason for spec in specs if any(r != "plain" for r, _ in spec.needs)}
 
 
 @dataclass(frozen=True)
@@ -65,9 +83,11 @@ class _Forward:
 class Maps(dict[str, torch.Tensor]):
     """``{method: Tensor[N, H, W]}`` as :func:`attribute` returns it, with the layer the CAM
     methods read in ``target_layer`` (None when none of them ran; ``automatic`` says
-    whether it was chosen by :func:`auditor.models.resolve_target_layer`)."""
+    whether it was chosen by :func:`auditor.models.resolve_target_layer`), and in
+    ``partial`` the methods whose rule reached only some nonlinearities, with why."""
 
     target_layer: TargetLayer | None = None
+    partial: dict[str, str] = {}  # noqa: RUF012 - replaced per instance, never mutated
 
 
 def _auto_layer(
@@ -120,18 +140,17 @@ def attribute(
     SmoothGrad draws the same noise for every sample).
     """
     layer = _auto_layer(model, inputs, methods, target_layer, registry)
-    maps = Maps(
-        compute(
-            model,
-            inputs,
-            targets,
-            methods=methods,
-            target_layer=None if layer is None else layer.module,
-            options=options,
-            registry=registry,
-        ).maps
+    result = compute(
+        model,
+        inputs,
+        targets,
+        methods=methods,
+        target_layer=None if layer is None else layer.module,
+        options=options,
+        registry=registry,
     )
-    maps.target_layer = layer
+    maps = Maps(result.maps)
+    maps.target_layer, maps.partial = layer, result.partial
     return maps
 
 
@@ -186,7 +205,7 @@ def attribute_many(
     out = {}
     for name, result in found.items():
         out[name] = Maps(result.maps)
-        out[name].target_layer = layer
+        out[name].target_layer, out[name].partial = layer, result.partial
     return out
 
 
@@ -224,7 +243,8 @@ def compute_many(
             fused = _fused(model, inputs, forward, grads, captured)
             maps = _maps(fused, specs, settings, registry)
             ordered = {m: maps[m].detach().float() for m in methods}
-            out[name] = Attribution(ordered, forward.logits.detach())
+            partial = partial_methods(specs, forward.switch)
+            out[name] = Attribution(ordered, forward.logits.detach(), partial)
     return out
 
 

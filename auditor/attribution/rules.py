@@ -14,6 +14,7 @@ which is what CAM (Zhou et al.) needs from a GAP + linear head.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,11 +27,15 @@ RULES: tuple[Rule, ...] = ("plain", "guided", "deconv")
 
 
 class RuleSwitch:
-    """The backward rule in force for one engine call, and how many rectifiers were routed."""
+    """The backward rule in force for one engine call, how many rectifiers were routed, and
+    how many other nonlinearities (Hardswish, SiLU, GELU, sigmoid, ...) ran, by name: those
+    pass the plain gradient whatever the rule, so a guided method on such a model is partial.
+    """
 
     def __init__(self) -> None:
         self.rule: Rule = "plain"
         self.rectifiers = 0
+        self.others: Counter[str] = Counter()
 
 
 class _Rectify(torch.autograd.Function):
@@ -71,6 +76,13 @@ class _Rectify(torch.autograd.Function):
 
 
 _RELU = {F.relu, torch.relu, torch.Tensor.relu}
+_OTHER_NONLINEAR = {
+    F.hardswish: "Hardswish", F.hardsigmoid: "Hardsigmoid", F.silu: "SiLU", F.gelu: "GELU",
+    F.elu: "ELU", F.selu: "SELU", F.celu: "CELU", F.leaky_relu: "LeakyReLU", F.mish: "Mish",
+    F.softplus: "Softplus", F.prelu: "PReLU", F.glu: "GLU", torch.sigmoid: "sigmoid",
+    torch.Tensor.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh",
+    torch.Tensor.tanh: "tanh", F.tanh: "tanh",
+}  # fmt: skip
 _RELU_INPLACE = {torch.relu_, torch.Tensor.relu_}
 _GLOBAL_POOL = {F.adaptive_avg_pool2d}
 _MEAN = {torch.mean, torch.Tensor.mean}
@@ -103,6 +115,9 @@ class ForwardRecorder(TorchFunctionMode):
             inputs, upper, inplace = rectifier
             self.switch.rectifiers += 1
             return _Rectify.apply(inputs, self.switch, upper, inplace)
+        other = _OTHER_NONLINEAR.get(func)
+        if other is not None:
+            self.switch.others[other] += 1
         outputs = func(*args, **kwargs)
         self._record(func, args, kwargs, outputs)
         return outputs

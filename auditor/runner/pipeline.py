@@ -172,6 +172,7 @@ def audit(
     assembled |= {"trust": trust, "method_errors": method_errors}
     info_json = run_info(loaded, ready.outputs, info, ready.data, config, layer, device, timings)
     info_json["inputs"] = {**ready.fingerprint, "parts": ready.parts}
+    info_json["partial_methods"] = trust.get("partial", {})
     return AuditRun(
         summary=with_subgroups(assembled, found, info, config),
         samples=samples,

@@ -111,9 +111,15 @@ def runnable_methods(
 def method_trust(
     net: torch.nn.Module, probe: Probe | None, layer: TargetLayer | None, config: AuditConfig
 ) -> dict[str, Any]:
-    """Which methods may drive a flag: resolution and model-randomisation checks."""
+    """Which methods may drive a flag: resolution and model-randomisation checks, and
+    whether a guided or deconv rule reached every nonlinearity (else the method is partial)."""
     if probe is None:
-        return {"untrusted": {}, "randomization_similarity": {}, "object_side_px": None}
+        return {"untrusted": {}, "randomization_similarity": {}, "object_side_px": None,
+                "partial": {}}  # fmt: skip
+    partial = compute(
+        net, probe.inputs[:1], probe.labels[:1].to(probe.inputs.device), methods=config.methods,
+        target_layer=layer.module if layer else None,
+    ).partial  # fmt: skip
     side = float(probe.masks.flatten(1).sum(1).float().sqrt().median())
     untrusted = resolution_check(
         config.methods, cells=layer.cells if layer else None, image_size=config.image_size,
@@ -126,7 +132,8 @@ def method_trust(
         max_similarity=config.detect.sanity_max_similarity, seed=config.detect.seed,
     )  # fmt: skip
     return {
-        "untrusted": {**failed, **untrusted},
+        "untrusted": {**failed, **untrusted, **partial},
         "randomization_similarity": similarity,
         "object_side_px": round(side, 1),
+        "partial": partial,
     }
