@@ -215,11 +215,19 @@ def resolve_target_layer(
     enters the last encoder block (its ``ln_1``): the CAM drops the class token. Later token
     outputs are no use, as only the class token reaches the head after the last attention.
     """
-    shapes, tokens = _spatial_output_shapes(model, image_size=image_size, device=device)
+    shapes, tokens, channels_last = _spatial_output_shapes(
+        model, image_size=image_size, device=device
+    )
     modules = dict(model.named_modules())
     if name is not None:
         if name not in modules:
             raise ModelError(f"--target-layer {name!r}: no such module in the model.")
+        if name in channels_last:
+            raise ModelError(
+                f"--target-layer {name!r}: its output is channels-last [N, H, W, C] (found by "
+                "perturbing the input), and a CAM reads [N, C, H, W]; layers that work: "
+                f"{', '.join(_working(shapes, tokens, channels_last)) or 'none found'}."
+            )
         cells = shapes.get(name) or tokens.get(name)
         if cells is None:
             raise ModelError(
@@ -230,7 +238,7 @@ def resolve_target_layer(
     if isinstance(model, torchvision.models.VisionTransformer):
         last = f"encoder.layers.encoder_layer_{len(model.encoder.layers) - 1}.ln_1"
         return TargetLayer(last, modules[last], tokens[last], automatic=True)
-    spatial = [(n, s) for n, s in shapes.items() if s[0] * s[1] > 1]
+    spatial = [(n, s) for n, s in shapes.items() if s[0] * s[1] > 1 and n not in channels_last]
     if not spatial:
         raise ModelError("No spatial feature map found for a CAM; give --target-layer.")
     fine = [(n, s) for n, s in spatial if min(s) >= MIN_CAM_CELLS]
@@ -238,42 +246,90 @@ def resolve_target_layer(
     return TargetLayer(chosen, modules[chosen], cells, automatic=True)
 
 
+def _working(
+    shapes: dict[str, tuple[int, int]], tokens: dict[str, tuple[int, int]], channels_last: set[str]
+) -> list[str]:
+    """The deepest few layers a CAM can read, deepest first, for an error message."""
+    fine = [n for n, s in shapes.items() if n not in channels_last and min(s) >= MIN_CAM_CELLS]
+    return [*fine[::-1][:3], *list(tokens)[::-1][:2]]
+
+
 def _spatial_output_shapes(
     model: nn.Module, *, image_size: int, device: torch.device | None
-) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
-    """Module name -> (H, W) of its 4-D output, in the order the modules finish; and module
-    name -> (h, w) grid of its transformer tokens Tensor[N, 1 + h*w, C], class token first."""
-    shapes: dict[str, tuple[int, int]] = {}
-    tokens: dict[str, tuple[int, int]] = {}
-    handles = []
+) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]], set[str]]:
+    """Module name -> (H, W) of its 4-D output read as [N, C, H, W], in the order the modules
+    finish; module name -> (h, w) grid of its transformer tokens Tensor[N, 1 + h*w, C], class
+    token first; and the 4-D outputs that are channels-last, [N, H, W, C] (swin's stages).
+
+    The layout is established, not guessed from the shape: the top-left quarter of the
+    input is perturbed, and a layer is channels-last when the change in its output gathers
+    in the top-left of dims 1 and 2 clearly more than in the top-left of dims 2 and 3."""
+    outputs: dict[str, list[torch.Tensor]] = {}
+    order: list[str] = []
 
     def record(name: str):
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            if isinstance(output, torch.Tensor) and output.dim() == 4:
-                shapes.pop(name, None)  # a reused module counts at its last use
-                shapes[name] = (int(output.shape[2]), int(output.shape[3]))
-            elif isinstance(output, torch.Tensor) and output.dim() == 3:
-                side = round((output.shape[1] - 1) ** 0.5)
-                if side > 0 and side * side == output.shape[1] - 1:
-                    tokens[name] = (side, side)
+            if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
+                outputs.setdefault(name, []).append(output.detach())
+                if name in order:
+                    order.remove(name)  # a reused module counts at its last use
+                order.append(name)
 
         return hook
 
-    for name, module in model.named_modules():
-        if name:
-            handles.append(module.register_forward_hook(record(name)))
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
     was_training = model.training
     try:
         model.eval()
         param = next(model.parameters(), None)
         device = device or (param.device if param is not None else torch.device("cpu"))
+        base = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+        moved = base.clone()
+        quarter = max(1, image_size // 4)
+        moved[:, :, :quarter, :quarter] += 2.0
         with torch.no_grad():
-            model(torch.zeros(1, 3, image_size, image_size, device=device))
+            model(base.to(device))
+            first = {n: v[-1] for n, v in outputs.items()}
+            outputs.clear()
+            model(moved.to(device))
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return shapes, tokens
+    shapes: dict[str, tuple[int, int]] = {}
+    tokens: dict[str, tuple[int, int]] = {}
+    channels_last = set()
+    for name in order:
+        out = first.get(name)
+        if out is None or name not in outputs or outputs[name][-1].shape != out.shape:
+            continue
+        if out.dim() == 4:
+            shapes[name] = (int(out.shape[2]), int(out.shape[3]))
+            if _channels_last((outputs[name][-1] - out).abs()):
+                channels_last.add(name)
+        else:
+            side = round((out.shape[1] - 1) ** 0.5)
+            if side > 0 and side * side == out.shape[1] - 1:
+                tokens[name] = (side, side)
+    return shapes, tokens, channels_last
+
+
+def _channels_last(change: torch.Tensor, margin: float = 0.15) -> bool:
+    """Whether the change Tensor[1, A, B, C] of a layer's output, after the input's top-left
+    quarter moved, sits in the top-left of (A, B) clearly more than of (B, C). Where neither
+    layout is clearly ahead (a layer that mixes every position, such as attention over one
+    window), the square input decides: a square (A, B) beside a non-square (B, C)."""
+
+    def top_left(m: torch.Tensor) -> float:
+        total = float(m.sum())
+        h, w = (m.shape[-2] + 1) // 2, (m.shape[-1] + 1) // 2
+        return float(m[..., :h, :w].sum()) / total if total > 0 else 0.0
+
+    last, first = top_left(change.sum(3)), top_left(change.sum(1))
+    if abs(last - first) > margin:
+        return last > first
+    _, a, b, c = change.shape
+    return a == b != c
 
 
 class _LastLinear(TorchFunctionMode):

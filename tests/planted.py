@@ -77,3 +77,16 @@ def fit_object_reader(annotations: Path, *, image_size: int) -> BackgroundReader
     model.fc.weight.copy_(torch.eye(len(info.class_names)) * 10)
     model.fc.bias.zero_()
     return model.eval()
+
+
+def small_vit() -> nn.Module:
+    """A torchvision VisionTransformer small enough for tests: 32 px, 8 px patches, 4 classes."""
+    import torchvision
+
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+        num_classes=4,
+    )  # fmt: skip
+    nn.init.normal_(vit.heads.head.weight, std=0.5)  # torchvision starts the head at zero
+    return vit.eval()

@@ -256,3 +256,35 @@ def test_a_partial_guided_method_is_reported_and_never_drives_a_flag(planted_dat
         "guided_backprop is reported but does not drive flags: partial"
         in (out / "report.html").read_text()
     )
+
+
+def test_a_transformer_layer_after_the_last_attention_stops_the_audit(planted_dataset, tmp_path):
+    base = ["audit", "--model", "planted:small_vit", "--data", str(planted_dataset),
+            "--image-size", "32", "--no-pdf", "--no-history", "--methods",
+            "gradcam,saliency"]  # fmt: skip
+    dead = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "a"), "--target-layer",
+                                    "encoder.ln"])  # fmt: skip
+    assert dead.exit_code == 1 and "every map at layer 'encoder.ln' is zero" in dead.output
+    assert "Traceback" not in dead.output
+    fine = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "b")])
+    assert fine.exit_code == 0, fine.output
+    info = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert info["target_layer"]["name"] == "encoder.layers.encoder_layer_1.ln_1"
+
+
+def test_a_channels_last_layer_is_refused_and_the_working_ones_named():
+    import torchvision
+
+    from auditor.errors import ModelError
+    from auditor.models import resolve_target_layer
+
+    torch.manual_seed(0)
+    swin = torchvision.models.swin_t(num_classes=3).eval()
+    assert resolve_target_layer(swin, None, image_size=224).name == "permute"
+    for name in ("features", "norm", "features.5"):
+        with pytest.raises(ModelError, match=r"channels-last .* layers that work: permute"):
+            resolve_target_layer(swin, name, image_size=224)
+    convnext = torchvision.models.convnext_tiny(num_classes=3).eval()
+    assert resolve_target_layer(convnext, None, image_size=224).name == "features"
+    with pytest.raises(ModelError, match="channels-last"):
+        resolve_target_layer(convnext, "features.1.0.block.2", image_size=224)  # its LayerNorm

@@ -108,6 +108,24 @@ def runnable_methods(
     return dataclasses.replace(config, methods=kept, primary_method=primary), errors
 
 
+def check_cam_maps(maps: dict[str, torch.Tensor], layer: TargetLayer | None) -> None:
+    """Stop when a CAM method's maps are zero on every probe image: its layer gives the
+    audited classes nothing to weigh (a ViT layer after the last attention, where only the
+    class token reaches the head), and every score would be undefined."""
+    dead = [m for m in CAM_METHODS if m in maps and not bool((maps[m] != 0).any())]
+    if dead and layer is not None:
+        hint = (
+            "leave --target-layer out to use the automatic one"
+            if not layer.automatic
+            else "give --target-layer"
+        )
+        raise AttributionError(
+            f"{', '.join(dead)}: every map at layer {layer.name!r} is zero for the audited "
+            f"classes, so no score could be computed; {hint} (the layer before the last "
+            "attention block for a transformer, a [N, C, H, W] feature map for a CNN)."
+        )
+
+
 def method_trust(
     net: torch.nn.Module, probe: Probe | None, layer: TargetLayer | None, config: AuditConfig
 ) -> dict[str, Any]:
@@ -116,10 +134,12 @@ def method_trust(
     if probe is None:
         return {"untrusted": {}, "randomization_similarity": {}, "object_side_px": None,
                 "partial": {}}  # fmt: skip
-    partial = compute(
-        net, probe.inputs[:1], probe.labels[:1].to(probe.inputs.device), methods=config.methods,
+    first = compute(
+        net, probe.inputs[:8], probe.labels[:8].to(probe.inputs.device), methods=config.methods,
         target_layer=layer.module if layer else None,
-    ).partial  # fmt: skip
+    )  # fmt: skip
+    check_cam_maps(first.maps, layer)
+    partial = first.partial
     side = float(probe.masks.flatten(1).sum(1).float().sqrt().median())
     untrusted = resolution_check(
         config.methods, cells=layer.cells if layer else None, image_size=config.image_size,
