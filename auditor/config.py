@@ -30,7 +30,8 @@ class DetectConfig:
     Behavioural evidence: swapping the background costs the class at least ``min_gap``
     accuracy (lower CI end), or the background alone predicts the class more often than it
     predicts it for other classes' backgrounds (one-sided Fisher test at ``alpha``, by at
-    least ``min_gap``). A flag needs both; one alone gives a warning. Saliency p-values are
+    least ``min_gap``). A flag needs both kinds of evidence, or both behavioural tests (two
+independent interventions that agree); one kind alone gives a warning. Saliency p-values are
     Benjamini-Hochberg adjusted across classes at false discovery rate ``q``.
     A method never drives a flag when its maps for a re-initialised model keep a Spearman
     correlation above ``sanity_max_similarity`` with the trained model's (Adebayo et al.),

@@ -178,17 +178,22 @@ def test_the_class_table_fits_the_pdf_page(planted, tmp_path):
     run.summary["methods"] = methods
     pdf = tmp_path / "wide.pdf"
     pdf.write_bytes(html_to_pdf(render_html(run), base=out))
-    page = next(p for p in PdfReader(pdf).pages if "Classes, by risk" in p.extract_text())
-    width = float(page.mediabox.width)
+    pages = PdfReader(pdf).pages
+    at = next(i for i, p in enumerate(pages) if "Classes, by risk" in p.extract_text())
+    width = float(pages[at].mediabox.width)
     placed: list[tuple[str, float]] = []
 
     def where(text, cm, tm, font, size):  # x of each piece of text, in page units
         if text.strip():
             placed.append((text.strip(), cm[0] * tm[4] + cm[2] * tm[5] + cm[4]))
 
-    page.extract_text(visitor_text=where)
+    for page in pages[at : at + 2]:  # the table may run onto the next page, row by row
+        text = page.extract_text()
+        page.extract_text(visitor_text=where)
+        if "Every class at a glance" in text:
+            break
     statuses = [x for text, x in placed if text == "FLAG"]  # the badges, in capitals
-    assert len(statuses) == 4 and all(0 < x < width - 20 for x in statuses), (statuses, width)
+    assert len(statuses) >= 4 and all(0 < x < width - 20 for x in statuses), (statuses, width)
     assert all(any(m in text for text, _ in placed) for m in methods)
 
 

@@ -104,6 +104,8 @@ def test_findings_read_as_sentences():
 def test_maps_of_broken_swaps_confirm_reliance_the_originals_cannot_show():
     """Class 0 is recognised by the absence of another class's cue: its own maps sit on the
     object, but the wrong answers the swap causes are read off the new background."""
+    from auditor.report.words import sentence
+
     samples = frame({0: 0.3, 1: 0.5, 2: 0.5}, bg_only={0: 0}, swap_correct={0: False})
     own = samples["label"] == 0
     samples["swap_chance_corrected"] = np.where(own, -0.1, np.nan)
@@ -113,7 +115,14 @@ def test_maps_of_broken_swaps_confirm_reliance_the_originals_cannot_show():
     assert len(after_swap) == 1 and after_swap[0].n == 40 and after_swap[0].value < 0
     assert result.swap_metrics["gradcam"].n == 40 and result.metrics["gradcam"].mean > 0
     samples["swap_chance_corrected"] = np.where(own, 0.3, np.nan)  # broken answers on the object
-    assert class_results(samples, NAMES, ["gradcam"], DetectConfig())[0].status == "warn"
+    missed = class_results(samples, NAMES, ["gradcam"], DetectConfig())[0]
+    assert missed.status == "flag"  # both interventions agree: flagged whatever the maps say
+    assert [f.kind for f in missed.findings] == ["swap_gap", "background_only", "maps_missed_cue"]
+    assert "did not localise the cue" in sentence(missed.findings[-1].to_dict(), NAMES,
+                                                  confidence=0.95)  # fmt: skip
+    one = frame({0: 0.3, 1: 0.5, 2: 0.5}, swap_correct={0: False})  # one intervention only
+    one["swap_chance_corrected"] = np.where(one["label"] == 0, 0.3, np.nan)
+    assert class_results(one, NAMES, ["gradcam"], DetectConfig())[0].status == "warn"
 
 
 def test_maps_of_broken_swaps_without_behavioural_evidence_raise_nothing():
@@ -206,11 +215,17 @@ def test_results_are_split_by_outcome_and_carry_tests():
 
 
 def test_untrusted_methods_are_reported_but_never_drive_a_flag():
-    samples = frame({0: -0.1, 1: 0.5, 2: 0.5}, bg_only={0: 0}, swap_correct={0: False})
+    samples = frame({0: -0.1, 1: 0.5, 2: 0.5}, swap_correct={0: False})
     results = class_results(
         samples, NAMES, ["gradcam"], DetectConfig(), untrusted={"gradcam": "failed sanity check"}
     )
     assert results[0].status == "warn" and "gradcam" in results[0].metrics
+    both = frame({0: -0.1, 1: 0.5, 2: 0.5}, bg_only={0: 0}, swap_correct={0: False})
+    result = class_results(
+        both, NAMES, ["gradcam"], DetectConfig(), untrusted={"gradcam": "failed sanity check"}
+    )[0]  # two interventions flag on their own; the maps that may not drive are not cited
+    assert result.status == "flag" and result.findings[-1].kind == "maps_missed_cue"
+    assert result.findings[-1].value == 0  # no method could have localised it
 
 
 def test_removed_object_leaves_texture_not_its_silhouette():

@@ -4,8 +4,12 @@ Every threshold of :class:`~auditor.config.DetectConfig` is held against a stati
 and nowhere else. A :class:`Finding` is a value (kind, method, statistic, CI, p, n and the
 threshold it was held against); the report turns findings into sentences.
 
-- **flag**: attribution and interventions agree that the class relies on cues off the object;
-- **warn**: one of them shows it without the other;
+- **flag**: attribution and interventions agree that the class relies on cues off the object,
+  or both interventions do (the swap costs accuracy *and* the background alone gives the
+  class): two independent interventions that agree are causal evidence, and attribution
+  maps are known to miss spurious signals (Adebayo et al. 2022); the findings then say
+  that the maps did not localise the cue (``maps_missed_cue``), a finding about the methods;
+- **warn**: one kind of evidence without the other;
 - **insufficient data**: fewer than ``min_n`` scored images (never pass);
 - **pass**: neither shows it.
 
@@ -47,6 +51,7 @@ FindingKind = Literal[
     "off_object_vs_class",  # a part's maps sit further off the object than its class's others
     "swap_gap",  # moving the object onto other backgrounds costs accuracy
     "background_only",  # the background alone gives the class
+    "maps_missed_cue",  # both interventions show reliance; no attribution map localised it
 ]
 
 
@@ -171,6 +176,9 @@ def judge(
         saliency = _off_object(swap_per_method, driving, config, "off_object_after_swap")
     if saliency and behaviour:
         return "flag", saliency + behaviour
+    if len(behaviour) == 2:  # two independent interventions agree: causal evidence
+        missed = Finding("maps_missed_cue", "driving_methods", float(len(driving)), 0.0, n)
+        return "flag", [*behaviour, missed]
     if saliency or behaviour:
         return "warn", saliency + behaviour
     return "pass", []
@@ -185,7 +193,7 @@ def with_attribution(result: ClassResult, attribution: Sequence[Finding]) -> Cla
     maps against the rest of the class's, :func:`off_object_vs_class`), by the same rule."""
     if result.status == "insufficient_data" or not attribution:
         return result
-    findings = [*result.findings, *attribution]
+    findings = [*(f for f in result.findings if f.kind != "maps_missed_cue"), *attribution]
     kinds = {f.kind for f in findings}
     both = bool(kinds & ATTRIBUTION_KINDS) and bool(kinds & BEHAVIOUR_KINDS)
     return dataclasses.replace(result, status="flag" if both else "warn", findings=findings)

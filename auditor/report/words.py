@@ -34,6 +34,12 @@ def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> s
     kind = f["kind"]
     if kind == "too_few_images":
         return f"{f['n']} scored images, fewer than the minimum {f['threshold']:g}"
+    if kind == "maps_missed_cue":
+        return (
+            "both interventions show reliance, which is causal evidence enough to flag; the "
+            "attribution maps did not localise the cue (a finding about the methods: they "
+            "missed what the model uses)"
+        )
     if kind == "off_object_vs_class":
         low, high = f["ci95"]
         return (
