@@ -24,22 +24,22 @@ LabelPolicy = Literal["single", "all"]
 class DetectConfig:
     """Thresholds of the per-class flag rule. Defaults are documented in README.md.
 
-    Saliency evidence: with at least ``min_n`` scored samples, the upper end of the bootstrap
-    CI of a method's mean ``chance_corrected`` lies below ``max_chance_corrected`` (default 0:
-    the map finds the object, with confidence, no better than a uniform map would).
-    Behavioural evidence: swapping the background costs the class at least ``min_gap``
-    accuracy (lower CI end), or the background alone predicts the class more often than it
-    predicts it for other classes' backgrounds (one-sided Fisher test at ``alpha``, by at
-    least ``min_gap``). A flag needs both kinds of evidence, or both behavioural tests (two
-independent interventions that agree); one kind alone gives a warning. Saliency p-values are
-    Benjamini-Hochberg adjusted across classes at false discovery rate ``q``.
-    A method never drives a flag when its maps for a re-initialised model keep a Spearman
-    correlation above ``sanity_max_similarity`` with the trained model's (Adebayo et al.),
-    or when it is a CAM whose cells are larger than the median object.
-    A part of a class (a subgroup) also shows saliency evidence when its maps sit further off
-    the object than the rest of its class's: the difference of mean ``chance_corrected``
-    below zero by a one-sided Welch test (BH-adjusted across methods, at ``q``) with a
-    standardised effect (Cohen's d) of at least ``min_effect_vs_class`` in size.
+        Saliency evidence: with at least ``min_n`` scored samples, the upper end of the bootstrap
+        CI of a method's mean ``chance_corrected`` lies below ``max_chance_corrected`` (default 0:
+        the map finds the object, with confidence, no better than a uniform map would).
+        Behavioural evidence: swapping the background costs the class at least ``min_gap``
+        accuracy (lower CI end), or the background alone predicts the class more often than it
+        predicts it for other classes' backgrounds (one-sided Fisher test at ``alpha``, by at
+        least ``min_gap``). A flag needs both kinds of evidence, or both behavioural tests (two
+    independent interventions that agree); one kind alone gives a warning. Saliency p-values are
+        Benjamini-Hochberg adjusted across classes at false discovery rate ``q``.
+        A method never drives a flag when its maps for a re-initialised model keep a Spearman
+        correlation above ``sanity_max_similarity`` with the trained model's (Adebayo et al.),
+        or when it is a CAM whose cells are larger than the median object.
+        A part of a class (a subgroup) also shows saliency evidence when its maps sit further off
+        the object than the rest of its class's: the difference of mean ``chance_corrected``
+        below zero by a one-sided Welch test (BH-adjusted across methods, at ``q``) with a
+        standardised effect (Cohen's d) of at least ``min_effect_vs_class`` in size.
     """
 
     min_n: int = 20

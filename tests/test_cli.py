@@ -57,6 +57,15 @@ def planted(planted_dataset, planted_weights, tmp_path_factory):
     return result, out
 
 
+def test_run_json_records_where_the_time_went(planted):
+    _, out = planted
+    timings = json.loads((out / "run.json").read_text())["timings"]
+    phases = ("preflight", "sanity", "attribution", "scoring", "interventions", "broken_swaps",
+              "evidence", "detection", "class_models")  # fmt: skip
+    assert all(timings[f"{p}_s"] >= 0 for p in phases) and timings["report_s"] > 0
+    assert sum(timings[f"{p}_s"] for p in phases) <= timings["total_s"]
+
+
 def test_fail_on_flag_exits_3_on_a_background_reader(planted):
     result, out = planted
     assert result.exit_code == 3, result.output

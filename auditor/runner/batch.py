@@ -15,6 +15,7 @@ from auditor.data.transforms import AuditTransform
 from auditor.detect.interventions import Behaviour, DonorPool, behaviour
 from auditor.models import TargetLayer
 from auditor.runner.exemplars import BrokenSwaps, ClassEvidence, ScoredBatch, collect_evidence
+from auditor.runner.timing import Phases
 from auditor.scoring import METRICS, chance_corrected, score_all
 
 SAMPLE_COLUMNS = [
@@ -34,7 +35,9 @@ def audit_batch(
     evidence: dict[int, ClassEvidence],
     config: AuditConfig,
     pool: DonorPool | None,
+    phases: Phases | None = None,
 ) -> list[dict[str, Any]]:
+    clock = phases or Phases()
     skips = list(batch["skip"])
     rows = [skip_row(int(i), records[int(i)], s) for i, s in zip(batch["index"], skips) if s]
     keep = torch.tensor([not s for s in skips])
@@ -45,24 +48,28 @@ def audit_batch(
     masks = batch["masks"][keep].to(device, non_blocking=True)
     targets = batch["targets"][keep].to(device)
     indices = [int(i) for i in batch["index"][keep]]
-    result = compute(
-        net,
-        inputs,
-        targets,
-        methods=config.attributed,
-        target_layer=layer.module if layer else None,
-    )
+    with clock.phase("attribution", device):
+        result = compute(
+            net,
+            inputs,
+            targets,
+            methods=config.attributed,
+            target_layer=layer.module if layer else None,
+        )
     audited = {m: result.maps[m] for m in config.methods}
     predictions = result.logits.argmax(1)
     valid = ~batch["ignore"][keep].to(device) if "ignore" in batch else None
-    scores = {m: score_all(maps, masks, valid) for m, maps in audited.items()}
+    with clock.phase("scoring", device):
+        scores = {m: score_all(maps, masks, valid) for m, maps in audited.items()}
     label_probability = result.logits.float().softmax(1).gather(1, targets[:, None])[:, 0]
     acts: dict[str, list[Any]] = {"prob_label": label_probability.tolist()}
     broken = None
     if pool is not None:
-        b = behaviour(net, inputs, masks, targets, torch.tensor(indices), pool)
-        acts |= _behaviour_columns(b)
-        broken = _broken_swaps(net, b, targets, predictions, masks, valid, layer, config)
+        with clock.phase("interventions", device):
+            b = behaviour(net, inputs, masks, targets, torch.tensor(indices), pool)
+            acts |= _behaviour_columns(b)
+        with clock.phase("broken_swaps", device):
+            broken = _broken_swaps(net, b, targets, predictions, masks, valid, layer, config)
         for method in config.methods:
             scores[method]["swap_chance_corrected"] = _per_sample(broken, method, len(indices))
     for j, index in enumerate(indices):
@@ -72,9 +79,11 @@ def audit_batch(
         inputs, masks, audited, targets, predictions, indices, scores, acts, broken,
         clustered=result.maps[config.subgroup_method] if config.subgroup_maps else None,
     )  # fmt: skip
-    collect_evidence(
-        evidence, scored, records, transform, method=config.primary, keep=config.exemplars_per_class
-    )
+    with clock.phase("evidence", device):
+        collect_evidence(
+            evidence, scored, records, transform, method=config.primary,
+            keep=config.exemplars_per_class,
+        )  # fmt: skip
     return rows
 
 

@@ -55,6 +55,7 @@ from auditor.runner.summary import (
     summary,
     with_subgroups,
 )
+from auditor.runner.timing import Phases
 
 log = logging.getLogger(__name__)
 
@@ -146,15 +147,18 @@ def audit(
     data_sha = file_sha256(info.source) if info.source.is_file() else None  # hashed once
     saver = Checkpoint(checkpoint, ready.parts)
     state = saver.load(Progress(rows=[], evidence=fresh))
-    probe = probe_samples(info.records, transform, size=config.donor_pool, device=device)
-    config, method_errors = runnable_methods(net, probe, layer, config)
-    pool = DonorPool(remove_object(probe.inputs, probe.masks), probe.labels) if probe else None
-    trust = method_trust(net, probe, layer, config)
+    clock = Phases()
+    with clock.phase("preflight", device):
+        probe = probe_samples(info.records, transform, size=config.donor_pool, device=device)
+        config, method_errors = runnable_methods(net, probe, layer, config)
+        pool = DonorPool(remove_object(probe.inputs, probe.masks), probe.labels) if probe else None
+    with clock.phase("sanity", device):
+        trust = method_trust(net, probe, layer, config)
     stream = batches(info.records, transform, config, device, progress, start=state.done)
     try:
         for batch in stream:
             state.rows += audit_batch(
-                net, batch, info.records, layer, transform, state.evidence, config, pool
+                net, batch, info.records, layer, transform, state.evidence, config, pool, clock
             )
             state.done += len(batch["index"])
             saver.maybe_save(state)
@@ -164,9 +168,11 @@ def audit(
     evidence = state.evidence
     samples = with_groups(pd.DataFrame(state.rows, columns=SAMPLE_COLUMNS), info, config.group_by)
     _check_scored(samples, info)
-    results, groups, found = judged(samples, evidence, info, config, trust["untrusted"])
-    drawn = class_models(net, results, config, device)
-    timings = {"total_s": round(time.perf_counter() - ready.started, 3)}
+    with clock.phase("detection", device):
+        results, groups, found = judged(samples, evidence, info, config, trust["untrusted"])
+    with clock.phase("class_models", device):
+        drawn = class_models(net, results, config, device)
+    timings = {"total_s": round(time.perf_counter() - ready.started, 3), **clock.rounded()}
     assembled = summary(loaded, info, ready.data, data_sha, config, results, samples)
     assembled |= group_summary(groups, found, results, info, config)
     assembled |= {"trust": trust, "method_errors": method_errors}
