@@ -183,3 +183,18 @@ def test_degenerate_reasons():
     assert degenerate_reason(maps, masks) == ["empty_mask", "full_mask", "zero_map", None]
     for metric in (rank_accuracy, auroc, pointing_game, topk_iou, lift):
         assert torch.isnan(metric(maps, masks)[:3]).all()
+
+
+@pytest.mark.parametrize("size,tolerance", [(224, 15 / 224), (64, 15 / 224), (37, 0.1), (8, 0.01)])
+def test_the_pointing_zone_is_the_square_dilation(size, tolerance):
+    import torch.nn.functional as F
+
+    from auditor.scoring import pointing_zone
+
+    g = torch.Generator().manual_seed(size)
+    masks = torch.rand(4, size, size, generator=g) > 0.995
+    masks[0] = False  # an empty mask stays empty
+    radius = round(tolerance * size)
+    square = F.max_pool2d(masks[:, None].float(), 2 * radius + 1, stride=1, padding=radius)
+    expected = square[:, 0] > 0 if radius else masks
+    assert torch.equal(pointing_zone(masks, tolerance=tolerance), expected)

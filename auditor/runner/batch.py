@@ -16,7 +16,7 @@ from auditor.detect.interventions import Behaviour, DonorPool, behaviour
 from auditor.models import TargetLayer
 from auditor.runner.exemplars import BrokenSwaps, ClassEvidence, ScoredBatch, collect_evidence
 from auditor.runner.timing import Phases
-from auditor.scoring import METRICS, chance_corrected, score_all
+from auditor.scoring import METRICS, chance_corrected, pointing_zone, score_all
 
 SAMPLE_COLUMNS = [
     "sample", "image_id", "file_name", "label", "label_name", "prediction", "correct", "method",
@@ -60,7 +60,8 @@ def audit_batch(
     predictions = result.logits.argmax(1)
     valid = ~batch["ignore"][keep].to(device) if "ignore" in batch else None
     with clock.phase("scoring", device):
-        scores = {m: score_all(maps, masks, valid) for m, maps in audited.items()}
+        zone = pointing_zone(masks)  # the same for every method
+        scores = {m: score_all(maps, masks, valid, zone=zone) for m, maps in audited.items()}
     label_probability = result.logits.float().softmax(1).gather(1, targets[:, None])[:, 0]
     acts: dict[str, list[Any]] = {"prob_label": label_probability.tolist()}
     broken = None
