@@ -178,3 +178,53 @@ cli.main()
     assert done.returncode == 130, done.stderr
     assert "Progress is kept" in done.stderr and "Traceback" not in done.stderr
     assert torch.load(out / ".partial.pt", weights_only=True)["done"] >= 16
+
+
+def _rows(start: int, n: int) -> list[dict]:
+    """Rows like the pipeline's: ints, floats with NaN, None, strings and bools."""
+    return [{"sample": i, "image_id": str(i), "label": i % 3, "correct": bool(i % 2),
+             "chance_corrected": float("nan") if i % 7 == 0 else i / 10,
+             "skip_reason": None if i % 5 else "unreadable", "prob_label": 0.5}
+            for i in range(start, start + n)]  # fmt: skip
+
+
+COLUMNS = ("sample", "image_id", "label", "correct", "chance_corrected", "skip_reason",
+           "prob_label")  # fmt: skip
+
+
+def test_columnar_rows_give_the_frame_the_row_dicts_give():
+    from auditor.runner.checkpoint import Rows
+
+    rows = Rows(COLUMNS)
+    batches = [_rows(0, 10), _rows(10, 1), [], _rows(11, 30)]
+    for batch in batches:
+        rows.add(batch)
+    expected = pd.DataFrame([r for b in batches for r in b], columns=list(COLUMNS))
+    pd.testing.assert_frame_equal(rows.frame(), expected)
+    assert len(rows) == 41
+
+
+def test_a_save_writes_only_the_new_rows_and_a_torn_save_is_ignored(tmp_path):
+    from auditor.runner.checkpoint import Checkpoint, Progress, Rows
+
+    path = tmp_path / ".partial.pt"
+    saver = Checkpoint(path, {"model": "m"})
+    progress = Progress(Rows(COLUMNS), {}, done=0)
+    progress.rows.add(_rows(0, 20))
+    progress.done = 20
+    saver.maybe_save(progress, force=True)
+    first = (tmp_path / ".partial.rows-00001.pt").read_bytes()
+    progress.rows.add(_rows(20, 5))
+    progress.rows.add(_rows(25, 5))
+    progress.done = 30
+    saver.maybe_save(progress, force=True)
+    assert (tmp_path / ".partial.rows-00001.pt").read_bytes() == first  # never rewritten
+    second = torch.load(tmp_path / ".partial.rows-00002.pt", weights_only=True)
+    assert second["sample"].tolist() == list(range(20, 30))  # only what was new
+    torch.save({"sample": [999]}, tmp_path / ".partial.rows-00003.pt")  # killed before the head
+    loaded = Checkpoint(path, {"model": "m"}).load(Progress(Rows(COLUMNS), {}))
+    assert loaded.done == 30
+    expected = pd.DataFrame(_rows(0, 30), columns=list(COLUMNS))
+    pd.testing.assert_frame_equal(loaded.rows.frame(), expected)
+    Checkpoint(path, {"model": "m"}).discard()
+    assert not list(tmp_path.iterdir())

@@ -37,7 +37,7 @@ from auditor.models import LoadedModel, TargetLayer, count_outputs, file_sha256,
 from auditor.progress import progress_bar
 from auditor.run import AuditRun
 from auditor.runner.batch import SAMPLE_COLUMNS, audit_batch
-from auditor.runner.checkpoint import Checkpoint, Progress
+from auditor.runner.checkpoint import Checkpoint, Progress, Rows
 from auditor.runner.exemplars import ClassEvidence, evidence_payload, thumbnail
 from auditor.runner.preflight import (
     check_classes,
@@ -146,7 +146,7 @@ def audit(
     }
     data_sha = file_sha256(info.source) if info.source.is_file() else None  # hashed once
     saver = Checkpoint(checkpoint, ready.parts)
-    state = saver.load(Progress(rows=[], evidence=fresh))
+    state = saver.load(Progress(rows=Rows(tuple(SAMPLE_COLUMNS)), evidence=fresh))
     clock = Phases()
     with clock.phase("preflight", device):
         probe = probe_samples(info.records, transform, size=config.donor_pool, device=device)
@@ -157,16 +157,16 @@ def audit(
     stream = batches(info.records, transform, config, device, progress, start=state.done)
     try:
         for batch in stream:
-            state.rows += audit_batch(
+            state.rows.add(audit_batch(
                 net, batch, info.records, layer, transform, state.evidence, config, pool, clock
-            )
+            ))  # fmt: skip
             state.done += len(batch["index"])
             saver.maybe_save(state)
     except BaseException:
         saver.maybe_save(state, force=True)
         raise
     evidence = state.evidence
-    samples = with_groups(pd.DataFrame(state.rows, columns=SAMPLE_COLUMNS), info, config.group_by)
+    samples = with_groups(state.rows.frame(), info, config.group_by)
     _check_scored(samples, info)
     with clock.phase("detection", device):
         results, groups, found = judged(samples, evidence, info, config, trust["untrusted"])

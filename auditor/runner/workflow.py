@@ -23,6 +23,7 @@ from auditor.models import LoadedModel
 from auditor.report.render import rerender, write_reports
 from auditor.run import AuditRun, clear_run, load_run, save_run
 from auditor.rundir import RunLock, mark_complete, mark_incomplete
+from auditor.runner.checkpoint import Checkpoint
 from auditor.runner.compare import compare_runs, read_side
 from auditor.runner.pipeline import Prepared, audit, prepare
 
@@ -72,7 +73,7 @@ def audit_to_dir(
         finally:
             if book is not None:
                 book.close()
-        partial.unlink(missing_ok=True)
+        Checkpoint(partial, {}).discard()
     return run
 
 
