@@ -44,10 +44,13 @@ def audit_batch(
     if not keep.any():
         return rows
     device = next(net.parameters()).device
-    inputs = batch["inputs"][keep].to(device, non_blocking=True)
-    masks = batch["masks"][keep].to(device, non_blocking=True)
-    targets = batch["targets"][keep].to(device)
-    indices = [int(i) for i in batch["index"][keep]]
+    # copy whole (pinned) tensors, then select on the device: selecting first would make an
+    # unpinned copy and turn the non-blocking transfer into a blocking one
+    at = keep.nonzero().flatten().to(device)
+    inputs = batch["inputs"].to(device, non_blocking=True).index_select(0, at)
+    masks = batch["masks"].to(device, non_blocking=True).index_select(0, at)
+    targets = batch["targets"].to(device, non_blocking=True).index_select(0, at)
+    indices = batch["index"][keep].tolist()
     with clock.phase("attribution", device):
         result = compute(
             net,
@@ -58,7 +61,11 @@ def audit_batch(
         )
     audited = {m: result.maps[m] for m in config.methods}
     predictions = result.logits.argmax(1)
-    valid = ~batch["ignore"][keep].to(device) if "ignore" in batch else None
+    valid = (
+        ~batch["ignore"].to(device, non_blocking=True).index_select(0, at)
+        if "ignore" in batch
+        else None
+    )
     with clock.phase("scoring", device):
         zone = pointing_zone(masks)  # the same for every method
         scores = {m: score_all(maps, masks, valid, zone=zone) for m, maps in audited.items()}
@@ -73,9 +80,10 @@ def audit_batch(
             broken = _broken_swaps(net, b, targets, predictions, masks, valid, layer, config)
         for method in config.methods:
             scores[method]["swap_chance_corrected"] = _per_sample(broken, method, len(indices))
+    predicted = predictions.tolist()  # one transfer for the batch, not one per image
     for j, index in enumerate(indices):
         extra = {name: values[j] for name, values in acts.items()}
-        rows += _sample_rows(index, records[index], int(predictions[j]), scores, j, extra)
+        rows += _sample_rows(index, records[index], predicted[j], scores, j, extra)
     scored = ScoredBatch(
         inputs, masks, audited, targets, predictions, indices, scores, acts, broken,
         clustered=result.maps[config.subgroup_method] if config.subgroup_maps else None,
