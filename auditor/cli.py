@@ -96,6 +96,11 @@ def cli(verbose: bool) -> None:
 @click.option("--normalize", help="imagenet | none | M,M,M/S,S,S")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--batch-size", type=int)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    help="Autocast of the forward passes (default fp32); maps and scores stay float32.",
+)
 @click.option("--workers", type=int, help="DataLoader worker processes (default 0: decode inline).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="audit.toml")
 @click.option(
@@ -163,6 +168,7 @@ def audit(
     normalize: str | None,
     device: str | None,
     batch_size: int | None,
+    precision: str | None,
     workers: int | None,
     config_path: str | None,
     fail_on_flag: bool,
@@ -186,8 +192,9 @@ def audit(
     overrides: dict[str, Any] = {
         "methods": tuple(methods.split(",")) if methods else None, "target_layer": target_layer,
         "image_size": image_size, "normalize": normalize, "device": device,
-        "batch_size": batch_size, "split": split, "label_policy": label_policy,
-        "class_map": class_map, "keep_aspect": keep_aspect or None, "num_workers": workers,
+        "batch_size": batch_size, "precision": precision, "split": split,
+        "label_policy": label_policy, "class_map": class_map,
+        "keep_aspect": keep_aspect or None, "num_workers": workers,
         "max_skipped": max_skipped, "group_by": group_by or None,
         "attributes": attributes_file,
     }  # fmt: skip

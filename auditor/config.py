@@ -105,6 +105,7 @@ class AuditConfig:
     class_model_jitter: int = 2
     class_model_blur: float = 0.5
     history: str | None = None
+    precision: str = "fp32"
     detect: DetectConfig = field(default_factory=DetectConfig)
 
     def __post_init__(self) -> None:
@@ -122,6 +123,8 @@ class AuditConfig:
             raise ConfigError(f"Expected image_size >= 16, got {self.image_size}.")
         if self.batch_size < 1:
             raise ConfigError(f"Expected batch_size >= 1, got {self.batch_size}.")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"Expected precision fp32, bf16 or fp16, got {self.precision!r}.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"Expected device auto, cpu or cuda, got {self.device!r}.")
         if self.primary_method is not None and self.primary_method not in self.methods:
@@ -201,6 +204,8 @@ MEANINGS: dict[str, str] = {
     "class_model_blur": "Sigma of the Gaussian blur of the class model every 10 steps; 0: none.",
     "history": "Run history (SQLite) the audit is recorded in (--history; unset: "
     "reports/history.sqlite).",
+    "precision": "Autocast of the forward passes (--precision): fp32, bf16 or fp16; maps and "
+    "scores stay float32.",
     "detect.min_n": "Fewest scored images a class is judged on; fewer gives insufficient_data.",
     "detect.max_chance_corrected": "Saliency evidence: CI of mean chance-corrected energy below.",
     "detect.min_gap": "Behavioural evidence: the least accuracy a background swap must cost.",

@@ -302,3 +302,15 @@ def test_a_channels_last_layer_is_refused_and_the_working_ones_named():
     assert resolve_target_layer(convnext, None, image_size=224).name == "features"
     with pytest.raises(ModelError, match="channels-last"):
         resolve_target_layer(convnext, "features.1.0.block.2", image_size=224)  # its LayerNorm
+
+
+def test_a_bf16_audit_runs_and_records_its_precision(planted_dataset, planted_weights, tmp_path):
+    result = CliRunner().invoke(cli, [
+        "audit", "--model", "planted:background_reader", "--weights", str(planted_weights),
+        "--data", str(planted_dataset), "--out", str(tmp_path), "--image-size", "32",
+        "--no-pdf", "--no-history", "--precision", "bf16",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run.json").read_text())["config"]["precision"] == "bf16"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["verdict"] == "fail"  # the same planted verdict as in float32

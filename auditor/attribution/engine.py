@@ -34,6 +34,7 @@ from auditor.attribution.methods import EAGER_METHODS as EAGER_METHODS
 from auditor.attribution.methods import METHODS as METHODS
 from auditor.attribution.methods import REGISTRY
 from auditor.attribution.options import GradientOptions, parsed
+from auditor.attribution.precision import autocast
 from auditor.attribution.registry import FusedPass, MethodRegistry, MethodSpec, Need
 from auditor.attribution.rules import RULES, ForwardRecorder, HeadRecord, RuleSwitch
 from auditor.attribution.targets import LayerFilter, Objective, TargetSpec, objective
@@ -163,6 +164,7 @@ def compute(
     target_layer: nn.Module | None = None,
     options: Options | None = None,
     registry: MethodRegistry = REGISTRY,
+    precision: str = "fp32",
 ) -> Attribution:
     """Maps and logits from one forward pass and at most three input-only backwards."""
     return compute_many(
@@ -173,6 +175,7 @@ def compute(
         target_layer=target_layer,
         options=options,
         registry=registry,
+        precision=precision,
     )[""]
 
 
@@ -218,9 +221,11 @@ def compute_many(
     target_layer: nn.Module | None = None,
     options: Options | None = None,
     registry: MethodRegistry = REGISTRY,
+    precision: str = "fp32",
 ) -> dict[str, Attribution]:
     """One forward pass shared by every target; each target then costs its own input-only
-    backwards (one per rule), with the graph kept until the last of them."""
+    backwards (one per rule), with the graph kept until the last of them. ``precision``:
+    autocast of the forward pass (:mod:`auditor.attribution.precision`); maps in float32."""
     methods = tuple(dict.fromkeys(methods))
     specs = _checked_specs(methods, target_layer, model, registry)
     kinds = {spec.name: spec.options for spec in specs if spec.options is not None}
@@ -235,7 +240,7 @@ def compute_many(
     names = list(targets)
     out = {}
     with _eval_mode(model), _capture(layers) as captured, torch.enable_grad():
-        forward = _forward(model, inputs, targets[names[0]], specs, captured)
+        forward = _forward(model, inputs, targets[names[0]], specs, captured, precision)
         for k, name in enumerate(names):
             if k:
                 forward = _retargeted(forward, targets[name], captured)
@@ -298,13 +303,16 @@ def _forward(
     targets: TargetSpec,
     specs: tuple[MethodSpec[Any], ...],
     captured: dict[str, torch.Tensor],
+    precision: str = "fp32",
 ) -> _Forward:
     switch = RuleSwitch()
     recorder = ForwardRecorder(switch)
     needs_input = any(part == "input" for spec in specs for _, part in spec.needs)
     leaf = inputs.detach().clone().requires_grad_(needs_input)
     with recorder, torch.set_grad_enabled(any(spec.needs for spec in specs)):
-        logits = _checked_logits(model(leaf))
+        with autocast(inputs.device, precision):
+            logits = _checked_logits(model(leaf))
+        logits = logits.float()  # the objective and its gradients from here in float32
     found = objective(targets, logits.detach())
     total = found.scores(logits, captured.get("filter")).sum()
     layer = captured.get("target")
@@ -355,8 +363,8 @@ def _fused(
     layered = {need: g for need, g in grads.items() if need[1] == "layer"}
     activations, gradients = None, grads
     if layered:
-        activations = _spatial(_layer_output(forward).detach())
-        gradients = grads | {need: _spatial(g) for need, g in layered.items()}
+        activations = _spatial(_layer_output(forward).detach()).float()
+        gradients = grads | {need: _spatial(g).float() for need, g in layered.items()}
     return FusedPass(
         model=model,
         inputs=inputs.detach(),

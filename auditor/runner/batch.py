@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from auditor.attribution.engine import compute
+from auditor.attribution.precision import autocast
 from auditor.config import AuditConfig
 from auditor.data.dataset import parse_skip
 from auditor.data.entries import Record
@@ -58,6 +59,7 @@ def audit_batch(
             targets,
             methods=config.attributed,
             target_layer=layer.module if layer else None,
+            precision=config.precision,
         )
     audited = {m: result.maps[m] for m in config.methods}
     predictions = result.logits.argmax(1)
@@ -73,7 +75,7 @@ def audit_batch(
     acts: dict[str, list[Any]] = {"prob_label": label_probability.tolist()}
     broken = None
     if pool is not None:
-        with clock.phase("interventions", device):
+        with clock.phase("interventions", device), autocast(device, config.precision):
             b = behaviour(net, inputs, masks, targets, torch.tensor(indices), pool)
             acts |= _behaviour_columns(b)
         with clock.phase("broken_swaps", device):
@@ -126,7 +128,12 @@ def _broken_swaps(
         return None
     inputs, new = b.swapped_inputs[broken], b.swapped[broken]
     result = compute(
-        net, inputs, new, methods=config.methods, target_layer=layer.module if layer else None
+        net,
+        inputs,
+        new,
+        methods=config.methods,
+        target_layer=layer.module if layer else None,
+        precision=config.precision,
     )
     picked = None if valid is None else valid[broken]
     return BrokenSwaps(
