@@ -228,3 +228,25 @@ def test_a_save_writes_only_the_new_rows_and_a_torn_save_is_ignored(tmp_path):
     pd.testing.assert_frame_equal(loaded.rows.frame(), expected)
     Checkpoint(path, {"model": "m"}).discard()
     assert not list(tmp_path.iterdir())
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_rows(
+    coco_dataset, resnet_weights, monkeypatch, caplog
+):
+    """A device that only fits 3 images: every batch of 8 is audited in halves (of halves),
+    once said, with the rows of an audit that fitted."""
+    loaded = load_model("resnet18", resnet_weights)
+    full = pipeline.audit(loaded, data=coco_dataset, config=CONFIG)
+    original = pipeline.audit_batch
+
+    def small_device(net, batch, *args, **kwargs):
+        if len(batch["index"]) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(net, batch, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "audit_batch", small_device)
+    with caplog.at_level(logging.WARNING):
+        halved = pipeline.audit(loaded, data=coco_dataset, config=CONFIG)
+    pd.testing.assert_frame_equal(halved.samples, full.samples)
+    assert halved.summary["classes"] == full.summary["classes"]
+    assert caplog.text.count("Out of memory at a batch of 8 images") == 1

@@ -3,6 +3,8 @@ background swap broke, turned into per-sample rows; evidence is offered to the e
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,6 +20,8 @@ from auditor.models import TargetLayer
 from auditor.runner.exemplars import BrokenSwaps, ClassEvidence, ScoredBatch, collect_evidence
 from auditor.runner.timing import Phases
 from auditor.scoring import METRICS, chance_corrected, pointing_zone, score_all
+
+log = logging.getLogger(__name__)
 
 SAMPLE_COLUMNS = [
     "sample", "image_id", "file_name", "label", "label_name", "prediction", "correct", "method",
@@ -96,6 +100,42 @@ def audit_batch(
             keep=config.exemplars_per_class,
         )  # fmt: skip
     return rows
+
+
+class HalvingOnOOM:
+    """A batch step (:func:`audit_batch`), retried in halves when the device runs out of
+    memory: a batch that does not fit is split (recursively, down to one image) and its
+    halves audited in order, so no finished batch is lost and the rows are the same. Said
+    once, as a warning."""
+
+    def __init__(self) -> None:
+        self.warned = False
+
+    def __call__(
+        self, batch: dict[str, Any], step: Callable[[dict[str, Any]], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """``step(batch)``, or ``step`` on its halves if the batch does not fit."""
+        try:
+            return step(batch)
+        except torch.OutOfMemoryError:
+            n = len(batch["index"])
+            if n <= 1:
+                raise
+            if not self.warned:
+                log.warning("Out of memory at a batch of %d images: continuing in halves.", n)
+                self.warned = True
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = (n + 1) // 2
+            return [
+                *self(split_batch(batch, 0, half), step),
+                *self(split_batch(batch, half, n), step),
+            ]
+
+
+def split_batch(batch: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+    """Samples ``start:stop`` of a collated batch (tensors and lists alike)."""
+    return {k: v[start:stop] if isinstance(v, torch.Tensor | list) else v for k, v in batch.items()}
 
 
 def _behaviour_columns(b: Behaviour) -> dict[str, list[Any]]:

@@ -36,7 +36,7 @@ from auditor.errors import DataError
 from auditor.models import LoadedModel, TargetLayer, count_outputs, file_sha256, load_model
 from auditor.progress import progress_bar
 from auditor.run import AuditRun
-from auditor.runner.batch import SAMPLE_COLUMNS, audit_batch
+from auditor.runner.batch import SAMPLE_COLUMNS, HalvingOnOOM, audit_batch
 from auditor.runner.checkpoint import Checkpoint, Progress, Rows
 from auditor.runner.exemplars import ClassEvidence, evidence_payload, thumbnail
 from auditor.runner.preflight import (
@@ -155,11 +155,12 @@ def audit(
     with clock.phase("sanity", device):
         trust = method_trust(net, probe, layer, config)
     stream = batches(info.records, transform, config, device, progress, start=state.done)
+    fitted = HalvingOnOOM()
     try:
         for batch in stream:
-            state.rows.add(audit_batch(
-                net, batch, info.records, layer, transform, state.evidence, config, pool, clock
-            ))  # fmt: skip
+            state.rows.add(fitted(batch, lambda part: audit_batch(
+                net, part, info.records, layer, transform, state.evidence, config, pool, clock
+            )))  # fmt: skip
             state.done += len(batch["index"])
             saver.maybe_save(state)
     except BaseException:
