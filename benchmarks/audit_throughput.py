@@ -1,0 +1,87 @@
+"""The whole audit against a bare pass: how many times a forward + input-backward loop over
+the same images does ``auditor audit`` cost, and where the rest goes.
+
+    .venv/bin/python benchmarks/audit_throughput.py --model resnet50 --weights W.pt \
+        --data annotations.json --image-size 224 --batch-size 32 --threads 1 --rounds 3
+
+Each round runs the bare loop (the same images, batch size, device and threads: a forward
+and a backward to the input of the label's logit, the least any gradient method needs) and
+then the audit through the library (default methods, interventions on, no PDF, no history),
+interleaved, so load on the machine falls on both. Prints per round the two times and their
+ratio, then the median ratio and the audit's phase split from its ``run.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from auditor.config import AuditConfig
+from auditor.data import AuditDataset, read_dataset
+from auditor.data.transforms import AuditTransform
+from auditor.models import load_model
+from auditor.runner.workflow import audit_to_dir
+
+
+def bare_loop(net: torch.nn.Module, loader: DataLoader, device: torch.device) -> float:
+    """Seconds for a forward + input-backward of the label's logit over every batch."""
+    started = time.perf_counter()
+    for batch in loader:
+        keep = torch.tensor([not s for s in batch["skip"]])
+        inputs = batch["inputs"][keep].to(device).requires_grad_(True)
+        targets = batch["targets"][keep].to(device)
+        logits = net(inputs)
+        (grad,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), inputs)
+        grad.abs().amax(1).sum().item()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--weights")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    loaded = load_model(args.model, args.weights)
+    net = loaded.model.to(device).eval()
+    info = read_dataset(args.data)
+    dataset = AuditDataset(info.records, AuditTransform(args.image_size))
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=0)
+    config = AuditConfig(image_size=args.image_size, batch_size=args.batch_size,
+                         device=args.device)  # fmt: skip
+    ratios, phases = [], {}
+    for r in range(args.rounds):
+        bare = bare_loop(net, loader, device)
+        with tempfile.TemporaryDirectory() as out:
+            started = time.perf_counter()
+            audit_to_dir(loaded, data=args.data, out=out, config=config, pdf=False)
+            full = time.perf_counter() - started
+            phases = json.loads((Path(out) / "run.json").read_text())["timings"]
+        ratios.append(full / bare)
+        print(f"round {r + 1}: bare {bare:.1f} s, audit {full:.1f} s, ratio {full / bare:.2f}",
+              flush=True)  # fmt: skip
+    print(f"median ratio over {args.rounds} rounds: {statistics.median(ratios):.2f}")
+    total = phases.get("total_s", 0.0) + phases.get("report_s", 0.0)
+    for name, seconds in sorted(phases.items(), key=lambda kv: -kv[1]):
+        if name != "total_s":
+            print(f"  {name:<18} {seconds:7.2f} s  {100 * seconds / total:5.1f}%")
+
+
+if __name__ == "__main__":
+    main()
