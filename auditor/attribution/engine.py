@@ -312,11 +312,17 @@ def _forward(
     with recorder, torch.set_grad_enabled(any(spec.needs for spec in specs)):
         with autocast(inputs.device, precision):
             logits = _checked_logits(model(leaf))
-        logits = logits.float()  # the objective and its gradients from here in float32
+        logits = _widened(logits)  # the objective and its gradients from here in float32
     found = objective(targets, logits.detach())
     total = found.scores(logits, captured.get("filter")).sum()
     layer = captured.get("target")
     return _Forward(leaf, logits, found, total, layer, recorder.head, switch)
+
+
+def _widened(tensor: torch.Tensor) -> torch.Tensor:
+    """A half-precision tensor (from an autocast forward) in float32; others as they are
+    (a float64 model keeps float64 up to the final maps)."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 def _backwards(
@@ -363,8 +369,8 @@ def _fused(
     layered = {need: g for need, g in grads.items() if need[1] == "layer"}
     activations, gradients = None, grads
     if layered:
-        activations = _spatial(_layer_output(forward).detach()).float()
-        gradients = grads | {need: _spatial(g).float() for need, g in layered.items()}
+        activations = _widened(_spatial(_layer_output(forward).detach()))
+        gradients = grads | {need: _widened(_spatial(g)) for need, g in layered.items()}
     return FusedPass(
         model=model,
         inputs=inputs.detach(),
