@@ -261,15 +261,21 @@ def report(run_dir: str, no_pdf: bool) -> None:
     click.echo(f"Rendered {Path(run_dir) / 'report.html'}")
 
 
+def _history_option(help_text: str) -> Any:
+    """--history for the commands that read the history ($AUDITOR_HISTORY, else the default)."""
+    return click.option(
+        "--history",
+        "history_path",
+        envvar="AUDITOR_HISTORY",
+        default=DEFAULT_HISTORY,
+        show_default=True,
+        type=click.Path(dir_okay=False),
+        help=help_text,
+    )
+
+
 @cli.command()
-@click.option(
-    "--history",
-    "history_path",
-    envvar="AUDITOR_HISTORY",
-    default=DEFAULT_HISTORY,
-    show_default=True,
-    type=click.Path(dir_okay=False),
-)
+@_history_option("The run history to list.")
 @click.option("--model", help="Only runs of this model name, or sha256 prefix.")
 @click.option("--class", "class_name", help="Only runs that audited this class.")
 @click.option("--last", type=click.IntRange(min=1), help="Only the newest N runs.")
@@ -303,15 +309,7 @@ def history(
     type=click.Path(file_okay=False),
     help="Folder for compare.json and compare.html.",
 )
-@click.option(
-    "--history",
-    "history_path",
-    envvar="AUDITOR_HISTORY",
-    default=DEFAULT_HISTORY,
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Where history ids, latest and previous are looked up.",
-)
+@_history_option("Where history ids, latest and previous are looked up.")
 @click.option("--model", help="Model name for latest / previous (default: the newest run's).")
 @click.option("--regression-margin", type=click.FloatRange(min=0), default=0.05, show_default=True)
 @click.option(

@@ -140,19 +140,15 @@ def attribute(
     A sample's maps do not depend on the rest of its batch (the model runs in eval mode, and
     SmoothGrad draws the same noise for every sample).
     """
-    layer = _auto_layer(model, inputs, methods, target_layer, registry)
-    result = compute(
+    return attribute_many(
         model,
         inputs,
-        targets,
+        {"": targets},
         methods=methods,
-        target_layer=None if layer is None else layer.module,
+        target_layer=target_layer,
         options=options,
         registry=registry,
-    )
-    maps = Maps(result.maps)
-    maps.target_layer, maps.partial = layer, result.partial
-    return maps
+    )[""]
 
 
 def compute(
