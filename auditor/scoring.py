@@ -181,18 +181,28 @@ def auroc(
     maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Area under the ROC curve of the map as a pixel classifier of M over Omega (ties count
-    one half: the Mann-Whitney statistic)."""
+    one half: the Mann-Whitney statistic). Batched: pixels outside Omega are ranked above
+    every map value, which leaves the ranks of those inside Omega as if alone."""
     values, inside, omega = _prepare(maps, masks, valid)
-    out = torch.full((values.shape[0],), math.nan, dtype=torch.float64, device=values.device)
-    usable = _usable(values, inside, omega)
-    for i in usable.nonzero().flatten().tolist():
-        scores, labels = values[i][omega[i]], inside[i][omega[i]]
-        _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
-        mean_rank = counts.cumsum(0) - (counts - 1) / 2  # 1-based average rank of each value
-        ranks = mean_rank[inverse].double()
-        n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-        out[i] = (ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    return out.float()
+    ranks = average_ranks(torch.where(omega, values, math.inf)) + 1  # 1-based within Omega
+    n_pos = inside.sum(1).double()
+    n_neg = omega.sum(1).double() - n_pos
+    rank_sum = torch.where(inside, ranks, 0.0).sum(1)
+    area = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg).clamp_min(1)
+    return torch.where(_usable(values, inside, omega), area, torch.nan).float()
+
+
+def average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Per-row ranks 0..P-1 of x (Tensor[N, P]), equal values sharing their average rank."""
+    values, order = x.sort(1)
+    positions = torch.arange(x.shape[1], device=x.device, dtype=torch.float64).expand_as(values)
+    starts = torch.ones_like(values, dtype=torch.bool)
+    starts[:, 1:] = values[:, 1:] != values[:, :-1]
+    run = starts.long().cumsum(1) - 1  # which run of equal values each sorted cell is in
+    total = torch.zeros_like(positions).scatter_add_(1, run, positions)
+    count = torch.zeros_like(positions).scatter_add_(1, run, torch.ones_like(positions))
+    mean = (total / count.clamp_min(1)).gather(1, run)
+    return torch.empty_like(mean).scatter_(1, order, mean)
 
 
 METRICS = {

@@ -4,12 +4,12 @@ import torch
 from scipy.stats import spearmanr
 
 from auditor.detect.sanity import (
-    average_ranks,
     randomization_check,
     randomized_copy,
     resolution_check,
     spearman,
 )
+from auditor.scoring import average_ranks
 
 
 def test_spearman_matches_scipy():

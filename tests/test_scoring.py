@@ -198,3 +198,21 @@ def test_the_pointing_zone_is_the_square_dilation(size, tolerance):
     square = F.max_pool2d(masks[:, None].float(), 2 * radius + 1, stride=1, padding=radius)
     expected = square[:, 0] > 0 if radius else masks
     assert torch.equal(pointing_zone(masks, tolerance=tolerance), expected)
+
+
+def test_batched_auroc_equals_the_mann_whitney_count_per_image():
+    """Against scikit-learn's roc_auc_score per image, over Omega, with ties and an ignore
+    region; unusable images (empty mask) are NaN."""
+    from sklearn.metrics import roc_auc_score
+
+    g = torch.Generator().manual_seed(4)
+    maps = (torch.rand(6, 16, 16, generator=g) * 4).round()  # few values: many ties
+    masks = torch.rand(6, 16, 16, generator=g) > 0.7
+    valid = torch.rand(6, 16, 16, generator=g) > 0.2
+    masks[5] = False
+    ours = auroc(maps, masks, valid)
+    for i in range(5):
+        keep = valid[i]
+        expected = roc_auc_score(masks[i][keep].numpy(), maps[i][keep].numpy())
+        assert ours[i].item() == pytest.approx(expected, abs=1e-6)
+    assert torch.isnan(ours[5])

@@ -19,6 +19,7 @@ from torch import nn
 
 from auditor.attribution import compute
 from auditor.attribution.engine import CAM_METHODS
+from auditor.scoring import average_ranks
 
 
 def resolution_check(
@@ -48,19 +49,6 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     denominator = ra.norm(dim=1) * rb.norm(dim=1)
     correlation = (ra * rb).sum(1) / denominator
     return torch.where(denominator > 0, correlation, torch.nan).float()
-
-
-def average_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Per-row ranks 0..P-1, equal values sharing their average rank. x (Tensor[N, P])"""
-    values, order = x.sort(1)
-    positions = torch.arange(x.shape[1], device=x.device, dtype=torch.float64).expand_as(values)
-    starts = torch.ones_like(values, dtype=torch.bool)
-    starts[:, 1:] = values[:, 1:] != values[:, :-1]
-    run = starts.long().cumsum(1) - 1  # which run of equal values each sorted cell is in
-    total = torch.zeros_like(positions).scatter_add_(1, run, positions)
-    count = torch.zeros_like(positions).scatter_add_(1, run, torch.ones_like(positions))
-    mean = (total / count.clamp_min(1)).gather(1, run)
-    return torch.empty_like(mean).scatter_(1, order, mean)
 
 
 def randomized_copy(model: nn.Module, *, seed: int) -> nn.Module:
