@@ -303,3 +303,14 @@ def test_the_welch_difference_matches_a_hand_computation():
     assert p == pytest.approx(stats.t.cdf(difference / np.sqrt(va + vb), df))
     pooled = np.sqrt((4 * a.var(ddof=1) + 5 * b.var(ddof=1)) / 9)
     assert d == pytest.approx(difference / pooled)
+
+
+def test_a_subgroups_relative_finding_reads_as_both_means():
+    from auditor.detect.rule import Finding
+    from auditor.report.words import sentence
+
+    finding = Finding("off_object_vs_class", "mean_chance_corrected_minus_rest_of_class", -0.15,
+                      0.5, 103, method="gradcam", ci=(-0.18, -0.12), p=5e-20, effect_size=-1.53,
+                      reference=0.35)  # fmt: skip
+    said = sentence(finding.to_dict(), NAMES, confidence=0.95)
+    assert "mean chance-corrected energy +0.20 against +0.35 (difference -0.15" in said

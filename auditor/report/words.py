@@ -42,11 +42,13 @@ def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> s
         )
     if kind == "off_object_vs_class":
         low, high = f["ci95"]
+        rest = f["reference"]
         return (
             f"{f['method']}: the maps sit further off the object than on the rest of the "
-            f"class's images: mean chance-corrected energy {f['value']:+.2f} against theirs "
-            f"({confidence:.0%} CI [{low:+.2f}, {high:+.2f}]; one-sided Welch, BH-adjusted "
-            f"p = {f['p']:.1g}, d = {_signed(f['effect_size'])})"
+            f"class's images: mean chance-corrected energy {rest + f['value']:+.2f} against "
+            f"{rest:+.2f} (difference {f['value']:+.2f}, {confidence:.0%} CI "
+            f"[{low:+.2f}, {high:+.2f}]; one-sided Welch, BH-adjusted p = {f['p']:.1g}, "
+            f"d = {_signed(f['effect_size'])})"
         )
     if kind in SALIENCY:
         where = SWAPPED.format(n=f["n"]) if kind == "off_object_after_swap" else ""
