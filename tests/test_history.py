@@ -158,11 +158,17 @@ def test_unchanged_inputs_reuse_the_run_unless_forced(coloured, weights, tmp_pat
     assert json.loads((out / "run.json").read_text())["created"] != created or (
         (out / "samples.parquet").stat().st_mtime_ns != samples
     )
+    import shutil
+
+    copy = tmp_path / "copy"  # the same files (copytree keeps sizes and times) elsewhere
+    shutil.copytree(coloured.parent, copy)
+    moved = audit(coloured, weights["clean"], out, history, "--images", copy)
+    assert moved.exit_code == 0 and "Inputs unchanged" not in moved.output  # another folder
     other = audit(coloured, weights["clean"], out, history, "--methods", "saliency")
     assert "Inputs unchanged" not in other.output  # other settings: audited afresh
     runs = json.loads(invoke("history", "--history", history, "--json").output)
-    assert [r["reused"] for r in runs] == [False, False, True, False]
-    assert [r["present"] for r in runs] == [True, False, False, False]  # one folder, replaced
+    assert [r["reused"] for r in runs] == [False, False, False, True, False]
+    assert [r["present"] for r in runs] == [True, False, False, False, False]  # one folder
 
 
 def _audit_process(data: Path, weights: Path, out: Path, history: Path, patch: str = ""):

@@ -95,7 +95,9 @@ def _unchanged(out: Path, ready: Prepared) -> AuditRun | None:
         info = json.loads((out / "run.json").read_text())
         if info.get("inputs", {}).get("model_sha256") is None:
             return None
-        same = all(info["inputs"].get(k) == v for k, v in ready.fingerprint.items())
+        inputs = info["inputs"]
+        same = all(inputs.get(k) == v for k, v in ready.fingerprint.items())
+        same = same and inputs.get("parts") == ready.parts  # the same folders named, too
         return load_run(out) if same else None
     except (OSError, ValueError, AttributeError, AuditorError):
         return None  # no run there, an incomplete one or a damaged one: audit afresh
