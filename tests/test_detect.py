@@ -314,3 +314,116 @@ def test_a_subgroups_relative_finding_reads_as_both_means():
                       reference=0.35)  # fmt: skip
     said = sentence(finding.to_dict(), NAMES, confidence=0.95)
     assert "mean chance-corrected energy +0.20 against +0.35 (difference -0.15" in said
+
+
+def test_same_class_donor_is_another_image_of_the_class():
+    pool = DonorPool(torch.arange(5.0).view(5, 1, 1, 1), torch.tensor([0, 0, 1, 1, 2]),
+                     positions=torch.tensor([10, 11, 12, 13, 14]))  # fmt: skip
+    labels, keys = torch.tensor([0, 0, 1, 2, 2]), torch.tensor([10, 99, 13, 14, 15])
+    backgrounds, donors = pool.pick(labels, keys, same_class=True)
+    assert donors.tolist() == [0, 0, 1, -1, 2]  # position 14 is the only class-2 image
+    assert backgrounds[0].item() == 1.0  # not its own background (position 10)
+    assert backgrounds[2].item() == 2.0  # position 13 is itself: the other class-1 image
+
+
+def test_vectorised_donor_choice_is_the_documented_hash():
+    labels_pool = torch.tensor([0, 1, 1, 2, 0, 2, 1])
+    pool = DonorPool(torch.arange(7.0).view(7, 1, 1, 1), labels_pool)
+    labels, keys = torch.tensor([0, 1, 2, 0, 1]), torch.tensor([3, 17, 123456, 7, 0])
+    backgrounds, _ = pool.pick(labels, keys)
+    for label, key, got in zip(labels.tolist(), keys.tolist(), backgrounds.flatten().tolist()):
+        options = [i for i, c in enumerate(labels_pool.tolist()) if c != label]
+        assert got == options[(key * 2654435761) % len(options)]
+
+
+def challenge_frame(n: int = 60) -> pd.DataFrame:
+    """Four classes. Class 3's background identifies it; class 0's objects are called 3 on
+    class 3's backgrounds (hijacked) and right elsewhere; class 2 relies on its own
+    background (wrong on every other class's); classes 1 and 3 are robust."""
+    rows = []
+    for label in range(4):
+        for i in range(n):
+            donor = [c for c in range(4) if c != label][i % 3]
+            swapped = {0: 3 if donor == 3 else 0, 2: donor}.get(label, label)
+            rows.append({
+                "sample": label * 1000 + i, "label": label, "method": "gradcam", "correct": True,
+                "chance_corrected": 0.5 + 0.01 * (i % 5), "skip_reason": None,
+                "pred_swapped": swapped, "donor_label": donor, "pred_same_class": label,
+                "pred_background_only": 3 if label == 3 else i % 4,
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_a_class_taken_over_by_another_class_backgrounds_is_vulnerable():
+    from auditor.report.words import reasons
+
+    names = ["a", "b", "c", "d"]
+    results = class_results(challenge_frame(), names, ["gradcam"], DetectConfig())
+    status = {r.name: r.status for r in results}
+    assert status["a"] == "warn" and status["b"] == "pass"
+    assert [f.kind for f in results[3].findings] == ["background_only"]  # d's own cue
+    (finding,) = results[0].findings
+    assert finding.kind == "vulnerable" and finding.reference_class == 3
+    assert finding.value == pytest.approx(1.0) and finding.follow_rate == pytest.approx(1.0)
+    assert finding.neutral_donors  # compared with b's and c's backgrounds
+    # c relies on its own background: it loses on every donor alike, which is reliance
+    # (the swap gap), not vulnerability to one class's backgrounds
+    assert "vulnerable" not in {f.kind for f in results[2].findings}
+    assert "swap_gap" in {f.kind for f in results[2].findings}
+    said = reasons(results[0].to_dict() | {"status": "warn"}, names, confidence=0.95)
+    assert said == [
+        "vulnerable to d's backgrounds: on them the object is called this class 0% of the time, "
+        "against 100% on backgrounds that identify no class (drop 100%, CI [82%, 100%]; "
+        f"one-sided Fisher, BH-adjusted p = {finding.p:.1g}); 100% were called d"
+    ]
+
+
+def test_background_challenge_quantities_by_their_own_names():
+    from auditor.runner.summary import challenge_summary
+
+    names = ["a", "b", "c", "d"]
+    results = class_results(challenge_frame(), names, ["gradcam"], DetectConfig())
+    c = results[2].challenge
+    assert c is not None
+    assert (c.mixed_same.accuracy, c.mixed_rand.accuracy, c.bg_gap) == (1.0, 0.0, 1.0)
+    a = results[0].challenge
+    assert a is not None and a.mixed_rand.accuracy == pytest.approx(2 / 3)
+    assert a.cells[3].accuracy == 0.0 and a.cells[3].called_donor == 20
+    table = challenge_summary(results, names)
+    assert table is not None
+    assert table["accuracy"][0] == [1.0, 1.0, 1.0, 0.0]  # a's objects on a, b, c, d
+    assert table["accuracy"][2] == [0.0, 0.0, 1.0, 0.0]  # c only on its own
+    assert table["n"][1] == [20, 60, 20, 20]
+    total = sum(len(r.challenge.cells) for r in results if r.challenge)
+    assert total == 16
+    assert table["mixed_same_accuracy"] == 1.0
+    assert table["bg_gap"] == pytest.approx(1.0 - (2 / 3 + 1 + 0 + 1) / 4)
+
+
+def _texture_fill_one_offset_at_a_time(inputs: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """The definition: try the offsets nearest first, copying each pixel from the first
+    whose source lies outside the region."""
+    from auditor.detect.interventions import _offsets
+
+    out, todo = inputs.clone(), region.clone()
+    for dy, dx in _offsets(*inputs.shape[-2:]):
+        take = todo & torch.roll(~region, (dy, dx), dims=(1, 2))
+        out = torch.where(take[:, None], torch.roll(inputs, (dy, dx), dims=(2, 3)), out)
+        todo &= ~take
+    return fill_region(out, todo) if todo.any() else out
+
+
+def test_texture_fill_equals_its_one_offset_at_a_time_definition():
+    from auditor.detect.interventions import bounding_boxes, texture_fill
+
+    g = torch.Generator().manual_seed(3)
+    inputs = torch.randn(6, 3, 48, 40, generator=g)
+    masks = torch.zeros(6, 48, 40, dtype=torch.bool)
+    for i, (y, x, s) in enumerate([(2, 3, 9), (10, 10, 30), (0, 0, 47), (30, 20, 5), (5, 1, 38),
+                                   (0, 0, 0)]):  # fmt: skip
+        masks[i, y : y + s, x : x + s] = True
+    region = bounding_boxes(masks, grow=2)
+    assert torch.equal(
+        texture_fill(inputs, region), _texture_fill_one_offset_at_a_time(inputs, region)
+    )
+    assert torch.equal(bounding_boxes(masks, grow=2), bounding_boxes(dilate(masks, 2)))

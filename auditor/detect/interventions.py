@@ -1,9 +1,11 @@
 """Interventions on the image, built from its object mask (pure tensor functions).
 
-- background swapped: the object pasted onto another image's background, whose own object
-  has been removed first;
-- background only: the object removed;
-- object only: the background replaced by the dataset mean (zero after normalisation).
+- background swapped (Mixed-Rand of the ImageNet-9 Backgrounds Challenge, Xiao et al. 2021):
+  the object pasted onto the background of an image of another class, whose own object has
+  been removed first;
+- same-class background (Mixed-Same): the object pasted onto the background of another
+  image of its own class;
+- background only: the object removed.
 
 Removing an object must not leave its shape behind. Filling exactly the mask with a blur
 leaves a smooth patch in the object's outline inside a textured background, which a model
@@ -54,12 +56,23 @@ def margin(masks: torch.Tensor) -> int:
     return max(1, round(0.03 * min(masks.shape[-2:])))
 
 
-def bounding_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Each mask's bounding box as a bool mask (an empty mask gives an empty box).
+def bounding_boxes(masks: torch.Tensor, grow: int = 0) -> torch.Tensor:
+    """Each mask's bounding box, grown by ``grow`` pixels on every side within the image, as
+    a bool mask (an empty mask gives an empty box). Growing the box equals taking the box of
+    the mask dilated by ``grow`` (a square structuring element), at the cost of 1-D spans.
 
     masks (Tensor[N, H, W] bool) -> Tensor[N, H, W] bool
     """
-    return _span(masks.any(2))[:, :, None] & _span(masks.any(1))[:, None, :]
+    rows, cols = _span(masks.any(2)), _span(masks.any(1))
+    if grow > 0:
+        rows, cols = _dilate_1d(rows, grow), _dilate_1d(cols, grow)
+    return rows[:, :, None] & cols[:, None, :]
+
+
+def _dilate_1d(flags: torch.Tensor, radius: int) -> torch.Tensor:
+    """Tensor[N, L] bool grown by ``radius`` on both sides."""
+    grown = F.max_pool1d(flags[:, None].float(), 2 * radius + 1, stride=1, padding=radius)
+    return grown[:, 0] > 0
 
 
 def _span(flags: torch.Tensor) -> torch.Tensor:
@@ -74,18 +87,31 @@ def texture_fill(inputs: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     offset that lands outside (a patchwork of the surrounding texture); pixels no offset
     reaches get the local mean of :func:`fill_region`.
 
+    Each pixel's offset is found on the masks alone (bool shifts), then every filled pixel
+    is read in one gather: no per-offset copy of the images, one host check per ring.
+
     inputs (Tensor[N, C, H, W]), region (Tensor[N, H, W] bool) -> Tensor[N, C, H, W]
     """
-    out, todo = inputs.clone(), region.clone()
-    for dy, dx in _offsets(*inputs.shape[-2:]):
-        if not todo.any():
-            break
-        source = torch.roll(inputs, (dy, dx), dims=(2, 3))
-        usable = torch.roll(~region, (dy, dx), dims=(1, 2))
-        take = todo & usable
-        out = torch.where(take[:, None], source, out)
+    n, c, h, w = inputs.shape
+    offsets = _offsets(h, w)
+    first = torch.full(region.shape, -1, dtype=torch.int16, device=region.device)
+    todo, outside = region.clone(), ~region
+    for k, offset in enumerate(offsets):
+        take = todo & torch.roll(outside, offset, dims=(1, 2))  # its source lies outside
+        first.masked_fill_(take, k)
         todo &= ~take
+        if k % _RING == _RING - 1 and not todo.any():  # one host check per ring of offsets
+            break
+    shift = torch.tensor(offsets, device=region.device)[first.clamp_min(0).long()]  # [N, H, W, 2]
+    rows = (torch.arange(h, device=region.device)[:, None] - shift[..., 0]) % h
+    cols = (torch.arange(w, device=region.device)[None, :] - shift[..., 1]) % w
+    source = (rows * w + cols).flatten(1)[:, None].expand(n, c, h * w)
+    copied = inputs.flatten(2).gather(2, source).view_as(inputs)
+    out = torch.where((first >= 0)[:, None], copied, inputs)
     return fill_region(out, todo) if todo.any() else out
+
+
+_RING = 8  # offsets tried per step of texture_fill
 
 
 def _offsets(height: int, width: int) -> list[tuple[int, int]]:
@@ -103,7 +129,7 @@ def _offsets(height: int, width: int) -> list[tuple[int, int]]:
 
 def remove_object(inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """The object's (dilated) bounding box, filled with the surrounding background texture."""
-    return texture_fill(inputs, bounding_boxes(dilate(masks, margin(masks))))
+    return texture_fill(inputs, bounding_boxes(masks, grow=margin(masks)))
 
 
 def swap_background(
@@ -120,43 +146,51 @@ def background_only(inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return remove_object(inputs, masks)
 
 
-def object_only(inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    return inputs * masks[:, None].to(inputs.dtype)
-
-
 @dataclass(frozen=True)
 class DonorPool:
-    """Object-free backgrounds from a spread of dataset images, with their labels."""
+    """Object-free backgrounds from a spread of dataset images, with their labels and their
+    dataset positions (so that no image is its own donor)."""
 
     backgrounds: torch.Tensor  # Tensor[P, C, H, W]
     labels: torch.Tensor  # Tensor[P]
+    positions: torch.Tensor | None = None  # Tensor[P]; None: no donor is an audited image
 
-    def pick(self, labels: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each sample, a donor of another class, chosen by the sample's ``key`` (its
-        dataset index), so the choice does not depend on the batch. Returns (backgrounds,
-        donor labels); a donor label of -1 means no donor of another class exists."""
-        chosen = torch.full_like(labels, -1)
-        for j, (label, key) in enumerate(zip(labels.tolist(), keys.tolist())):
-            options = (self.labels != label).nonzero().flatten()
-            if len(options):
-                chosen[j] = options[(key * 2654435761) % len(options)]
-        safe = chosen.clamp_min(0).to(self.backgrounds.device)
+    def pick(
+        self, labels: torch.Tensor, keys: torch.Tensor, *, same_class: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each sample, a donor of another class (``same_class``: another image of its
+        own class), chosen by the sample's ``key`` (its dataset position), so the choice does
+        not depend on the batch. Returns (backgrounds, donor labels) on the pool's devices;
+        a donor label of -1 means no such donor exists.
+
+        labels, keys (Tensor[N] on the CPU) -> (Tensor[N, C, H, W], Tensor[N])
+        """
+        same = self.labels[None, :] == labels[:, None]  # Tensor[N, P]
+        allowed = same if same_class else ~same
+        if same_class and self.positions is not None:
+            allowed &= self.positions[None, :] != keys[:, None]
+        count = allowed.sum(1)
+        # the (key * golden-ratio hash mod count)-th allowed donor, in pool order
+        rank = (keys * 2654435761) % count.clamp_min(1)
+        chosen = (allowed & (allowed.cumsum(1) == rank[:, None] + 1)).int().argmax(1)
+        chosen = torch.where(count > 0, chosen, -1)
         donor_labels = torch.where(chosen >= 0, self.labels[chosen.clamp_min(0)], -1)
-        return self.backgrounds[safe], donor_labels
+        return self.backgrounds[chosen.clamp_min(0).to(self.backgrounds.device)], donor_labels
 
 
 @dataclass(frozen=True)
 class Behaviour:
-    """Predictions under each intervention, per sample (Tensor[N] of class indices), the
-    probability of the labelled class under each (Tensor[3, N]: swapped, background only,
-    object only), and the background-swapped images themselves (Tensor[N, C, H, W]), so
-    that the predictions the swap changed can be explained on the images that changed them.
+    """Predictions under each intervention, per sample (Tensor[N] of class indices; -1 where
+    no donor exists), the probability of the labelled class under each (Tensor[3, N]:
+    swapped, background only, same-class background), and the background-swapped images
+    themselves (Tensor[N, C, H, W]), so that the predictions the swap changed can be
+    explained on the images that changed them.
     """
 
     swapped: torch.Tensor
     donor_labels: torch.Tensor
     background_only: torch.Tensor
-    object_only: torch.Tensor
+    same_class: torch.Tensor
     label_probability: torch.Tensor
     swapped_inputs: torch.Tensor
 
@@ -176,20 +210,23 @@ def behaviour(
     pool: DonorPool,
 ) -> Behaviour:
     """Predict on all three interventions of a batch in one forward pass."""
-    backgrounds, donor_labels = pool.pick(targets.cpu(), keys.cpu())
+    labels, positions = targets.cpu(), keys.cpu()
+    backgrounds, donor_labels = pool.pick(labels, positions)
+    same_backgrounds, same_labels = pool.pick(labels, positions, same_class=True)
     swapped_inputs = swap_background(inputs, masks, backgrounds.to(inputs.device))
     batch = torch.cat([
         swapped_inputs,
         background_only(inputs, masks),
-        object_only(inputs, masks),
+        swap_background(inputs, masks, same_backgrounds.to(inputs.device)),
     ])  # fmt: skip
     logits = model(batch).float().view(3, len(inputs), -1)
     predictions = logits.argmax(2)
     label_probability = logits.softmax(2).gather(2, targets.view(1, -1, 1).expand(3, -1, 1))[..., 0]
-    has_donor = donor_labels.to(inputs.device) >= 0
-    swapped = torch.where(has_donor, predictions[0], -1)
-    label_probability[0] = torch.where(has_donor, label_probability[0], torch.nan)
+    has_donor = torch.stack([donor_labels >= 0, torch.ones_like(labels, dtype=torch.bool),
+                             same_labels >= 0]).to(inputs.device)  # fmt: skip
+    predictions = torch.where(has_donor, predictions, -1)
+    label_probability = torch.where(has_donor, label_probability, torch.nan)
     return Behaviour(
-        swapped, donor_labels.to(inputs.device), predictions[1], predictions[2], label_probability,
-        swapped_inputs,
+        predictions[0], donor_labels.to(inputs.device), predictions[1], predictions[2],
+        label_probability, swapped_inputs,
     )  # fmt: skip

@@ -64,7 +64,7 @@ def removed_region(masks: torch.Tensor) -> torch.Tensor:
 
     masks (Tensor[N, H, W] bool) -> Tensor[N, H, W] bool
     """
-    return bounding_boxes(dilate(masks, margin(masks)))
+    return bounding_boxes(masks, grow=margin(masks))
 
 
 def background_region(
