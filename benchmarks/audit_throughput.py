@@ -4,6 +4,12 @@ the same images does ``auditor audit`` cost, and where the rest goes.
     .venv/bin/python benchmarks/audit_throughput.py --model resnet50 --weights W.pt \
         --data annotations.json --image-size 224 --batch-size 32 --threads 1 --rounds 3
 
+or, with ``--synthetic DIR`` instead of ``--weights``/``--data``, on a planted-shortcut
+dataset generated there and a model of ``--model`` trained on it (both cached in DIR):
+
+    .venv/bin/python benchmarks/audit_throughput.py --model resnet50 --image-size 224 \
+        --synthetic datasets/throughput-r50-224
+
 Each round runs the bare loop (the same images, batch size, device and threads: a forward
 and a backward to the input of the label's logit, the least any gradient method needs) and
 then the audit through the library (default methods, interventions on, no PDF, no history),
@@ -26,6 +32,8 @@ from torch.utils.data import DataLoader
 from auditor.config import AuditConfig
 from auditor.data import AuditDataset, read_dataset
 from auditor.data.transforms import AuditTransform
+from auditor.lab.demo import DemoModel, ensure_dataset, ensure_model
+from auditor.lab.synthetic import SyntheticSpec
 from auditor.models import load_model
 from auditor.runner.workflow import audit_to_dir
 
@@ -45,11 +53,34 @@ def bare_loop(net: torch.nn.Module, loader: DataLoader, device: torch.device) ->
     return time.perf_counter() - started
 
 
+def synthetic(args: argparse.Namespace) -> tuple[Path, Path]:
+    """A planted-shortcut dataset (circle and square on their own backgrounds 90% of the
+    time) at ``--image-size``, and ``--model`` trained on it, cached in ``--synthetic``."""
+    spec = SyntheticSpec(
+        classes=("circle", "square", "triangle", "cross"),
+        background_strength=(0.9, 0.9, 0.0, 0.0),
+        artefact_rate=(0.0,) * 4,
+        image_size=args.image_size,
+        n_train=2 * args.n_audit,
+        n_audit=args.n_audit,
+        seed=31,
+    )
+    paths = ensure_dataset(spec, args.synthetic, echo=print)
+    demo = DemoModel("throughput", "throughput benchmark", spec)
+    weights = ensure_model(
+        demo, args.synthetic, paths["train"], echo=print, epochs=args.epochs, arch=args.model
+    )
+    return weights, paths["audit"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--weights")
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data")
+    parser.add_argument("--synthetic", type=Path, help="Generate data and train a model here.")
+    parser.add_argument("--n-audit", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
@@ -58,6 +89,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.synthetic:
+        args.weights, args.data = synthetic(args)
+    if not args.data:
+        parser.error("give --data (and --weights), or --synthetic DIR")
     loaded = load_model(args.model, args.weights)
     net = loaded.model.to(device).eval()
     info = read_dataset(args.data)

@@ -229,7 +229,7 @@ def test_samples_record_label_probability_under_each_intervention(planted):
     _, out = planted
     samples = pd.read_parquet(out / "samples.parquet")
     for column in ("prob_label", "prob_label_swapped", "prob_label_background_only",
-                   "prob_label_object_only"):  # fmt: skip
+                   "prob_label_same_class"):  # fmt: skip
         values = samples[column].dropna()
         assert len(values) == len(samples) and values.between(0, 1).all()
     swapped = samples.drop_duplicates("sample")

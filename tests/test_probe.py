@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from auditor.cli import cli
 from auditor.config import DetectConfig
-from auditor.detect.probe import ProbeConfig, newcombe, status, wilson
+from auditor.detect.probe import ProbeConfig, status
 from auditor.detect.probe_features import (
     COLOUR_BINS,
     background_region,
@@ -24,6 +24,7 @@ from auditor.detect.probe_features import (
     object_view,
 )
 from auditor.detect.probe_geometry import geometry_findings
+from auditor.detect.stats_util import newcombe, wilson
 from auditor.errors import ConfigError
 from auditor.lab.synthetic import SyntheticSpec, write_dataset
 

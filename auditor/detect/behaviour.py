@@ -15,7 +15,7 @@ Two questions, in order:
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.stats import binomtest, fisher_exact
 
 from auditor.config import DetectConfig
-from auditor.detect.stats_util import bootstrap_ci, finite
+from auditor.detect.stats_util import bootstrap_ci, finite, newcombe
 
 
 @dataclass(frozen=True)
@@ -142,3 +142,142 @@ def behaviour_stats(
         neutral_donors=use_neutral,
         background_only=ident,
     )
+
+
+@dataclass(frozen=True)
+class DonorCell:
+    """A class's objects on the backgrounds of one donor class: ``n`` images, ``correct``
+    still called the class, ``called_donor`` called the donor's class."""
+
+    donor: int
+    n: int
+    correct: int
+    called_donor: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else float("nan")
+
+
+@dataclass(frozen=True)
+class BackgroundChallenge:
+    """The ImageNet-9 Backgrounds Challenge quantities of one class (Xiao et al. 2021), as
+    accuracies over all its images (right or wrong before the swap):
+
+    - Mixed-Same: the object on the background of another image of its own class;
+    - Mixed-Rand: the object on the background of an image of another class (ImageNet-9
+      draws from all classes, its own included one time in K; here always another);
+    - BG-Gap: Mixed-Same - Mixed-Rand;
+    - ``cells``: accuracy per donor class (the class's row of the class x background-class
+      table; its own class is the Mixed-Same cell).
+    """
+
+    mixed_same: DonorCell
+    mixed_rand: DonorCell
+    cells: dict[int, DonorCell]
+
+    @property
+    def bg_gap(self) -> float:
+        return self.mixed_same.accuracy - self.mixed_rand.accuracy
+
+    def to_dict(self, class_names: Sequence[str]) -> dict[str, Any]:
+        return {
+            "mixed_same_accuracy": finite(self.mixed_same.accuracy),
+            "mixed_same_n": self.mixed_same.n,
+            "mixed_rand_accuracy": finite(self.mixed_rand.accuracy),
+            "mixed_rand_n": self.mixed_rand.n,
+            "bg_gap": finite(self.bg_gap),
+            "by_background_class": {
+                class_names[d]: {
+                    "n": cell.n,
+                    "accuracy": finite(cell.accuracy),
+                    "called_background_class": finite(cell.called_donor / cell.n)
+                    if cell.n
+                    else None,
+                }
+                for d, cell in sorted(self.cells.items())
+            },
+        }
+
+
+def _cell(rows: pd.DataFrame, column: str, label: int, donor: int) -> DonorCell:
+    predicted = rows[column].to_numpy()
+    return DonorCell(
+        donor, len(rows), int((predicted == label).sum()), int((predicted == donor).sum())
+    )
+
+
+def background_challenge(images: pd.DataFrame, label: int) -> BackgroundChallenge | None:
+    """Mixed-Same, Mixed-Rand and the per-donor-class cells of class ``label``; None without
+    the intervention columns (``pred_same_class``, ``pred_swapped``, ``donor_label``)."""
+    if not {"pred_same_class", "donor_label"} <= set(images) or not has_behaviour(images):
+        return None
+    own = images[images["label"] == label]
+    same = own[own["pred_same_class"] >= 0]
+    rand = own[own["donor_label"] >= 0]
+    cells = {
+        int(d): _cell(rows, "pred_swapped", label, int(d))
+        for d, rows in rand.groupby("donor_label")
+    }
+    if len(same):
+        cells[label] = _cell(same, "pred_same_class", label, label)
+    return BackgroundChallenge(
+        _cell(same, "pred_same_class", label, label), _cell(rand, "pred_swapped", label, -1), cells
+    )
+
+
+@dataclass(frozen=True)
+class VulnerabilityTest:
+    """Class ``label``'s accuracy on donor class ``donor``'s backgrounds against its accuracy
+    on ``reference`` backgrounds (``neutral``: the neutral donor classes other than
+    ``donor``; ``same_class``: its own class's, when too few neutral ones exist)."""
+
+    donor: int
+    cell: DonorCell
+    reference: str
+    reference_n: int
+    reference_correct: int
+    p: float
+    drop_ci: tuple[float, float]
+
+    @property
+    def reference_accuracy(self) -> float:
+        return self.reference_correct / self.reference_n
+
+    @property
+    def drop(self) -> float:
+        return self.reference_accuracy - self.cell.accuracy
+
+
+def vulnerability_tests(
+    images: pd.DataFrame,
+    label: int,
+    neutral: Collection[int],
+    config: DetectConfig,
+    *,
+    min_cell: int = 5,
+) -> list[VulnerabilityTest]:
+    """Per donor class of class ``label``: does the object lose accuracy on that class's
+    backgrounds, compared with backgrounds that carry no class's cue? A one-sided Fisher test
+    (unadjusted p; the rule adjusts across all cells) and the Newcombe CI of the drop. Cells
+    and references need ``min_cell`` images."""
+    challenge = background_challenge(images, label)
+    if challenge is None:
+        return []
+    own = images[(images["label"] == label) & (images["donor_label"] >= 0)]
+    tests = []
+    for donor, cell in sorted(challenge.cells.items()):
+        if donor == label or cell.n < min_cell:
+            continue
+        others = own[own["donor_label"].isin([c for c in neutral if c not in (donor, label)])]
+        if len(others) >= min_cell:
+            kind, hits, n = "neutral", int((others["pred_swapped"] == label).sum()), len(others)
+        elif challenge.mixed_same.n >= min_cell:
+            kind, hits, n = "same_class", challenge.mixed_same.correct, challenge.mixed_same.n
+        else:
+            continue
+        table = [[hits, n - hits], [cell.correct, cell.n - cell.correct]]
+        p = float(fisher_exact(table, alternative="greater").pvalue)
+        ci = newcombe((hits, n), (cell.correct, cell.n), config.confidence)
+        tests.append(VulnerabilityTest(donor, cell, kind, n, hits, p, ci))
+    return tests

@@ -49,7 +49,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 
 from auditor.detect.behaviour import Identification, identification
 from auditor.detect.probe_data import ProbeConfig, ProbeData, Skipped, collect
@@ -61,7 +60,7 @@ from auditor.detect.probe_geometry import (
     size_stats,
 )
 from auditor.detect.rule import Status, Verdict
-from auditor.detect.stats_util import benjamini_hochberg, finite
+from auditor.detect.stats_util import benjamini_hochberg, finite, newcombe, wilson
 
 __all__ = ["ClassProbe", "ProbeConfig", "ProbeData", "collect", "probe", "probe_summary"]
 
@@ -239,25 +238,6 @@ def status(findings: Sequence[str]) -> Status:
     if "background_identifies" in findings:
         return "flag"
     return "warn" if set(findings) & set(GEOMETRY_FINDINGS) else "pass"
-
-
-def newcombe(a: tuple[int, int], b: tuple[int, int], confidence: float) -> tuple[float, float]:
-    """Newcombe's hybrid score interval (his method 10) for the difference of two
-    proportions ``a`` - ``b``, each given as (hits, n); (nan, nan) when either n is 0."""
-    if a[1] == 0 or b[1] == 0:
-        return float("nan"), float("nan")
-    pa, pb = a[0] / a[1], b[0] / b[1]
-    (la, ua), (lb, ub) = wilson(*a, confidence), wilson(*b, confidence)
-    gap = pa - pb
-    return gap - float(np.hypot(pa - la, ub - pb)), gap + float(np.hypot(ua - pa, pb - lb))
-
-
-def wilson(hits: int, n: int, confidence: float) -> tuple[float, float]:
-    """Wilson score interval of a proportion; (nan, nan) for n = 0."""
-    if n == 0:
-        return float("nan"), float("nan")
-    interval = binomtest(hits, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(interval.low), float(interval.high)
 
 
 def skipped_by_reason(skipped: Sequence[Skipped]) -> dict[str, int]:

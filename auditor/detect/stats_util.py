@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import binomtest
 
 
 def bootstrap_ci(
@@ -35,3 +36,22 @@ def benjamini_hochberg(p_values: list[float]) -> list[float]:
     scaled = p[ordered] * m / np.arange(1, m + 1)
     out[ordered] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
     return out.tolist()
+
+
+def newcombe(a: tuple[int, int], b: tuple[int, int], confidence: float) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (his method 10) for the difference of two
+    proportions ``a`` - ``b``, each given as (hits, n); (nan, nan) when either n is 0."""
+    if a[1] == 0 or b[1] == 0:
+        return float("nan"), float("nan")
+    pa, pb = a[0] / a[1], b[0] / b[1]
+    (la, ua), (lb, ub) = wilson(*a, confidence), wilson(*b, confidence)
+    gap = pa - pb
+    return gap - float(np.hypot(pa - la, ub - pb)), gap + float(np.hypot(ua - pa, pb - lb))
+
+
+def wilson(hits: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion; (nan, nan) for n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    interval = binomtest(hits, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 SAMPLE_COLUMNS = [
     "sample", "image_id", "file_name", "label", "label_name", "prediction", "correct", "method",
     *METRICS, "mask_fraction", "swap_chance_corrected", "pred_swapped", "donor_label",
-    "pred_background_only", "pred_object_only", "prob_label", "prob_label_swapped",
-    "prob_label_background_only", "prob_label_object_only", "skip_reason", "skip_detail",
+    "pred_background_only", "pred_same_class", "prob_label", "prob_label_swapped",
+    "prob_label_background_only", "prob_label_same_class", "skip_reason", "skip_detail",
 ]  # fmt: skip
 
 
@@ -93,6 +93,7 @@ def audit_batch(
     scored = ScoredBatch(
         inputs, masks, audited, targets, predictions, indices, scores, acts, broken,
         clustered=result.maps[config.subgroup_method] if config.subgroup_maps else None,
+        valid=valid,
     )  # fmt: skip
     with clock.phase("evidence", device):
         collect_evidence(
@@ -143,9 +144,9 @@ def _behaviour_columns(b: Behaviour) -> dict[str, list[Any]]:
     return {
         "pred_swapped": b.swapped.tolist(), "donor_label": b.donor_labels.tolist(),
         "pred_background_only": b.background_only.tolist(),
-        "pred_object_only": b.object_only.tolist(),
+        "pred_same_class": b.same_class.tolist(),
         "prob_label_swapped": probability[0], "prob_label_background_only": probability[1],
-        "prob_label_object_only": probability[2],
+        "prob_label_same_class": probability[2],
     }  # fmt: skip
 
 
@@ -226,7 +227,7 @@ def skip_row(index: int, record: Record, skip: str) -> dict[str, Any]:
         "prediction": -1, "correct": False, "method": None, "mask_fraction": nan,
         "swap_chance_corrected": nan,
         **dict.fromkeys(METRICS, nan), "pred_swapped": None, "donor_label": None,
-        "pred_background_only": None, "pred_object_only": None,
+        "pred_background_only": None, "pred_same_class": None,
         "skip_reason": reason, "skip_detail": detail,
     }  # fmt: skip
 

@@ -65,6 +65,7 @@ class Probe:
     inputs: torch.Tensor  # Tensor[P, 3, S, S]
     masks: torch.Tensor  # Tensor[P, S, S] bool
     labels: torch.Tensor  # Tensor[P]
+    positions: torch.Tensor  # Tensor[P], their dataset positions
 
 
 def probe_samples(
@@ -82,6 +83,7 @@ def probe_samples(
         inputs=torch.stack([s["inputs"] for s in samples]).to(device),
         masks=torch.stack([s["masks"] for s in samples]).to(device),
         labels=torch.tensor([s["targets"] for s in samples]),
+        positions=torch.tensor([s["index"] for s in samples]),
     )
 
 

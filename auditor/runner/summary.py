@@ -15,6 +15,7 @@ from auditor.config import AuditConfig
 from auditor.data.read import DatasetInfo
 from auditor.detect.groups import GroupResult
 from auditor.detect.rule import ClassResult, verdict
+from auditor.detect.stats_util import finite
 from auditor.detect.subgroups import Subgroup
 from auditor.errors import DataError
 from auditor.models import LoadedModel
@@ -56,6 +57,37 @@ def summary(
         "methods": list(config.methods),
         "primary_method": config.primary,
         "classes": [class_entry(r, info.class_names, config) for r in results],
+        "background_challenge": challenge_summary(results, info.class_names),
+    }
+
+
+def challenge_summary(results: list[ClassResult], names: list[str]) -> dict[str, Any] | None:
+    """The ImageNet-9 Backgrounds Challenge quantities over all classes (accuracy over the
+    images, so larger classes weigh more), and the class x background-class table:
+    ``accuracy[i][j]`` is the accuracy of class i's objects on class j's backgrounds (the
+    diagonal is Mixed-Same; None where no image of i got a background of j)."""
+    challenges = [r.challenge for r in results]
+    if all(c is None for c in challenges):
+        return None
+    same = [c.mixed_same for c in challenges if c is not None]
+    rand = [c.mixed_rand for c in challenges if c is not None]
+
+    def pooled(cells: list[Any]) -> float | None:
+        n = sum(c.n for c in cells)
+        return sum(c.correct for c in cells) / n if n else None
+
+    mixed_same, mixed_rand = pooled(same), pooled(rand)
+    table = [
+        [c.cells[j] if c is not None and j in c.cells else None for j in range(len(names))]
+        for c in challenges
+    ]
+    return {
+        "mixed_same_accuracy": mixed_same,
+        "mixed_rand_accuracy": mixed_rand,
+        "bg_gap": None if None in (mixed_same, mixed_rand) else mixed_same - mixed_rand,
+        "classes": list(names),
+        "accuracy": [[finite(c.accuracy) if c else None for c in row] for row in table],
+        "n": [[c.n if c else 0 for c in row] for row in table],
     }
 
 
@@ -98,6 +130,8 @@ def with_subgroups(
 def class_entry(result: ClassResult, names: list[str], config: AuditConfig) -> dict[str, Any]:
     """A class in ``summary.json``: its findings as values, and in words as ``reasons``."""
     entry = result.to_dict()
+    if result.challenge is not None:
+        entry["background_challenge"] = result.challenge.to_dict(names)
     entry["reasons"] = reasons(entry, names, confidence=config.detect.confidence)
     return entry
 
