@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -101,14 +101,17 @@ def randomization_check(
     target_layer: str | None,
     max_similarity: float,
     seed: int = 0,
+    original: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """(mean Spearman similarity per method, methods that fail with the reason)."""
+    """(mean Spearman similarity per method, methods that fail with the reason).
+    ``original``: the trained model's maps of ``inputs``, when the caller has them."""
     if inputs.shape[0] == 0:
         return {}, {}
     random_model = randomized_copy(model, seed=seed)
-    original = compute(
-        model, inputs, targets, methods=methods, target_layer=_layer(model, target_layer)
-    )
+    if original is None:
+        original = compute(
+            model, inputs, targets, methods=methods, target_layer=_layer(model, target_layer)
+        ).maps
     randomized = compute(
         random_model,
         inputs,
@@ -117,7 +120,7 @@ def randomization_check(
         target_layer=_layer(random_model, target_layer),
     )
     similarity = {  # NaN (undefined) when every map of a method is constant
-        m: float(spearman(original.maps[m].flatten(1), randomized.maps[m].flatten(1)).nanmean())
+        m: float(spearman(original[m].flatten(1), randomized.maps[m].flatten(1)).nanmean())
         for m in methods
     }
     failed = {

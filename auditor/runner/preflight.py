@@ -95,6 +95,12 @@ def runnable_methods(
     as an error entry rather than ending the audit."""
     if probe is None:
         return config, {}
+    try:  # one pass for all, the usual case; one per method only to tell which cannot run
+        compute(net, probe.inputs[:2], probe.labels[:2].to(probe.inputs.device),
+                methods=config.methods, target_layer=layer.module if layer else None)  # fmt: skip
+        return config, {}
+    except AttributionError:
+        pass
     errors = {}
     for method in config.methods:
         try:
@@ -136,9 +142,10 @@ def method_trust(
     if probe is None:
         return {"untrusted": {}, "randomization_similarity": {}, "object_side_px": None,
                 "partial": {}}  # fmt: skip
-    first = compute(
-        net, probe.inputs[:8], probe.labels[:8].to(probe.inputs.device), methods=config.methods,
-        target_layer=layer.module if layer else None,
+    n = config.detect.sanity_samples
+    first = compute(  # the trained model's maps, for every check below
+        net, probe.inputs[: max(n, 8)], probe.labels[: max(n, 8)].to(probe.inputs.device),
+        methods=config.methods, target_layer=layer.module if layer else None,
     )  # fmt: skip
     check_cam_maps(first.maps, layer)
     partial = first.partial
@@ -147,11 +154,11 @@ def method_trust(
         config.methods, cells=layer.cells if layer else None, image_size=config.image_size,
         object_side=side,
     )  # fmt: skip
-    n = config.detect.sanity_samples
     similarity, failed = randomization_check(
         net, probe.inputs[:n], probe.labels[:n].to(probe.inputs.device), config.methods,
         target_layer=layer.name if layer else None,
         max_similarity=config.detect.sanity_max_similarity, seed=config.detect.seed,
+        original={m: maps[:n] for m, maps in first.maps.items()},
     )  # fmt: skip
     return {
         "untrusted": {**failed, **untrusted, **partial},
