@@ -97,7 +97,8 @@ def test_findings_read_as_sentences():
     assert said[0].startswith("gradcam: mean chance-corrected energy -0.10, 95% CI [")
     warn = class_results(frame({0: -0.1, 1: 0.5, 2: 0.5}), NAMES, ["gradcam"], DetectConfig())
     assert reasons(warn[0].to_dict(), NAMES, confidence=0.95)[-1] == (
-        "attribution sits off the object, but the interventions do not confirm it"
+        "attribution sits off the object, but the interventions show no reliance on the "
+        "class's own background"
     )
 
 
@@ -427,3 +428,12 @@ def test_texture_fill_equals_its_one_offset_at_a_time_definition():
         texture_fill(inputs, region), _texture_fill_one_offset_at_a_time(inputs, region)
     )
     assert torch.equal(bounding_boxes(masks, grow=2), bounding_boxes(dilate(masks, 2)))
+
+
+def test_dilation_by_rows_then_columns_is_the_square_dilation():
+    import torch.nn.functional as F
+
+    masks = torch.rand(4, 30, 26, generator=torch.Generator().manual_seed(2)) > 0.98
+    for radius in (1, 2, 5):
+        square = F.max_pool2d(masks[:, None].float(), 2 * radius + 1, stride=1, padding=radius)
+        assert torch.equal(dilate(masks, radius), square[:, 0] > 0)

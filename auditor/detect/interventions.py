@@ -47,8 +47,10 @@ def dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
     """
     if radius <= 0:
         return masks
-    grown = F.max_pool2d(masks[:, None].float(), 2 * radius + 1, stride=1, padding=radius)
-    return grown[:, 0] > 0
+    k = 2 * radius + 1  # a square is a row of a column: two 1-D passes, not k * k per pixel
+    x = masks[:, None].float()
+    x = F.max_pool2d(x, (k, 1), stride=1, padding=(radius, 0))
+    return F.max_pool2d(x, (1, k), stride=1, padding=(0, radius))[:, 0] > 0
 
 
 def margin(masks: torch.Tensor) -> int:
