@@ -186,8 +186,9 @@ def audit(
     """Audit a model on a labeled dataset with object masks or boxes."""
     from auditor.config import config_from_dict, load_config
     from auditor.report.junit import write_junit
+    from auditor.runner.distributed import world_from_env
     from auditor.runner.summary import skip_limit_error
-    from auditor.runner.workflow import audit_to_dir
+    from auditor.runner.workflow import audit_to_dir, contribute
 
     overrides: dict[str, Any] = {
         "methods": tuple(methods.split(",")) if methods else None, "target_layer": target_layer,
@@ -201,6 +202,12 @@ def audit(
     config = (
         load_config(config_path, **overrides) if config_path else config_from_dict({}, **overrides)
     )
+    world = world_from_env(os.environ)  # torchrun: rank 0 writes the run, the others help
+    if not world.leader:
+        logging.getLogger().setLevel(logging.ERROR)  # progress and notices from rank 0 alone
+        contribute(model_spec, weights=weights, data=data, images=images, out=out,
+                   config=config, world=world)  # fmt: skip
+        return
     started = time.monotonic()
     result = audit_to_dir(
         model_spec,
@@ -214,6 +221,7 @@ def audit(
         history=None if no_history else _history_path(history_path, config.history),
         force=force,
         margin=regression_margin,
+        world=world,
     )
     if result.reused:
         click.echo(

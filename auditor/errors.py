@@ -33,3 +33,7 @@ class RunDirError(AuditorError, OSError):
 
 class OutputError(AuditorError, OSError):
     """A file to write already exists (and overwriting was not asked for) or cannot be written."""
+
+
+class DistributedError(AuditorError, RuntimeError):
+    """Another process of a torchrun audit failed, so this one stops too."""

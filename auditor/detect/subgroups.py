@@ -66,6 +66,14 @@ class MapSample:
                     column.pop(drop)
                 self._insert(key, sample, small)
 
+    def empty_like(self) -> MapSample:
+        return MapSample(self.keep, self.seed)
+
+    def absorb(self, other: MapSample) -> None:
+        """Offer ``other``'s maps: the result is the sample of both streams together."""
+        if other.samples:
+            self.offer(other.samples, torch.stack(other.maps))
+
     def _insert(self, key: float, sample: int, small: torch.Tensor) -> None:
         self.keys.append(key)
         self.samples.append(sample)

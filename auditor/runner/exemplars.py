@@ -62,12 +62,38 @@ class ClassEvidence:
     def offer(self, exemplar: Exemplar, tiebreak: int, *, broken: bool = False) -> None:
         """Keep the ``keep`` exemplars with the lowest score (most background-reliant), of
         the original images or (``broken``) of the swapped images whose answer broke."""
-        heap = self.broken_heap if broken else self.heap
-        item = (-exemplar.score, tiebreak, exemplar)
+        self._push(self.broken_heap if broken else self.heap, (-exemplar.score, tiebreak, exemplar))
+
+    def _push(
+        self, heap: list[tuple[float, int, Exemplar]], item: tuple[float, int, Exemplar]
+    ) -> None:
         if len(heap) < self.keep:
             heapq.heappush(heap, item)
         elif item > heap[0]:
             heapq.heapreplace(heap, item)
+
+    def empty_like(self) -> ClassEvidence:
+        """No evidence yet, kept to the same bounds."""
+        return ClassEvidence(self.keep, small=self.small.empty_like())
+
+    def absorb(self, other: ClassEvidence) -> None:
+        """Add ``other``'s evidence, of other images of the class (another rank's): the
+        exemplars kept are the ``keep`` best of both by the rule of :meth:`offer` (lowest
+        score, the image's position breaking ties), the map sample the bottom-k of both, so
+        neither depends on the order; only the sums' float rounding does. ``other`` is not
+        changed."""
+        for item in other.heap:
+            self._push(self.heap, item)
+        for item in other.broken_heap:
+            self._push(self.broken_heap, item)
+        for method, total in other.map_sums.items():
+            self.map_sums[method] = self.map_sums.get(method, 0) + total
+        if other.mask_sum is not None:
+            self.mask_sum = (
+                other.mask_sum if self.mask_sum is None else self.mask_sum + other.mask_sum
+            )
+        self.count += other.count
+        self.small.absorb(other.small)
 
     def exemplars(self) -> list[Exemplar]:
         return _ranked(self.heap)

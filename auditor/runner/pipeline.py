@@ -6,9 +6,10 @@ and dropped. Only :func:`audit` knows every stage.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,14 @@ from auditor.progress import progress_bar
 from auditor.run import AuditRun
 from auditor.runner.batch import SAMPLE_COLUMNS, HalvingOnOOM, audit_batch
 from auditor.runner.checkpoint import Checkpoint, Progress, Rows
+from auditor.runner.distributed import (
+    SINGLE,
+    World,
+    in_batch_order,
+    merged_progress,
+    rank_device,
+    shard,
+)
 from auditor.runner.exemplars import ClassEvidence, evidence_payload, thumbnail
 from auditor.runner.preflight import (
     check_classes,
@@ -88,8 +97,10 @@ def prepare(
     weights: str | Path | None = None,
     images: str | Path | None = None,
     config: AuditConfig | None = None,
+    world: World = SINGLE,
 ) -> Prepared:
-    """Load the model and the dataset, check that they fit, and digest them."""
+    """Load the model and the dataset, check that they fit, and digest them (on this
+    rank's device under torchrun)."""
     config = config or AuditConfig()
     started = time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights)
@@ -104,7 +115,7 @@ def prepare(
     if not info.records:
         raise DataError(f"{info.source}: the dataset lists no image to audit.")
     check_group_by(info.records, config.group_by, source=info.source)
-    device = resolve_device(config.device)
+    device = rank_device(resolve_device(config.device), world)
     net = loaded.model.to(device)
     outputs = count_outputs(net, image_size=config.image_size, device=device)
     check_classes(outputs, info, explicit_map=config.class_map is not None)
@@ -128,6 +139,8 @@ def audit(
 
     With ``checkpoint``, progress is saved there as the audit goes, and an earlier
     interrupted run of the same model, data and config resumes where it stopped.
+    Under torchrun, :func:`auditor.runner.workflow.audit_to_dir` runs the same three steps
+    over the ranks.
     """
     if isinstance(model, Prepared):
         ready = model
@@ -135,26 +148,84 @@ def audit(
         raise TypeError("audit() needs data unless given a prepared audit")
     else:
         ready = prepare(model, data=data, weights=weights, images=images, config=config)
-    loaded, info, config, device = ready.loaded, ready.info, ready.config, ready.device
-    net, layer = loaded.model, ready.layer
-    transform = AuditTransform(
-        config.image_size, config.normalize, geometry="pad" if config.keep_aspect else "stretch"
-    )
-    fresh = {
-        i: ClassEvidence(config.exemplars_per_class, small=MapSample(config.subgroup_maps, 0))
-        for i in range(len(info.class_names))
-    }
-    data_sha = file_sha256(info.source) if info.source.is_file() else None  # hashed once
-    saver = Checkpoint(checkpoint, ready.parts)
-    state = saver.load(Progress(rows=Rows(tuple(SAMPLE_COLUMNS)), evidence=fresh))
+    checked = preflight(ready)
+    return assemble(ready, stream(ready, checked, progress=progress, checkpoint=checkpoint))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What preflight found, the same for every rank: the config with the methods that can
+    run, why the others cannot, the donor pool, which methods may be trusted, and the time
+    it took."""
+
+    config: AuditConfig
+    method_errors: dict[str, str]
+    pool: DonorPool | None
+    trust: dict[str, Any]
+    clock: Phases
+
+    def on(self, device: torch.device) -> Checked:
+        """The same, with the donor pool on ``device`` (the CPU to send it to other ranks)."""
+        if self.pool is None:
+            return self
+        pool = dataclasses.replace(self.pool, backgrounds=self.pool.backgrounds.to(device))
+        return dataclasses.replace(self, pool=pool)
+
+
+def preflight(ready: Prepared) -> Checked:
+    """The probe images, the methods that can run, the donor pool and the sanity checks."""
+    config, device, net, layer = ready.config, ready.device, ready.loaded.model, ready.layer
     clock = Phases()
     with clock.phase("preflight", device):
-        probe = probe_samples(info.records, transform, size=config.donor_pool, device=device)
+        probe = probe_samples(ready.info.records, transform_of(config), size=config.donor_pool,
+                              device=device)  # fmt: skip
         config, method_errors = runnable_methods(net, probe, layer, config)
         pool = DonorPool(remove_object(probe.inputs, probe.masks), probe.labels) if probe else None
     with clock.phase("sanity", device):
         trust = method_trust(net, probe, layer, config)
-    stream = batches(info.records, transform, config, device, progress, start=state.done)
+    return Checked(config, method_errors, pool, trust, clock)
+
+
+@dataclass
+class Streamed:
+    """The rows and evidence of one rank's shard (of every image, in one process), with
+    what preflight found but the donor pool (it is sent to rank 0); ``shards``: how many
+    ranks' parts it holds."""
+
+    state: Progress
+    config: AuditConfig
+    method_errors: dict[str, str]
+    trust: dict[str, Any]
+    clock: Phases
+    shards: int = 1
+
+
+def stream(
+    ready: Prepared,
+    checked: Checked,
+    *,
+    progress: bool = False,
+    checkpoint: Path | None = None,
+    world: World = SINGLE,
+) -> Streamed:
+    """Audit this rank's shard (every image in one process), batch by batch, saving
+    progress to ``checkpoint`` and resuming from it."""
+    info, config, device = ready.info, checked.config, ready.device
+    net, layer, pool = ready.loaded.model, ready.layer, checked.pool
+    transform = transform_of(config)
+    fresh = {
+        i: ClassEvidence(config.exemplars_per_class, small=MapSample(config.subgroup_maps, 0))
+        for i in range(len(info.class_names))
+    }
+    saver = Checkpoint(checkpoint, ready.parts)
+    state = saver.load(Progress(rows=Rows(tuple(SAMPLE_COLUMNS)), evidence=fresh))
+    clock = Phases(dict(checked.clock.seconds))
+    positions = None
+    if world.sharded:
+        n = len(info.records)
+        positions = shard(n, rank=world.rank, size=world.size, batch_size=config.batch_size)
+    stream = batches(info.records, transform, config, device, progress, start=state.done,
+                     positions=positions)  # fmt: skip
     fitted = HalvingOnOOM()
     try:
         for batch in stream:
@@ -163,23 +234,43 @@ def audit(
             )))  # fmt: skip
             state.done += len(batch["index"])
             saver.maybe_save(state)
-    except BaseException:
+    finally:  # kept whatever happens next: another rank or the detection may still fail
         saver.maybe_save(state, force=True)
-        raise
-    evidence = state.evidence
-    samples = with_groups(state.rows.frame(), info, config.group_by)
+    return Streamed(state, config, checked.method_errors, checked.trust, clock)
+
+
+def merged(parts: list[Streamed]) -> Streamed:
+    """Every rank's part as one: rank 0's preflight and timings, everyone's rows and
+    evidence (:func:`~auditor.runner.distributed.merged_progress`)."""
+    if len(parts) == 1:
+        return parts[0]
+    state = merged_progress([p.state for p in parts])
+    return dataclasses.replace(parts[0], state=state, shards=len(parts))
+
+
+def assemble(ready: Prepared, streamed: Streamed) -> AuditRun:
+    """Detection, class models, summary and run record from the streamed rows and evidence."""
+    loaded, info, device, layer = ready.loaded, ready.info, ready.device, ready.layer
+    config, trust, clock = streamed.config, streamed.trust, streamed.clock
+    evidence = streamed.state.evidence
+    rows = streamed.state.rows.frame()
+    if streamed.shards > 1:
+        rows = in_batch_order(rows, config.batch_size)
+    samples = with_groups(rows, info, config.group_by)
     _check_scored(samples, info)
+    data_sha = file_sha256(info.source) if info.source.is_file() else None
     with clock.phase("detection", device):
         results, groups, found = judged(samples, evidence, info, config, trust["untrusted"])
     with clock.phase("class_models", device):
-        drawn = class_models(net, results, config, device)
+        drawn = class_models(ready.loaded.model, results, config, device)
     timings = {"total_s": round(time.perf_counter() - ready.started, 3), **clock.rounded()}
     assembled = summary(loaded, info, ready.data, data_sha, config, results, samples)
     assembled |= group_summary(groups, found, results, info, config)
-    assembled |= {"trust": trust, "method_errors": method_errors}
+    assembled |= {"trust": trust, "method_errors": streamed.method_errors}
     info_json = run_info(loaded, ready.outputs, info, ready.data, config, layer, device, timings)
     info_json["inputs"] = {**ready.fingerprint, "parts": ready.parts}
     info_json["partial_methods"] = trust.get("partial", {})
+    info_json["world_size"] = streamed.shards
     return AuditRun(
         summary=with_subgroups(assembled, found, info, config),
         samples=samples,
@@ -188,6 +279,12 @@ def audit(
             evidence_payload(evidence, info.class_names) | subgroup_evidence(found, info), drawn
         ),
         subgroups=subgroup_frame(found, info),
+    )
+
+
+def transform_of(config: AuditConfig) -> AuditTransform:
+    return AuditTransform(
+        config.image_size, config.normalize, geometry="pad" if config.keep_aspect else "stretch"
     )
 
 
@@ -253,11 +350,14 @@ def batches(
     progress: bool,
     *,
     start: int = 0,
+    positions: Sequence[int] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Batches of the samples from position ``start`` on, in dataset order."""
+    """Batches of the samples at ``positions`` (default: all, in dataset order), from the
+    ``start``-th on."""
     workers = config.num_workers
     dataset = AuditDataset(records, transform)
-    remaining = Subset(dataset, range(start, len(records))) if start else dataset
+    chosen = range(len(records)) if positions is None else positions
+    remaining = Subset(dataset, chosen[start:]) if start or positions is not None else dataset
     loader = DataLoader(  # in order: batch k holds samples k*B .. k*B+B-1 with any workers
         remaining,
         batch_size=config.batch_size,
@@ -267,7 +367,7 @@ def batches(
         prefetch_factor=4 if workers else None,
         in_order=True,
     )
-    bar = progress_bar(len(records), initial=start, desc="audit", disable=not progress)
+    bar = progress_bar(len(chosen), initial=start, desc="audit", disable=not progress)
     with bar:
         for batch in loader:
             bar.update(len(batch["index"]))
