@@ -17,25 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from click.testing import CliRunner
 
-from auditor.cli import cli
-from auditor.lab.demo import ARCH, DemoModel, ensure_dataset, ensure_model, ground_truth
+from auditor.lab.demo import ARCH
+from auditor.lab.scenarios import Recipe, Scenario, rates, run_scenario
 from auditor.lab.synthetic import SyntheticSpec
 
 FOUR = ("circle", "square", "triangle", "cross")
 TWO = ("circle", "square")
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    spec: SyntheticSpec
-    negative_control: bool
 
 
 def scenarios(n_train: int, n_audit: int, seed_offset: int = 0) -> list[Scenario]:
@@ -53,45 +44,6 @@ def scenarios(n_train: int, n_audit: int, seed_offset: int = 0) -> list[Scenario
         Scenario("corner-mark-every-class", spec(FOUR, (0,) * 4, (1.0,) * 4, 26), True),
         Scenario("clean", spec(FOUR, (0,) * 4, (0,) * 4, 27), True),
     ]
-
-
-def run_scenario(
-    s: Scenario, root: Path, out: Path, *, epochs: int, drop: float, arch: str
-) -> dict:
-    data_root = root / s.name
-    paths = ensure_dataset(s.spec, data_root, echo=print)
-    started = time.perf_counter()
-    weights = ensure_model(DemoModel(s.name, s.name, s.spec), data_root, paths["train"],
-                           echo=print, epochs=epochs, arch=arch)  # fmt: skip
-    train_s = time.perf_counter() - started
-    truth = ground_truth(weights, s.spec, data_root / "audit", reliance_drop=drop, arch=arch)
-    started = time.perf_counter()
-    result = CliRunner().invoke(cli, [
-        "audit", "--model", arch, "--weights", str(weights), "--data", str(paths["audit"]),
-        "--out", str(out / s.name), "--image-size", str(s.spec.image_size), "--batch-size", "64",
-    ], catch_exceptions=False)  # fmt: skip
-    audit_s = time.perf_counter() - started
-    if result.exit_code != 0:
-        raise SystemExit(f"{s.name}: audit failed\n{result.output}")
-    summary = json.loads((out / s.name / "summary.json").read_text())
-    flagged = set(summary["flagged_classes"])
-    reliant = {t["class"] for t in truth if t["background_reliant"]}
-    names = [t["class"] for t in truth]
-    return {
-        "scenario": s.name, "negative_control": s.negative_control, "truth": truth,
-        "flagged": sorted(flagged), "reliant": sorted(reliant),
-        "status": {c["name"]: c["status"] for c in summary["classes"]},
-        "tp": len(flagged & reliant), "fp": len(flagged - reliant), "fn": len(reliant - flagged),
-        "negatives": len(set(names) - reliant), "train_s": round(train_s, 1),
-        "audit_s_per_1000": round(1000 * audit_s / s.spec.n_audit, 1),
-    }  # fmt: skip
-
-
-def rates(tp: int, fp: int, fn: int, negatives: int) -> tuple[str, str, str]:
-    def ratio(a: int, b: int) -> str:
-        return f"{a / b:.2f}" if b else "n/a"
-
-    return ratio(tp, tp + fp), ratio(tp, tp + fn), ratio(fp, negatives)
 
 
 def main() -> None:
@@ -117,8 +69,8 @@ def main() -> None:
     for s in scenarios(args.n_train, args.n_audit, args.seed_offset):
         if args.only and args.only not in s.name:
             continue
-        options = {"epochs": args.epochs, "drop": args.reliance_drop, "arch": args.arch}
-        rows.append(run_scenario(s, args.root, args.out, **options))
+        recipe = Recipe(arch=args.arch, epochs=args.epochs)
+        rows.append(run_scenario(s, args.root, args.out, recipe=recipe, drop=args.reliance_drop))
         print(json.dumps(rows[-1]), flush=True)
     print(f"\n{'scenario':<32}{'reliant (truth)':<26}{'flagged':<26}{'prec':>6}{'recall':>8}"
           f"{'false-flag':>12}{'s/1000 img':>12}")  # fmt: skip

@@ -4,7 +4,6 @@ through the same path as ``auditor audit`` and compare the flags with that groun
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,11 +14,13 @@ import torch
 
 from auditor.config import AuditConfig
 from auditor.data.transforms import AuditTransform
+from auditor.lab.models import file_name
 from auditor.lab.synthetic import (
     SyntheticSpec,
     iter_interventions,
     read_scenes,
     render,
+    spec_dict,
     write_dataset,
 )
 from auditor.lab.training import (
@@ -29,6 +30,7 @@ from auditor.lab.training import (
     stack_images,
     train_classifier,
 )
+from auditor.models import file_sha256, read_state_dict
 from auditor.progress import progress_bar
 from auditor.report.templating import environment
 from auditor.runner.workflow import audit_to_dir
@@ -118,10 +120,16 @@ def ensure_model(
     epochs: int = EPOCHS,
     lr: float = LR,
     arch: str = ARCH,
+    backbone: Path | None = None,
 ) -> Path:
-    """Train (or reuse the ``state_dict`` cached for the same recipe and data spec)."""
-    weights, recipe_file = root / f"{arch}.pt", root / f"{arch}.json"
+    """Train (or reuse the ``state_dict`` cached for the same recipe and data spec).
+    ``arch`` is a torchvision name or ``module:factory``; ``backbone``, a ``state_dict``
+    file, makes it a fine-tuning of that model (the recipe then names its sha256)."""
+    stem = file_name(arch)
+    weights, recipe_file = root / f"{stem}.pt", root / f"{stem}.json"
     recipe = {"arch": arch, "epochs": epochs, "lr": lr, "spec": _jsonable(demo.spec)}
+    if backbone is not None:
+        recipe["backbone"] = file_sha256(backbone)
     if (
         weights.is_file()
         and recipe_file.is_file()
@@ -141,6 +149,7 @@ def ensure_model(
             lr=lr,
             seed=demo.spec.seed,
             progress=bar,
+            backbone=None if backbone is None else read_state_dict(backbone),
         )
     tmp = weights.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
@@ -212,4 +221,4 @@ def _write_index(out: Path, outcomes: dict[str, dict]) -> None:
 
 
 def _jsonable(spec: SyntheticSpec) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(spec)))
+    return json.loads(json.dumps(spec_dict(spec)))

@@ -6,8 +6,13 @@ size, position and rotation) on a procedural background texture. Background kind
 class ``c`` gets its own kind with probability ``background_strength[c]``, otherwise a kind
 drawn from the ``alternative`` pool: the neutral kinds (so a strength of 0 makes backgrounds
 independent of the class), or the other classes' kinds (Waterbirds-style: with two classes,
-a strength of 0.5 is independence and 0.99 a strong shortcut). A corner mark (an artefact
-outside the object) appears with probability ``artefact_rate[c]``.
+a strength of 0.5 is independence and 0.99 a strong shortcut). An artefact outside the
+object appears with probability ``artefact_rate[c]``: a corner mark, a text-like watermark
+at a random position (drawn before the object, so the object hides any overlap), or a
+coloured frame around the image (``artefact``). With ``object_colour_strength`` given, an
+object of class ``c`` takes its class's fixed hue with that probability: a cue on the object
+itself, which no intervention on the background or the artefact removes (a negative control).
+The object's circumradius is drawn from ``object_radius`` (fractions of the image side).
 
 Scenes are parametric (:class:`Scene`), so the same object can be rendered again on another
 background or without the mark: an exact intervention used to measure ground truth.
@@ -31,6 +36,18 @@ from auditor.errors import ConfigError
 SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon")
 BACKGROUNDS = ("water", "foliage", "sand", "brick", "stone", "fog", "dusk", "grid")
 NEUTRAL_KINDS = 2
+ARTEFACTS = ("corner", "watermark", "frame")
+FRAME_COLOUR = (230, 40, 200)
+#: Stroke patterns of the watermark's glyphs, in a glyph cell of unit width and height.
+GLYPHS = (
+    ((0.0, 0.0, 0.0, 1.0), (0.0, 0.5, 1.0, 0.5), (1.0, 0.0, 1.0, 1.0)),
+    ((0.0, 0.0, 1.0, 0.0), (0.5, 0.0, 0.5, 1.0)),
+    ((0.0, 1.0, 0.5, 0.0), (0.5, 0.0, 1.0, 1.0), (0.25, 0.5, 0.75, 0.5)),
+    ((0.0, 0.0, 0.0, 1.0), (0.0, 1.0, 1.0, 1.0)),
+    ((1.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), (0.0, 1.0, 1.0, 1.0), (0.0, 0.5, 0.7, 0.5)),
+    ((0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 1.0), (1.0, 1.0, 1.0, 0.0)),
+)
+WATERMARK_TEXT = (0, 2, 1, 3, 5, 4)
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,9 @@ class SyntheticSpec:
     n_audit: int = 400
     seed: int = 0
     alternative: Literal["neutral", "others"] = "neutral"
+    artefact: Literal["corner", "watermark", "frame"] = "corner"
+    object_radius: tuple[float, float] = (0.17, 0.26)
+    object_colour_strength: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         k = len(self.classes)
@@ -58,6 +78,19 @@ class SyntheticSpec:
             values = getattr(self, name)
             if len(values) != k or not all(0.0 <= v <= 1.0 for v in values):
                 raise ConfigError(f"Expected {k} values in [0, 1] for {name}, got {values}.")
+        colours = self.object_colour_strength
+        if colours and (len(colours) != k or not all(0.0 <= v <= 1.0 for v in colours)):
+            raise ConfigError(
+                f"Expected no value or {k} values in [0, 1] for object_colour_strength, "
+                f"got {colours}."
+            )
+        low, high = self.object_radius
+        if not 0.0 < low <= high <= 0.5:
+            raise ConfigError(
+                f"Expected 0 < low <= high <= 0.5 for object_radius, got {low, high}."
+            )
+        if self.artefact not in ARTEFACTS:
+            raise ConfigError(f"Expected artefact in {ARTEFACTS}, got {self.artefact!r}.")
 
     @property
     def neutral_kinds(self) -> tuple[int, ...]:
@@ -79,6 +112,7 @@ class Scene:
     texture_seed: int
     artefact: bool
     size: int
+    artefact_kind: str = "corner"
 
 
 def sample_scenes(spec: SyntheticSpec, n: int, *, seed: int) -> list[Scene]:
@@ -90,29 +124,38 @@ def sample_scenes(spec: SyntheticSpec, n: int, *, seed: int) -> list[Scene]:
 
 def _sample_scene(spec: SyntheticSpec, label: int, rng: np.random.Generator) -> Scene:
     size = spec.image_size
-    radius = float(rng.uniform(0.17, 0.26) * size)
-    margin = radius + 0.14 * size  # keeps the object clear of the corner mark
+    radius = float(rng.uniform(*spec.object_radius) * size)
+    margin = min(radius + 0.14 * size, size / 2)  # clear of the corner mark while it fits
     center = (float(rng.uniform(margin, size - margin)), float(rng.uniform(margin, size - margin)))
     hue = rng.uniform(0, 1)
-    color = tuple(
-        int(255 * c) for c in _hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.75, 1.0))
-    )
+    saturation, value = rng.uniform(0.6, 1.0), rng.uniform(0.75, 1.0)
     owned = rng.uniform() < spec.background_strength[label]
     others = [k for k in range(len(spec.classes)) if k != label]
     pool = spec.neutral_kinds if spec.alternative == "neutral" else others
     background = label if owned else int(rng.choice(pool))
+    angle, texture_seed = float(rng.uniform(0, 2 * math.pi)), int(rng.integers(2**31))
+    artefact = bool(rng.uniform() < spec.artefact_rate[label])
+    if spec.object_colour_strength and rng.uniform() < spec.object_colour_strength[label]:
+        hue = class_hue(label, len(spec.classes))
+    color = tuple(int(255 * c) for c in _hsv_to_rgb(hue, saturation, value))
     return Scene(
         label=label,
         shape=spec.classes[label],
         center=center,
         radius=radius,
-        angle=float(rng.uniform(0, 2 * math.pi)),
+        angle=angle,
         color=color,  # type: ignore[arg-type]
         background=background,
-        texture_seed=int(rng.integers(2**31)),
-        artefact=bool(rng.uniform() < spec.artefact_rate[label]),
+        texture_seed=texture_seed,
+        artefact=artefact,
         size=size,
+        artefact_kind=spec.artefact,
     )
+
+
+def class_hue(label: int, k: int) -> float:
+    """The fixed hue that class ``label`` of ``k`` takes in the object-colour control."""
+    return label / k
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
@@ -165,9 +208,13 @@ def render(scene: Scene) -> Image.Image:
     """The RGB image of a scene."""
     image = Image.fromarray(background_texture(scene.background, scene.size, scene.texture_seed))
     draw = ImageDraw.Draw(image)
+    if scene.artefact and scene.artefact_kind == "watermark":
+        _draw_watermark(draw, scene.size, scene.texture_seed)
     draw.polygon(polygon(scene), fill=scene.color)
-    if scene.artefact:
+    if scene.artefact and scene.artefact_kind == "corner":
         _draw_corner_mark(draw, scene.size)
+    if scene.artefact and scene.artefact_kind == "frame":
+        _draw_frame(draw, scene.size)
     return image
 
 
@@ -175,6 +222,40 @@ def _draw_corner_mark(draw: ImageDraw.ImageDraw, size: int) -> None:
     side = max(4, size // 8)
     draw.rectangle((1, 1, side, side), fill=(255, 255, 255), outline=(0, 0, 0))
     draw.line((1, 1, side, side), fill=(220, 0, 0), width=max(1, side // 5))
+
+
+def watermark_box(size: int, seed: int) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` of the watermark of an image, placed at random from ``seed``."""
+    height = max(4, size // 10)
+    width = len(WATERMARK_TEXT) * height
+    rng = np.random.default_rng([seed, 1])
+    x0, y0 = int(rng.integers(0, size - width + 1)), int(rng.integers(0, size - height + 1))
+    return x0, y0, x0 + width - 1, y0 + height - 1
+
+
+def _draw_watermark(draw: ImageDraw.ImageDraw, size: int, seed: int) -> None:
+    x0, y0, _, y1 = watermark_box(size, seed)
+    stroke = max(1, size // 64)
+    pad = stroke // 2  # a stroke is centred on its line: keep it inside the box
+    top, height = y0 + pad, y1 - y0 - 2 * pad
+    for i, index in enumerate(WATERMARK_TEXT):
+        left = x0 + pad + i * (y1 - y0 + 1)
+        for a, b, c, d in GLYPHS[index]:
+            line = (
+                left + 0.7 * a * height,
+                top + b * height,
+                left + 0.7 * c * height,
+                top + d * height,
+            )
+            draw.line(line, fill=(25, 25, 25), width=stroke)
+
+
+def frame_width(size: int) -> int:
+    return max(2, size // 20)
+
+
+def _draw_frame(draw: ImageDraw.ImageDraw, size: int) -> None:
+    draw.rectangle((0, 0, size - 1, size - 1), outline=FRAME_COLOUR, width=frame_width(size))
 
 
 def background_texture(kind: int, size: int, seed: int) -> np.ndarray:
@@ -223,8 +304,29 @@ def write_dataset(spec: SyntheticSpec, root: str | Path) -> dict[str, Path]:
     for split, (n, seed) in splits.items():
         scenes = sample_scenes(spec, n, seed=seed)
         paths[split] = write_coco(scenes, spec, root / split)
-    (root / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2))
+    (root / "spec.json").write_text(json.dumps(spec_dict(spec), indent=2))
     return paths
+
+
+def spec_dict(spec: SyntheticSpec) -> dict[str, object]:
+    """The spec as a dict, without the fields added after the first datasets where they hold
+    their defaults: older ``spec.json`` files and the caches keyed on them stay valid."""
+    return _without_new_defaults(dataclasses.asdict(spec), SyntheticSpec, _NEW_SPEC_FIELDS)
+
+
+def scene_dict(scene: Scene) -> dict[str, object]:
+    return _without_new_defaults(dataclasses.asdict(scene), Scene, _NEW_SCENE_FIELDS)
+
+
+_NEW_SPEC_FIELDS = ("artefact", "object_radius", "object_colour_strength")
+_NEW_SCENE_FIELDS = ("artefact_kind",)
+
+
+def _without_new_defaults(
+    values: dict[str, object], cls: type, names: Sequence[str]
+) -> dict[str, object]:
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in names}
+    return {k: v for k, v in values.items() if k not in defaults or v != defaults[k]}
 
 
 def write_coco(scenes: Sequence[Scene], spec: SyntheticSpec, folder: Path) -> Path:
@@ -252,7 +354,7 @@ def write_coco(scenes: Sequence[Scene], spec: SyntheticSpec, folder: Path) -> Pa
     coco = {
         "info": {
             "description": "auditor planted-shortcut dataset",
-            "spec": dataclasses.asdict(spec),
+            "spec": spec_dict(spec),
         },
         "categories": [{"id": i + 1, "name": name} for i, name in enumerate(spec.classes)],
         "images": images,
@@ -260,7 +362,7 @@ def write_coco(scenes: Sequence[Scene], spec: SyntheticSpec, folder: Path) -> Pa
     }
     path = folder / "annotations.json"
     path.write_text(json.dumps(coco))
-    (folder / "scenes.json").write_text(json.dumps([dataclasses.asdict(s) for s in scenes]))
+    (folder / "scenes.json").write_text(json.dumps([scene_dict(s) for s in scenes]))
     return path
 
 
@@ -293,8 +395,9 @@ def read_scenes(folder: str | Path) -> list[Scene]:
 def iter_interventions(
     scenes: Sequence[Scene], spec: SyntheticSpec, *, seed: int
 ) -> Iterator[Scene]:
-    """Each scene moved to a background that carries no cue for its class, with the mark
-    removed: a neutral kind other than its own, or, when the training data only ever showed
+    """Each scene moved to a background that carries no cue for its class, with its artefact
+    (mark, watermark or frame) removed and its object, colour included, kept. The background
+    is a neutral kind other than its own, or, when the training data only ever showed
     the classes' own kinds (``alternative="others"``), another class's kind, so that the
     intervention stays inside the training distribution (Waterbirds' worst group)."""
     rng = np.random.default_rng(seed)

@@ -3,16 +3,16 @@ benchmarks to make models whose shortcuts are known)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from auditor.data import AuditDataset, read_dataset
 from auditor.data.transforms import AuditTransform
 from auditor.errors import DataError
+from auditor.lab.models import build_model, load_backbone
 from auditor.progress import ProgressBar
 
 
@@ -41,12 +41,17 @@ def train_classifier(
     lr: float = 1e-3,
     seed: int = 0,
     progress: ProgressBar | None = None,
+    backbone: Mapping[str, torch.Tensor] | None = None,
 ) -> nn.Module:
     """Adam + cross-entropy with horizontal flips; returns the model in eval mode. Seeded by
-    ``seed`` alone: the global random state is the same afterwards as before."""
+    ``seed`` alone: the global random state is the same afterwards as before. ``arch`` is a
+    torchvision name or ``module:factory``; ``backbone``, a ``state_dict`` trained on another
+    task, starts every layer but the fresh classifier head (fine-tuning)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        model = build_model(arch, num_classes)
+        if backbone is not None:
+            load_backbone(model, backbone)
         generator = torch.Generator().manual_seed(seed)
         _fit(model, inputs, targets, generator, epochs=epochs, batch_size=batch_size, lr=lr,
              progress=progress)  # fmt: skip
