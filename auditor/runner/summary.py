@@ -84,7 +84,7 @@ def challenge_summary(results: list[ClassResult], names: list[str]) -> dict[str,
     return {
         "mixed_same_accuracy": mixed_same,
         "mixed_rand_accuracy": mixed_rand,
-        "bg_gap": None if None in (mixed_same, mixed_rand) else mixed_same - mixed_rand,
+        "bg_gap": None if mixed_same is None or mixed_rand is None else mixed_same - mixed_rand,
         "classes": list(names),
         "accuracy": [[finite(c.accuracy) if c else None for c in row] for row in table],
         "n": [[c.n if c else 0 for c in row] for row in table],
