@@ -11,8 +11,9 @@ itself (class-coloured objects: nothing may be flagged).
 
 Models are cached under ``--root`` by data spec and recipe. Prints per rung precision,
 recall, the false-flag rate (flags on classes the intervention found not reliant), the
-flags on negative-control scenarios, and the audit's seconds per 1,000 images; writes
-``suite.json``.
+flags and warnings on negative-control scenarios (``flags/warns of classes``), and the
+audit's seconds per 1,000 images; writes ``suite.json``. ``--table suite.json [...]``
+prints the table of finished runs again.
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ def _totals(rows: list[dict]) -> dict:
     return {
         **counts,
         "control_flags": sum(len(r["flagged"]) for r in controls),
+        "control_warns": sum(list(r["status"].values()).count("warn") for r in controls),
         "control_classes": sum(len(r["truth"]) for r in controls),
         "audit_s_per_1000": round(sum(r["audit_s_per_1000"] for r in rows) / len(rows), 1),
     }
@@ -157,23 +159,26 @@ def _totals(rows: list[dict]) -> dict:
 
 def table(results: list[dict]) -> str:
     head = (f"{'rung':<18}{'scenario':<24}{'reliant (truth)':<18}{'flagged':<18}{'prec':>6}"
-            f"{'recall':>8}{'false-flag':>11}{'ctrl flags':>11}{'s/1000 img':>11}")  # fmt: skip
+            f"{'recall':>8}{'false-flag':>11}{'ctrl flag/warn':>15}{'s/1000 img':>11}")  # fmt: skip
     lines = [head]
     for result in results:
         for r in result["scenarios"]:
             p, rc, ff = rates(r["tp"], r["fp"], r["fn"], r["negatives"])
-            ctrl = f"{len(r['flagged'])}/{len(r['truth'])}" if r["negative_control"] else "-"
+            warns = list(r["status"].values()).count("warn")
+            ctrl = f"{len(r['flagged'])}/{warns} of {len(r['truth'])}"
+            ctrl = ctrl if r["negative_control"] else "-"
             lines.append(f"{result['rung']:<18}{r['scenario']:<24}{_names(r['reliant']):<18}"
-                         f"{_names(r['flagged']):<18}{p:>6}{rc:>8}{ff:>11}{ctrl:>11}"
+                         f"{_names(r['flagged']):<18}{p:>6}{rc:>8}{ff:>11}{ctrl:>15}"
                          f"{r['audit_s_per_1000']:>11}")  # fmt: skip
-        p, rc, ff = rates(result["tp"], result["fp"], result["fn"], result["negatives"])
-        ctrl = f"{result['control_flags']}/{result['control_classes']}"
-        lines.append(f"{result['rung'] + ' (rung)':<78}{p:>6}{rc:>8}{ff:>11}{ctrl:>11}"
-                     f"{result['audit_s_per_1000']:>11}")  # fmt: skip
+        rung = _totals(result["scenarios"])
+        p, rc, ff = rates(rung["tp"], rung["fp"], rung["fn"], rung["negatives"])
+        ctrl = f"{rung['control_flags']}/{rung['control_warns']} of {rung['control_classes']}"
+        lines.append(f"{result['rung'] + ' (rung)':<78}{p:>6}{rc:>8}{ff:>11}{ctrl:>15}"
+                     f"{rung['audit_s_per_1000']:>11}")  # fmt: skip
     totals = _totals([r for result in results for r in result["scenarios"]])
     p, rc, ff = rates(totals["tp"], totals["fp"], totals["fn"], totals["negatives"])
-    ctrl = f"{totals['control_flags']}/{totals['control_classes']}"
-    lines.append(f"{'overall':<78}{p:>6}{rc:>8}{ff:>11}{ctrl:>11}")
+    ctrl = f"{totals['control_flags']}/{totals['control_warns']} of {totals['control_classes']}"
+    lines.append(f"{'overall':<78}{p:>6}{rc:>8}{ff:>11}{ctrl:>15}")
     return "\n".join(lines)
 
 
@@ -192,9 +197,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Only the 64 px resnet18 rungs.")
     parser.add_argument("--only", help="Run only rungs whose name contains this text.")
     parser.add_argument("--reliance-drop", type=float, default=0.3)
+    parser.add_argument("--table", type=Path, nargs="+", help="Only print these suite.json.")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="Shift every seed: fresh data and models (held-out).")  # fmt: skip
     args = parser.parse_args()
+    if args.table:
+        print(table([rung for path in args.table for rung in json.loads(path.read_text())]))
+        return
     suffix = f"-offset-{args.seed_offset}" if args.seed_offset else ""
     root = args.root or Path(f"datasets/ladder{suffix}")
     torch.set_num_threads(max(torch.get_num_threads(), 1))
