@@ -40,6 +40,10 @@ class DetectConfig:
         the object than the rest of its class's: the difference of mean ``chance_corrected``
         below zero by a one-sided Welch test (BH-adjusted across methods, at ``q``) with a
         standardised effect (Cohen's d) of at least ``min_effect_vs_class`` in size.
+        A class also shows saliency evidence when one place off its objects draws its maps'
+        attribution than the maps of every other class do (:mod:`auditor.detect.hotspot`):
+        held-out one-sided Mann-Whitney tests, BH-adjusted at ``q``, with a probability of
+        superiority of at least ``min_hotspot_superiority`` (0.5: none; 0.64: d of about 0.5).
     """
 
     min_n: int = 20
@@ -50,6 +54,7 @@ class DetectConfig:
     sanity_samples: int = 16
     sanity_max_similarity: float = 0.5
     min_effect_vs_class: float = 0.5
+    min_hotspot_superiority: float = 0.64
     bootstrap: int = 2000
     confidence: float = 0.95
     seed: int = 0
@@ -70,6 +75,11 @@ class DetectConfig:
         if self.min_effect_vs_class < 0:
             raise ConfigError(
                 f"Expected detect.min_effect_vs_class >= 0, got {self.min_effect_vs_class}."
+            )
+        if not 0.5 <= self.min_hotspot_superiority <= 1:
+            raise ConfigError(
+                "Expected detect.min_hotspot_superiority in [0.5, 1], "
+                f"got {self.min_hotspot_superiority}."
             )
         if self.sanity_samples < 0:
             raise ConfigError(f"Expected detect.sanity_samples >= 0, got {self.sanity_samples}.")
@@ -101,6 +111,7 @@ class AuditConfig:
     attributes: str | None = None
     subgroup_maps: int = 1000
     subgroup_method: str = "gradient_x_input"
+    hotspot_maps: int = 1000
     class_model_steps: int = 100
     class_model_jitter: int = 2
     class_model_blur: float = 0.5
@@ -139,7 +150,8 @@ class AuditConfig:
             )
         if not 0 <= self.max_skipped <= 1:
             raise ConfigError(f"Expected max_skipped in [0, 1], got {self.max_skipped}.")
-        for name in ("exemplars_per_class", "donor_pool", "subgroup_maps", "class_model_steps",
+        for name in ("exemplars_per_class", "donor_pool", "subgroup_maps", "hotspot_maps",
+                     "class_model_steps",
                      "class_model_jitter", "class_model_blur"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"Expected {name} >= 0, got {getattr(self, name)}.")
@@ -199,6 +211,7 @@ MEANINGS: dict[str, str] = {
     "attributes": "CSV image,attribute,value of per-image attributes (--attributes).",
     "subgroup_maps": "Most maps per class clustered into subgroups; 0 turns subgroups off.",
     "subgroup_method": "Method whose maps are clustered into subgroups (scored only if audited).",
+    "hotspot_maps": "Most maps per class and method tested for an off-object hotspot; 0: off.",
     "class_model_steps": "Gradient-ascent steps of the class model image; 0 turns it off.",
     "class_model_jitter": "Pixels the class model is rolled by, at most, before each step.",
     "class_model_blur": "Sigma of the Gaussian blur of the class model every 10 steps; 0: none.",
@@ -214,6 +227,8 @@ MEANINGS: dict[str, str] = {
     "detect.sanity_samples": "Images of the model-randomisation check of each method's maps.",
     "detect.sanity_max_similarity": "Above this Spearman similarity a method drives no flag.",
     "detect.min_effect_vs_class": "Least Cohen's d of a subgroup's maps against its class's.",
+    "detect.min_hotspot_superiority": "Least chance a class's image draws more to its hotspot "
+    "than another class's does (0.5: none).",
     "detect.bootstrap": "Bootstrap resamples of each confidence interval.",
     "detect.confidence": "Confidence level of the intervals (0.95: 95% CIs).",
     "detect.seed": "Seed of the bootstraps and samples: the same inputs give the same results.",

@@ -39,6 +39,7 @@ from auditor.detect.behaviour import (
     has_behaviour,
     identification,
 )
+from auditor.detect.hotspot import Hotspot
 from auditor.detect.stats import MethodStats, adjusted_method_stats
 from auditor.detect.stats_util import benjamini_hochberg, finite
 
@@ -49,6 +50,7 @@ FindingKind = Literal[
     "off_object",  # the label's maps sit off the object
     "off_object_after_swap",  # the maps of answers a background swap broke sit off the object
     "off_object_vs_class",  # a part's maps sit further off the object than its class's others
+    "off_object_hotspot",  # one place off the object draws the class's attribution, not others'
     "swap_gap",  # moving the object onto other backgrounds costs accuracy
     "background_only",  # the background alone gives the class
     "maps_missed_cue",  # both interventions show reliance; no attribution map localised it
@@ -73,6 +75,7 @@ class Finding:
     reference: float | None = None
     reference_class: int | None = None
     neutral_donors: bool | None = None
+    location: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1: image fractions
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +91,7 @@ class Finding:
             "reference": None if self.reference is None else finite(self.reference),
             "reference_class": self.reference_class,
             "neutral_donors": self.neutral_donors,
+            **({} if self.location is None else {"location": [round(v, 4) for v in self.location]}),
         }
 
 
@@ -102,6 +106,7 @@ class ClassResult:
     metrics: dict[str, MethodStats] = field(default_factory=dict)
     behaviour: BehaviourStats | None = None
     swap_metrics: dict[str, MethodStats] = field(default_factory=dict)
+    hotspots: dict[str, Hotspot] = field(default_factory=dict)
 
     @property
     def flagged(self) -> bool:
@@ -119,6 +124,7 @@ class ClassResult:
             "metrics": {m: s.to_dict() for m, s in self.metrics.items()},
             "behaviour": None if self.behaviour is None else self.behaviour.to_dict(),
             "swap_metrics": {m: s.to_dict() for m, s in self.swap_metrics.items()},
+            "hotspots": {m: h.to_dict() for m, h in self.hotspots.items()},
         }
 
 
@@ -184,7 +190,9 @@ def judge(
     return "pass", []
 
 
-ATTRIBUTION_KINDS = frozenset({"off_object", "off_object_after_swap", "off_object_vs_class"})
+ATTRIBUTION_KINDS = frozenset(
+    {"off_object", "off_object_after_swap", "off_object_vs_class", "off_object_hotspot"}
+)
 BEHAVIOUR_KINDS = frozenset({"swap_gap", "background_only"})
 
 
@@ -197,6 +205,38 @@ def with_attribution(result: ClassResult, attribution: Sequence[Finding]) -> Cla
     kinds = {f.kind for f in findings}
     both = bool(kinds & ATTRIBUTION_KINDS) and bool(kinds & BEHAVIOUR_KINDS)
     return dataclasses.replace(result, status="flag" if both else "warn", findings=findings)
+
+
+def with_hotspots(
+    result: ClassResult,
+    hotspots: Mapping[str, Hotspot],
+    driving: Sequence[str],
+    config: DetectConfig,
+) -> ClassResult:
+    """``result`` with its class's hotspots (:func:`auditor.detect.hotspot.class_hotspots`)
+    attached, judged again with those of the ``driving`` methods that show one as attribution
+    evidence (:func:`with_attribution`), as a mean C off the object would be."""
+    found = [
+        Finding(
+            "off_object_hotspot", "mean_window_lift", h.lift, config.min_hotspot_superiority,
+            h.n, method=m, p=h.p_adjusted, effect_size=h.superiority, reference=h.reference,
+            reference_class=h.reference_class, location=h.box,
+        )
+        for m, h in hotspots.items()
+        if m in driving and has_hotspot(h, config)
+    ]  # fmt: skip
+    return dataclasses.replace(with_attribution(result, found), hotspots=dict(hotspots))
+
+
+def has_hotspot(h: Hotspot, config: DetectConfig) -> bool:
+    """A window off the object draws more of the class's attribution than of the other
+    classes': at least ``min_n`` held-out images on each side, the BH-adjusted one-sided p
+    below ``q``, and a probability of superiority of at least ``min_hotspot_superiority``."""
+    return (
+        min(h.n, h.n_other) >= config.min_n
+        and h.p_adjusted < config.q
+        and h.superiority >= config.min_hotspot_superiority
+    )
 
 
 def off_object_vs_class(

@@ -214,10 +214,13 @@ def _class_figures(run: AuditRun, c: dict[str, Any], primary: str) -> dict[str, 
         (samples["label"] == c["index"]) & (samples["method"] == primary), "chance_corrected"
     ].dropna()
     threshold = run.run_info["config"]["detect"]["max_chance_corrected"]
+    findings = c.get("findings", [])
+    boxes = {f["method"]: f["location"] for f in findings if f["kind"] == "off_object_hotspot"}
     return {
         "mean_mask": figures.heat_image(means["mask"]) if "mask" in means else None,
         "mean_maps": [
-            {"method": m, "uri": figures.heat_image(means[m], mask=means.get("mask"))}
+            {"method": m, "hotspot": m in boxes,
+             "uri": figures.heat_image(means[m], mask=means.get("mask"), box=boxes.get(m))}
             for m in run.summary["methods"] if m in means
         ],
         "histogram": figures.histogram_svg(

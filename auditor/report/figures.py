@@ -16,6 +16,7 @@ from PIL import Image
 
 COLORMAP = "inferno"  # perceptually uniform
 OUTLINE = np.array([0, 255, 255], dtype=np.uint8)
+BOX = np.array([0, 255, 0], dtype=np.uint8)
 DISPLAY = 160
 
 
@@ -56,15 +57,35 @@ def overlay(
     return png_uri(pixels)
 
 
-def heat_image(heat: torch.Tensor, *, mask: torch.Tensor | None = None) -> str:
-    """A mean map (or mean mask) alone, colour-mapped and scaled to its own maximum."""
+def heat_image(
+    heat: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    box: Sequence[float] | None = None,
+) -> str:
+    """A mean map (or mean mask) alone, colour-mapped and scaled to its own maximum, with
+    ``box`` (x0, y0, x1, y1 as fractions of the image: a hotspot) outlined."""
     values = heat.float().numpy()
     values = values / values.max() if values.max() > 0 else values
     pixels = _upscale((matplotlib.colormaps[COLORMAP](values)[..., :3] * 255).astype(np.uint8))
     if mask is not None:
         binary = _upscale((mask.numpy() >= 0.5).astype(np.uint8)[..., None])[..., 0].astype(bool)
         pixels[outline(binary)] = OUTLINE
+    if box is not None:
+        pixels[box_outline(pixels.shape[:2], box)] = BOX
     return png_uri(pixels)
+
+
+def box_outline(shape: tuple[int, ...], box: Sequence[float], *, width: int = 2) -> np.ndarray:
+    """bool ``[H, W]``: the ``width``-pixel outline of ``box`` (fractions of the image)."""
+    h, w = shape
+    x0, x1 = round(box[0] * w), max(round(box[2] * w), round(box[0] * w) + 1)
+    y0, y1 = round(box[1] * h), max(round(box[3] * h), round(box[1] * h) + 1)
+    inside = np.zeros((h, w), dtype=bool)
+    inside[y0:y1, x0:x1] = True
+    inner = np.zeros((h, w), dtype=bool)
+    inner[y0 + width : y1 - width, x0 + width : x1 - width] = True
+    return inside & ~inner
 
 
 def _upscale(pixels: np.ndarray) -> np.ndarray:

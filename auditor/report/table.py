@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from auditor.detect.hotspot import where
+
 STATUS_ORDER = {"flag": 0, "warn": 1, "insufficient_data": 2, "pass": 3}
 
 
@@ -57,6 +59,14 @@ def _attribution(
             stats = c.get("swap_metrics", {}).get(m, {})
             label = f"{m}, answers the swap broke (n = {stats.get('n', 0)})"
             lines.append(_stat_line(label, stats, True, False))
+    for f in c.get("findings", []):  # a small cue's place, where it decided
+        if f["kind"] == "off_object_hotspot":
+            lines.append({
+                "label": f"{f['method']}, hotspot at the {where(f['location'])}",
+                "value": f"×{f['value']:.1f}",
+                "detail": f"vs ×{f['reference']:.1f}, p {f['p']:.1g}",
+                "deciding": True, "untrusted": False,
+            })  # fmt: skip
     return lines
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from auditor.detect.hotspot import where
+
 SWAPPED = "on the {n} swapped images whose prediction the swap broke, the new prediction's map: "
-SALIENCY = ("off_object", "off_object_after_swap", "off_object_vs_class")
+SALIENCY = ("off_object", "off_object_after_swap", "off_object_vs_class", "off_object_hotspot")
 BEHAVIOUR = ("swap_gap", "background_only")
 
 
@@ -40,6 +42,8 @@ def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> s
             "attribution maps did not localise the cue (a finding about the methods: they "
             "missed what the model uses)"
         )
+    if kind == "off_object_hotspot":
+        return hotspot_sentence(f, names)
     if kind == "off_object_vs_class":
         low, high = f["ci95"]
         rest = f["reference"]
@@ -74,6 +78,21 @@ def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> s
             f"class's backgrounds ({other_name}; p = {f['p']:.1g})"
         )
     return f"{kind}: {f.get('statistic')} = {f.get('value')}"
+
+
+def hotspot_sentence(f: dict[str, Any], names: Sequence[str]) -> str:
+    """An ``off_object_hotspot`` finding in words: where, how much, against whom."""
+    x0, y0, x1, y1 = f["location"]
+    other = f.get("reference_class")
+    closest = names[other] if other is not None and 0 <= other < len(names) else "n/a"
+    return (
+        f"{f['method']}: a hotspot off the object, at the {where(f['location'])} (x "
+        f"{x0:.0%}-{x1:.0%}, y {y0:.0%}-{y1:.0%} of the image): on held-out images that leave "
+        f"it free, it draws {f['value']:.1f} times its area's share of the attribution off the "
+        f"object, against {f['reference']:.1f} on {closest}'s, the closest other class (its excess "
+        f"over places as far from the object, one-sided Mann-Whitney against each other class: "
+        f"BH-adjusted p = {f['p']:.1g}, P(more) = {f['effect_size']:.2f})"
+    )
 
 
 def _signed(value: float | None) -> str:

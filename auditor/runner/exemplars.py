@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from auditor.data.entries import Record
 from auditor.data.transforms import AuditTransform
+from auditor.detect.hotspot import excluded_cells, off_object_maps
 from auditor.detect.subgroups import MapSample, small_maps
 
 THUMBNAIL = 96
@@ -48,6 +49,7 @@ class ClassEvidence:
     count: int = 0
     broken_heap: list[tuple[float, int, Exemplar]] = field(default_factory=list)
     small: MapSample = field(default_factory=lambda: MapSample(0, 0))
+    off_object: dict[str, MapSample] = field(default_factory=dict)  # per method, for hotspots
 
     def add_means(self, maps: dict[str, torch.Tensor], masks: torch.Tensor) -> None:
         """maps {method: Tensor[n, H, W]}, masks (Tensor[n, H, W] bool) of this class's images."""
@@ -74,7 +76,11 @@ class ClassEvidence:
 
     def empty_like(self) -> ClassEvidence:
         """No evidence yet, kept to the same bounds."""
-        return ClassEvidence(self.keep, small=self.small.empty_like())
+        return ClassEvidence(
+            self.keep,
+            small=self.small.empty_like(),
+            off_object={m: s.empty_like() for m, s in self.off_object.items()},
+        )
 
     def absorb(self, other: ClassEvidence) -> None:
         """Add ``other``'s evidence, of other images of the class (another rank's): the
@@ -94,6 +100,8 @@ class ClassEvidence:
             )
         self.count += other.count
         self.small.absorb(other.small)
+        for method, sample in other.off_object.items():
+            self.off_object.setdefault(method, sample.empty_like()).absorb(sample)
 
     def exemplars(self) -> list[Exemplar]:
         return _ranked(self.heap)
@@ -111,6 +119,7 @@ class ClassEvidence:
             "count": self.count,
             "broken_heap": _plain(self.broken_heap),
             "small": self.small.state(),
+            "off_object": {m: s.state() for m, s in self.off_object.items()},
         }
 
     @classmethod
@@ -123,6 +132,7 @@ class ClassEvidence:
             state["count"],
             _heap(state.get("broken_heap", [])),
             MapSample.from_state(state["small"]) if "small" in state else MapSample(0, 0),
+            {m: MapSample.from_state(s) for m, s in state.get("off_object", {}).items()},
         )
 
     def means(self) -> dict[str, torch.Tensor]:
@@ -131,6 +141,12 @@ class ClassEvidence:
         out = {m: s / self.count for m, s in self.map_sums.items()}
         out["mask"] = self.mask_sum / self.count
         return out
+
+
+def off_object_samples(methods: tuple[str, ...], keep: int, seed: int) -> dict[str, MapSample]:
+    """One bounded sample of off-object maps per method (none when ``keep`` is 0), all with
+    the same keys, so every method keeps the same images."""
+    return {m: MapSample(keep, seed) for m in methods} if keep else {}
 
 
 def _ranked(heap: list[tuple[float, int, Exemplar]]) -> list[Exemplar]:
@@ -196,6 +212,7 @@ class ScoredBatch:
     acts: dict[str, list[Any]]  # intervention column -> n predictions or label probabilities
     broken: BrokenSwaps | None = None
     clustered: torch.Tensor | None = None  # Tensor[n, S, S], the subgroup method's maps
+    valid: torch.Tensor | None = None  # Tensor[n, S, S] bool, the pixels not ignored
 
 
 def collect_evidence(
@@ -207,8 +224,9 @@ def collect_evidence(
     method: str,
     keep: int,
 ) -> None:
-    """Add a scored batch to the per-class means, offer its subgroup maps to the class's map
-    sample, and offer its ``keep`` worst samples per class, by ``method``'s C, as exemplars."""
+    """Add a scored batch to the per-class means, offer its subgroup maps and its off-object
+    maps to the class's map samples, and offer its ``keep`` worst samples per class, by
+    ``method``'s C, as exemplars."""
     primary = batch.scores[method]["chance_corrected"]
     for label in batch.targets.unique().tolist():
         picked = (batch.targets == label).nonzero().flatten()
@@ -217,6 +235,8 @@ def collect_evidence(
         if batch.clustered is not None:
             samples = [batch.indices[j] for j in picked.tolist()]
             evidence[label].small.offer(samples, small_maps(batch.clustered[picked]))
+        if evidence[label].off_object:
+            _offer_off_object(evidence[label], batch, picked)
     candidates = _worst_per_class(batch.targets, primary, keep)
     originals = _exemplars(
         batch.inputs, batch.masks, batch.maps, candidates, transform,
@@ -232,6 +252,15 @@ def collect_evidence(
         evidence[record.label].offer(exemplar, tiebreak=batch.indices[j])
     if batch.broken is not None:
         _offer_broken(evidence, batch, batch.broken, records, transform, method=method, keep=keep)
+
+
+def _offer_off_object(ev: ClassEvidence, batch: ScoredBatch, picked: torch.Tensor) -> None:
+    """Offer the off-object maps of the batch's images at ``picked`` (of one class)."""
+    samples = [batch.indices[j] for j in picked.tolist()]
+    valid = None if batch.valid is None else batch.valid[picked]
+    cells = excluded_cells(batch.masks[picked], valid)
+    for method, kept in ev.off_object.items():
+        kept.offer(samples, off_object_maps(batch.maps[method][picked], cells))
 
 
 def _offer_broken(

@@ -30,8 +30,9 @@ from auditor.data.entries import Record
 from auditor.data.read import DatasetInfo, read_dataset
 from auditor.data.transforms import AuditTransform
 from auditor.detect.groups import GroupResult, group_column, group_results
+from auditor.detect.hotspot import Hotspot
 from auditor.detect.interventions import DonorPool, remove_object
-from auditor.detect.rule import ClassResult, class_results, neutral_classes
+from auditor.detect.rule import ClassResult, class_results, neutral_classes, with_hotspots
 from auditor.detect.subgroups import MapSample, Subgroup, class_subgroups
 from auditor.errors import DataError
 from auditor.models import LoadedModel, TargetLayer, count_outputs, file_sha256, load_model
@@ -47,7 +48,13 @@ from auditor.runner.distributed import (
     rank_device,
     shard,
 )
-from auditor.runner.exemplars import ClassEvidence, evidence_payload, thumbnail
+from auditor.runner.exemplars import (
+    ClassEvidence,
+    evidence_payload,
+    off_object_samples,
+    thumbnail,
+)
+from auditor.runner.hotspots import controlled_hotspots
 from auditor.runner.preflight import (
     check_classes,
     method_trust,
@@ -214,7 +221,11 @@ def stream(
     net, layer, pool = ready.loaded.model, ready.layer, checked.pool
     transform = transform_of(config)
     fresh = {
-        i: ClassEvidence(config.exemplars_per_class, small=MapSample(config.subgroup_maps, 0))
+        i: ClassEvidence(
+            config.exemplars_per_class,
+            small=MapSample(config.subgroup_maps, 0),
+            off_object=off_object_samples(config.methods, config.hotspot_maps, config.detect.seed),
+        )
         for i in range(len(info.class_names))
     }
     saver = Checkpoint(checkpoint, ready.parts)
@@ -260,7 +271,12 @@ def assemble(ready: Prepared, streamed: Streamed) -> AuditRun:
     _check_scored(samples, info)
     data_sha = file_sha256(info.source) if info.source.is_file() else None
     with clock.phase("detection", device):
-        results, groups, found = judged(samples, evidence, info, config, trust["untrusted"])
+        spots = controlled_hotspots(
+            ready.loaded.model, lambda: probe_samples(
+                info.records, transform_of(config), size=config.donor_pool, device=device
+            ), layer, config, {c: e.off_object for c, e in evidence.items()},
+        )  # fmt: skip
+        results, groups, found = judged(samples, evidence, info, config, trust["untrusted"], spots)
     with clock.phase("class_models", device):
         drawn = class_models(ready.loaded.model, results, config, device)
     timings = {"total_s": round(time.perf_counter() - ready.started, 3), **clock.rounded()}
@@ -294,11 +310,15 @@ def judged(
     info: DatasetInfo,
     config: AuditConfig,
     untrusted: dict[str, str],
+    spots: dict[int, dict[str, Hotspot]] | None = None,
 ) -> tuple[list[ClassResult], list[GroupResult], list[Subgroup]]:
-    """The rule on every class, on every class x group cell of ``group_by``, and on every
-    subgroup of a class's maps."""
+    """The rule on every class (with its off-object hotspots ``spots`` as attribution
+    evidence), on every class x group cell of ``group_by``, and on every subgroup of a
+    class's maps."""
     names, methods, detect = info.class_names, config.methods, config.detect
     results = class_results(samples, names, methods, detect, untrusted=untrusted)
+    driving = [m for m in methods if m not in untrusted]
+    results = [with_hotspots(r, (spots or {}).get(r.index, {}), driving, detect) for r in results]
     # a group or subgroup is judged with the donors chosen on all the data: its own few
     # images cannot tell which backgrounds carry another class's cue into a swap
     donors = neutral_classes(samples, len(names), detect) or None
