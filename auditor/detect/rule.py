@@ -9,7 +9,10 @@ threshold it was held against); the report turns findings into sentences.
   class): two independent interventions that agree are causal evidence, and attribution
   maps are known to miss spurious signals (Adebayo et al. 2022); the findings then say
   that the maps did not localise the cue (``maps_missed_cue``), a finding about the methods;
-- **warn**: one kind of evidence without the other;
+- **warn**: one kind of evidence without the other; or the class is **vulnerable**: robust
+  to backgrounds that carry no class's cue, it loses accuracy on another class's
+  backgrounds (recognised by the absence of that class's cue, or hijacked by it), a finding
+  distinct from reliance on its own background;
 - **insufficient data**: fewer than ``min_n`` scored images (never pass);
 - **pass**: neither shows it.
 
@@ -33,11 +36,14 @@ from scipy.stats import ttest_ind
 
 from auditor.config import DetectConfig
 from auditor.detect.behaviour import (
+    BackgroundChallenge,
     BehaviourStats,
     Identification,
+    background_challenge,
     behaviour_stats,
     has_behaviour,
     identification,
+    vulnerability_tests,
 )
 from auditor.detect.hotspot import Hotspot
 from auditor.detect.stats import MethodStats, adjusted_method_stats
@@ -54,6 +60,7 @@ FindingKind = Literal[
     "swap_gap",  # moving the object onto other backgrounds costs accuracy
     "background_only",  # the background alone gives the class
     "maps_missed_cue",  # both interventions show reliance; no attribution map localised it
+    "vulnerable",  # another class's backgrounds take the class over
 ]
 
 
@@ -76,6 +83,7 @@ class Finding:
     reference_class: int | None = None
     neutral_donors: bool | None = None
     location: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1: image fractions
+    follow_rate: float | None = None  # the fraction of images called ``reference_class``
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +100,7 @@ class Finding:
             "reference_class": self.reference_class,
             "neutral_donors": self.neutral_donors,
             **({} if self.location is None else {"location": [round(v, 4) for v in self.location]}),
+            **({} if self.follow_rate is None else {"follow_rate": finite(self.follow_rate)}),
         }
 
 
@@ -106,6 +115,7 @@ class ClassResult:
     metrics: dict[str, MethodStats] = field(default_factory=dict)
     behaviour: BehaviourStats | None = None
     swap_metrics: dict[str, MethodStats] = field(default_factory=dict)
+    challenge: BackgroundChallenge | None = None
     hotspots: dict[str, Hotspot] = field(default_factory=dict)
 
     @property
@@ -143,6 +153,8 @@ def class_results(
     checks) to the reason; they are still reported. ``donors``: the classes whose
     backgrounds may stand in a swap, when a part of the data (a group, a subgroup) is judged
     with the donor choice made on all of it (:func:`neutral_classes`); default: chosen here.
+    Only whole classes (no ``donors``) are tested for vulnerability: a part's cells, one per
+    donor class, are too small.
     """
     scored = samples[samples["skip_reason"].isna()]
     images = scored.drop_duplicates("sample")
@@ -150,6 +162,7 @@ def class_results(
     per_class = adjusted_method_stats(scored, k, methods, config, "chance_corrected")
     swap = adjusted_method_stats(scored, k, methods, config, "swap_chance_corrected")
     behaviours = _behaviours(images, k, config, donors)
+    vulnerable = {} if donors is not None else vulnerability(images, k, config)
     driving = [m for m in methods if m not in (untrusted or {})]
     results = []
     for index, name in enumerate(class_names):
@@ -157,10 +170,38 @@ def class_results(
         accuracy = float(own["correct"].mean()) if len(own) else float("nan")
         acts = behaviours.get(index)
         status, findings = judge(per_class[index], swap[index], acts, driving, config)
+        if vulnerable.get(index) and status != "insufficient_data":
+            status, findings = (
+                ("flag" if status == "flag" else "warn"),
+                findings + vulnerable[index],
+            )
         results.append(ClassResult(
-            index, name, len(own), accuracy, status, findings, per_class[index], acts, swap[index]
+            index, name, len(own), accuracy, status, findings, per_class[index], acts, swap[index],
+            background_challenge(images, index),
         ))  # fmt: skip
     return results
+
+
+def vulnerability(images: pd.DataFrame, k: int, config: DetectConfig) -> dict[int, list[Finding]]:
+    """``vulnerable`` findings by class: the donor classes on whose backgrounds a class loses
+    at least ``min_gap`` accuracy (lower end of the CI) against backgrounds that carry no
+    class's cue, by a one-sided Fisher test BH-adjusted across every class x donor cell."""
+    if not has_behaviour(images) or "pred_same_class" not in images:
+        return {}
+    idents = {c: identification(images, c, k) for c in range(k)}
+    neutral = {c for c, ident in idents.items() if not background_identifies(ident, config)}
+    tests = [(c, t) for c in range(k) for t in vulnerability_tests(images, c, neutral, config)]
+    adjusted = benjamini_hochberg([t.p for _, t in tests])
+    found: dict[int, list[Finding]] = {}
+    for (c, t), p in zip(tests, adjusted):
+        if p < config.q and t.drop_ci[0] > config.min_gap:
+            found.setdefault(c, []).append(Finding(
+                "vulnerable", "accuracy_lost_on_class_backgrounds", t.drop, config.min_gap,
+                t.cell.n, ci=t.drop_ci, p=p, reference=t.reference_accuracy,
+                reference_class=t.donor, neutral_donors=t.reference == "neutral",
+                follow_rate=t.cell.called_donor / t.cell.n,
+            ))  # fmt: skip
+    return found
 
 
 def judge(

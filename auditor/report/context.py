@@ -55,6 +55,7 @@ def report_context(run: AuditRun) -> dict[str, Any]:
             _class_section(run, c, figures_of[c["name"]]) for c in classes if c["status"] != "pass"
         ],
         "since": _since(summary.get("since_previous")),
+        "challenge": challenge_table(summary),
         "groups": [_group(g) for g in summary.get("groups", [])],
         "subgroups": [
             _subgroup(run, c, s, primary)
@@ -66,6 +67,71 @@ def report_context(run: AuditRun) -> dict[str, Any]:
         "skipped": _skipped(run.samples),
         "skipped_by_reason": summary["dataset"].get("skipped_by_reason", {}),
     }
+
+
+MAX_TABLE_CLASSES = 12
+
+
+def challenge_table(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The class x background-class table for display: every class up to
+    ``MAX_TABLE_CLASSES``; beyond that the classes that are not passed and the donors their
+    findings name. Cells shaded by accuracy; the vulnerable ones marked."""
+    challenge = summary.get("background_challenge")
+    if not challenge:
+        return None
+    names = challenge["classes"]
+    vulnerable = {
+        (c["index"], f["reference_class"])
+        for c in summary["classes"]
+        for f in c["findings"]
+        if f["kind"] == "vulnerable"
+    }
+    shown = list(range(len(names)))
+    if len(names) > MAX_TABLE_CLASSES:
+        named = {i for pair in vulnerable for i in pair}
+        named |= {c["index"] for c in summary["classes"] if c["status"] in ("flag", "warn")}
+        shown = sorted(named)[:MAX_TABLE_CLASSES]
+    by_index = {c["index"]: c.get("background_challenge") or {} for c in summary["classes"]}
+
+    def cell(i: int, j: int) -> dict[str, Any]:
+        accuracy, n = challenge["accuracy"][i][j], challenge["n"][i][j]
+        return {
+            "text": f"{100 * accuracy:.0f}%" if n and accuracy is not None else "–",
+            "n": n,
+            "shade": None if accuracy is None else _shade(accuracy),
+            "vulnerable": (i, j) in vulnerable,
+            "title": f"{names[i]} on {names[j]}'s backgrounds: {n} images",
+        }
+
+    rows = [
+        {
+            "name": names[i],
+            "cells": [cell(i, j) for j in shown],
+            "mixed_rand": pct(by_index.get(i, {}).get("mixed_rand_accuracy")),
+            "bg_gap": _points(by_index.get(i, {}).get("bg_gap")),
+        }
+        for i in shown
+    ]
+    return {
+        "mixed_same": pct(challenge["mixed_same_accuracy"]),
+        "mixed_rand": pct(challenge["mixed_rand_accuracy"]),
+        "bg_gap": _points(challenge["bg_gap"]),
+        "columns": [names[j] for j in shown],
+        "rows": rows,
+        "partial": len(shown) < len(names),
+        "n_classes": len(names),
+        "any_vulnerable": bool(vulnerable),
+    }
+
+
+def _shade(accuracy: float) -> str:
+    """White at 100% accuracy to red at 0%."""
+    lightness = 62 + 36 * max(0.0, min(1.0, accuracy))
+    return f"hsl(4, 70%, {lightness:.0f}%)"
+
+
+def _points(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:+.0f} pts"
 
 
 def _group(g: dict[str, Any]) -> dict[str, Any]:
@@ -275,9 +341,9 @@ def _class_section(run: AuditRun, c: dict[str, Any], drawn: dict[str, Any]) -> d
 
 
 INTERVENTIONS = {
-    "swapped": "background swapped",
+    "swapped": "another class's background",
+    "same_class": "own class's background",
     "background_only": "background only",
-    "object_only": "object only",
 }
 
 

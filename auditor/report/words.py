@@ -23,10 +23,10 @@ def reasons(c: dict[str, Any], names: Sequence[str], *, confidence: float) -> li
         unconfirmed = (
             "no intervention was run"
             if not c.get("behaviour")
-            else "the interventions do not confirm it"
+            else "the interventions show no reliance on the class's own background"
         )
         said.append(f"attribution sits off the object, but {unconfirmed}")
-    elif c["status"] == "warn" and not kinds & set(SALIENCY):
+    elif c["status"] == "warn" and kinds & set(BEHAVIOUR) and not kinds & set(SALIENCY):
         said.append("the interventions show reliance, but attribution maps do not")
     return said
 
@@ -41,6 +41,20 @@ def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> s
             "both interventions show reliance, which is causal evidence enough to flag; the "
             "attribution maps did not localise the cue (a finding about the methods: they "
             "missed what the model uses)"
+        )
+    if kind == "vulnerable":
+        donor = _name(names, f["reference_class"])
+        low, high = f["ci95"]
+        against = (
+            "on backgrounds that identify no class"
+            if f["neutral_donors"]
+            else "on other backgrounds of its own class"
+        )
+        return (
+            f"vulnerable to {donor}'s backgrounds: on them the object is called this class "
+            f"{f['reference'] - f['value']:.0%} of the time, against {f['reference']:.0%} "
+            f"{against} (drop {f['value']:.0%}, CI [{low:.0%}, {high:.0%}]; one-sided Fisher, "
+            f"BH-adjusted p = {f['p']:.1g}); {f['follow_rate']:.0%} were called {donor}"
         )
     if kind == "off_object_hotspot":
         return hotspot_sentence(f, names)
@@ -70,8 +84,7 @@ def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> s
             f"(CI [{low:.0%}, {high:.0%}])"
         )
     if kind == "background_only":
-        other = f["reference_class"]
-        other_name = names[other] if other is not None and 0 <= other < len(names) else "n/a"
+        other_name = _name(names, f["reference_class"])
         return (
             f"with the object removed, the background alone still gives this class "
             f"{f['value']:.0%} of the time, against at most {f['reference']:.0%} for another "
@@ -97,3 +110,7 @@ def hotspot_sentence(f: dict[str, Any], names: Sequence[str]) -> str:
 
 def _signed(value: float | None) -> str:
     return "nan" if value is None else f"{value:+.2f}"
+
+
+def _name(names: Sequence[str], index: int | None) -> str:
+    return names[index] if index is not None and 0 <= index < len(names) else "n/a"
