@@ -56,6 +56,7 @@ from auditor.runner.exemplars import (
 )
 from auditor.runner.hotspots import controlled_hotspots
 from auditor.runner.preflight import (
+    Probe,
     check_classes,
     method_trust,
     probe_samples,
@@ -124,6 +125,8 @@ def prepare(
     check_group_by(info.records, config.group_by, source=info.source)
     device = rank_device(resolve_device(config.device), world)
     net = loaded.model.to(device)
+    if config.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     outputs = count_outputs(net, image_size=config.image_size, device=device)
     check_classes(outputs, info, explicit_map=config.class_map is not None)
     layer = target_layer(net, config, device)
@@ -187,7 +190,7 @@ def preflight(ready: Prepared) -> Checked:
         probe = probe_samples(ready.info.records, transform_of(config), size=config.donor_pool,
                               device=device)  # fmt: skip
         config, method_errors = runnable_methods(net, probe, layer, config)
-        pool = DonorPool(remove_object(probe.inputs, probe.masks), probe.labels) if probe else None
+        pool = donor_pool(probe)
     with clock.phase("sanity", device):
         trust = method_trust(net, probe, layer, config)
     return Checked(config, method_errors, pool, trust, clock)
@@ -304,6 +307,13 @@ def transform_of(config: AuditConfig) -> AuditTransform:
     )
 
 
+def donor_pool(probe: Probe | None) -> DonorPool | None:
+    """The probe images with their objects removed: the backgrounds the swaps paste onto."""
+    if probe is None:
+        return None
+    return DonorPool(remove_object(probe.inputs, probe.masks), probe.labels, probe.positions)
+
+
 def judged(
     samples: pd.DataFrame,
     evidence: dict[int, ClassEvidence],
@@ -342,9 +352,9 @@ def class_models(
     config: AuditConfig,
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
-    """What the model draws for each flagged or warned class (Simonyan et al. 2014), as
+    """What the model draws for each flagged class (Simonyan et al. 2014), as
     uint8 thumbnails Tensor[3, t, t] by class name."""
-    chosen = [r for r in results if r.status in ("flag", "warn")]
+    chosen = [r for r in results if r.status == "flag"]  # each costs `steps` passes
     if not chosen or config.class_model_steps == 0:
         return {}
     options = ClassModelOptions(
