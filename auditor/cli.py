@@ -101,6 +101,11 @@ def cli(verbose: bool) -> None:
     type=click.Choice(["fp32", "bf16", "fp16"]),
     help="Autocast of the forward passes (default fp32); maps and scores stay float32.",
 )
+@click.option(
+    "--channels-last",
+    is_flag=True,
+    help="Model and batches in channels-last memory layout (faster convolutions on GPUs).",
+)
 @click.option("--workers", type=int, help="DataLoader worker processes (default 0: decode inline).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="audit.toml")
 @click.option(
@@ -169,6 +174,7 @@ def audit(
     device: str | None,
     batch_size: int | None,
     precision: str | None,
+    channels_last: bool,
     workers: int | None,
     config_path: str | None,
     fail_on_flag: bool,
@@ -194,6 +200,7 @@ def audit(
         "methods": tuple(methods.split(",")) if methods else None, "target_layer": target_layer,
         "image_size": image_size, "normalize": normalize, "device": device,
         "batch_size": batch_size, "precision": precision, "split": split,
+        "channels_last": channels_last or None,
         "label_policy": label_policy, "class_map": class_map,
         "keep_aspect": keep_aspect or None, "num_workers": workers,
         "max_skipped": max_skipped, "group_by": group_by or None,

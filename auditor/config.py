@@ -117,6 +117,7 @@ class AuditConfig:
     class_model_blur: float = 0.5
     history: str | None = None
     precision: str = "fp32"
+    channels_last: bool = False
     detect: DetectConfig = field(default_factory=DetectConfig)
 
     def __post_init__(self) -> None:
@@ -219,6 +220,8 @@ MEANINGS: dict[str, str] = {
     "reports/history.sqlite).",
     "precision": "Autocast of the forward passes (--precision): fp32, bf16 or fp16; maps and "
     "scores stay float32.",
+    "channels_last": "Model and batches in channels-last memory layout (--channels-last): "
+    "faster convolutions on recent GPUs, the same maps.",
     "detect.min_n": "Fewest scored images a class is judged on; fewer gives insufficient_data.",
     "detect.max_chance_corrected": "Saliency evidence: CI of mean chance-corrected energy below.",
     "detect.min_gap": "Behavioural evidence: the least accuracy a background swap must cost.",

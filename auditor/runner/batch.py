@@ -53,6 +53,8 @@ def audit_batch(
     # unpinned copy and turn the non-blocking transfer into a blocking one
     at = keep.nonzero().flatten().to(device)
     inputs = batch["inputs"].to(device, non_blocking=True).index_select(0, at)
+    if config.channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
     masks = batch["masks"].to(device, non_blocking=True).index_select(0, at)
     targets = batch["targets"].to(device, non_blocking=True).index_select(0, at)
     indices = batch["index"][keep].tolist()
