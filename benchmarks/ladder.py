@@ -33,6 +33,7 @@ from auditor.lab.synthetic import SHAPES, SyntheticSpec
 
 FOUR = ("circle", "square", "triangle", "cross")
 WIDE = (0.13, 0.40)  # circumradius / side: a circle covers 5-50% of the image
+MIN_ACCURACY = 0.5  # mean class accuracy (chance 0.25) below which a model is not judged
 VIT = "auditor.lab.models:small_vit"
 CONVNEXT = "auditor.lab.models:small_convnext"
 
@@ -73,6 +74,7 @@ class Rung:
     epochs: int = 8
     lr: float = 1e-3
     transfer: bool = False
+    recalibrate_norm: bool = False
     quick: bool = False
     scenarios: tuple[str, ...] = field(default=())
 
@@ -91,9 +93,9 @@ RUNGS = (
     Rung("r18-128", "resnet18", 128, ("texture", "corner", "watermark"), n_train=1000, epochs=6),
     Rung("r18-224", "resnet18", 224, ("corner", "frame"), n_train=800, n_audit=300, epochs=4),
     Rung("mobilenet-128", "mobilenet_v3_small", 128, ("watermark", "frame", "colour"),
-         n_train=1000, epochs=10),
+         n_train=1000, epochs=10, recalibrate_norm=True),
     Rung("efficientnet-128", "efficientnet_b0", 128, ("texture", "corner"), n_train=1000,
-         epochs=6),
+         epochs=6, recalibrate_norm=True),
     Rung("r50-128", "resnet50", 128, ("corner", "colour"), n_train=800, n_audit=300, epochs=4),
     Rung("convnext-64", CONVNEXT, 64, ("texture", "watermark"), epochs=10),
     Rung("vit-64", VIT, 64, ("texture", "frame", "colour"), epochs=15, lr=5e-4),
@@ -133,12 +135,21 @@ def pretrained_backbone(rung: Rung, root: Path, seed_offset: int) -> Path:
     return ensure_model(task, folder, paths["train"], echo=print, epochs=8, arch=rung.arch)
 
 
-def run_rung(rung: Rung, root: Path, out: Path, *, seed_offset: int, drop: float) -> dict:
+def run_rung(
+    rung: Rung, root: Path, out: Path, *, seed_offset: int, drop: float, scenario: str = ""
+) -> dict:
+    """The rung's rows; a model whose mean class accuracy stays under :data:`MIN_ACCURACY`
+    is marked not usable and left out of the rates (its truth would be meaningless)."""
     backbone = pretrained_backbone(rung, root / rung.name, seed_offset) if rung.transfer else None
-    recipe = Recipe(arch=rung.arch, epochs=rung.epochs, lr=rung.lr, backbone=backbone)
+    recipe = Recipe(arch=rung.arch, epochs=rung.epochs, lr=rung.lr, backbone=backbone,
+                    recalibrate_norm=rung.recalibrate_norm)  # fmt: skip
     rows = []
     for s in rung_scenarios(rung, seed_offset):
+        if scenario not in s.name:
+            continue
         rows.append(run_scenario(s, root / rung.name, out / rung.name, recipe=recipe, drop=drop))
+        accuracy = sum(t["accuracy"] for t in rows[-1]["truth"]) / len(rows[-1]["truth"])
+        rows[-1].update(mean_accuracy=round(accuracy, 3), usable=accuracy >= MIN_ACCURACY)
         print(json.dumps({"rung": rung.name, **rows[-1]}), flush=True)
     return {"rung": rung.name, "arch": rung.arch, "image_size": rung.image_size,
             "object_radius": rung.object_radius, "transfer": rung.transfer, "scenarios": rows,
@@ -146,6 +157,7 @@ def run_rung(rung: Rung, root: Path, out: Path, *, seed_offset: int, drop: float
 
 
 def _totals(rows: list[dict]) -> dict:
+    rows = [r for r in rows if r.get("usable", True)]
     counts = {k: sum(r[k] for r in rows) for k in ("tp", "fp", "fn", "negatives")}
     controls = [r for r in rows if r["negative_control"]]
     return {
@@ -153,7 +165,7 @@ def _totals(rows: list[dict]) -> dict:
         "control_flags": sum(len(r["flagged"]) for r in controls),
         "control_warns": sum(list(r["status"].values()).count("warn") for r in controls),
         "control_classes": sum(len(r["truth"]) for r in controls),
-        "audit_s_per_1000": round(sum(r["audit_s_per_1000"] for r in rows) / len(rows), 1),
+        "audit_s_per_1000": round(sum(r["audit_s_per_1000"] for r in rows) / max(len(rows), 1), 1),
     }
 
 
@@ -163,6 +175,10 @@ def table(results: list[dict]) -> str:
     lines = [head]
     for result in results:
         for r in result["scenarios"]:
+            if not r.get("usable", True):
+                lines.append(f"{result['rung']:<18}{r['scenario']:<24}model not usable: mean "
+                             f"class accuracy {r['mean_accuracy']:.2f}")  # fmt: skip
+                continue
             p, rc, ff = rates(r["tp"], r["fp"], r["fn"], r["negatives"])
             warns = list(r["status"].values()).count("warn")
             ctrl = f"{len(r['flagged'])}/{warns} of {len(r['truth'])}"
@@ -196,6 +212,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/ladder"))
     parser.add_argument("--quick", action="store_true", help="Only the 64 px resnet18 rungs.")
     parser.add_argument("--only", help="Run only rungs whose name contains this text.")
+    parser.add_argument("--scenario", default="", help="... and scenarios whose name does.")
     parser.add_argument("--reliance-drop", type=float, default=0.3)
     parser.add_argument("--table", type=Path, nargs="+", help="Only print these suite.json.")
     parser.add_argument("--seed-offset", type=int, default=0,
@@ -212,7 +229,7 @@ def main() -> None:
     results = []
     for rung in rungs:
         results.append(run_rung(rung, root, args.out, seed_offset=args.seed_offset,
-                                drop=args.reliance_drop))  # fmt: skip
+                                drop=args.reliance_drop, scenario=args.scenario))  # fmt: skip
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "suite.json").write_text(json.dumps(results, indent=2))
     print("\n" + table(results))

@@ -211,3 +211,15 @@ def test_factories_build_by_module_path_as_the_cli_does() -> None:
     assert file_name("resnet18") == "resnet18"
     with pytest.raises(ConfigError):
         build_model("auditor.lab.models:FOUR_SHAPES", 4)
+
+
+def test_recalibrated_norm_statistics_are_those_of_the_training_images() -> None:
+    from auditor.lab.training import _recalibrate_norm
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.BatchNorm2d(2, momentum=0.01))
+    inputs = torch.randn(20, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    _recalibrate_norm(model, inputs, batch_size=20)
+    features = model[0](inputs).detach()
+    expected = features.mean(dim=(0, 2, 3))
+    assert torch.allclose(model[1].running_mean, expected, atol=1e-5)
+    assert model[1].momentum is None and model.training  # the caller sets eval mode

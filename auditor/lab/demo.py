@@ -121,15 +121,19 @@ def ensure_model(
     lr: float = LR,
     arch: str = ARCH,
     backbone: Path | None = None,
+    recalibrate_norm: bool = False,
 ) -> Path:
     """Train (or reuse the ``state_dict`` cached for the same recipe and data spec).
     ``arch`` is a torchvision name or ``module:factory``; ``backbone``, a ``state_dict``
-    file, makes it a fine-tuning of that model (the recipe then names its sha256)."""
+    file, makes it a fine-tuning of that model (the recipe then names its sha256);
+    ``recalibrate_norm``: see :func:`train_classifier` (named in the recipe when set)."""
     stem = file_name(arch)
     weights, recipe_file = root / f"{stem}.pt", root / f"{stem}.json"
     recipe = {"arch": arch, "epochs": epochs, "lr": lr, "spec": _jsonable(demo.spec)}
     if backbone is not None:
         recipe["backbone"] = file_sha256(backbone)
+    if recalibrate_norm:
+        recipe["recalibrate_norm"] = True
     if (
         weights.is_file()
         and recipe_file.is_file()
@@ -150,6 +154,7 @@ def ensure_model(
             seed=demo.spec.seed,
             progress=bar,
             backbone=None if backbone is None else read_state_dict(backbone),
+            recalibrate_norm=recalibrate_norm,
         )
     tmp = weights.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)

@@ -29,12 +29,14 @@ class Scenario:
 @dataclass(frozen=True)
 class Recipe:
     """How the scenario's model is trained: ``arch`` is a torchvision name or
-    ``module:factory``; ``backbone`` a ``state_dict`` file to fine-tune from."""
+    ``module:factory``; ``backbone`` a ``state_dict`` file to fine-tune from;
+    ``recalibrate_norm`` re-estimates batch-norm statistics after training."""
 
     arch: str = ARCH
     epochs: int = EPOCHS
     lr: float = LR
     backbone: Path | None = None
+    recalibrate_norm: bool = False
 
 
 def run_scenario(
@@ -52,7 +54,8 @@ def run_scenario(
     started = time.perf_counter()
     weights = ensure_model(DemoModel(s.name, s.name, s.spec), data_root, paths["train"],
                            echo=echo, epochs=recipe.epochs, lr=recipe.lr, arch=recipe.arch,
-                           backbone=recipe.backbone)  # fmt: skip
+                           backbone=recipe.backbone,
+                           recalibrate_norm=recipe.recalibrate_norm)  # fmt: skip
     train_s = time.perf_counter() - started
     truth = ground_truth(weights, s.spec, data_root / "audit", reliance_drop=drop,
                          arch=recipe.arch)  # fmt: skip

@@ -42,11 +42,15 @@ def train_classifier(
     seed: int = 0,
     progress: ProgressBar | None = None,
     backbone: Mapping[str, torch.Tensor] | None = None,
+    recalibrate_norm: bool = False,
 ) -> nn.Module:
     """Adam + cross-entropy with horizontal flips; returns the model in eval mode. Seeded by
     ``seed`` alone: the global random state is the same afterwards as before. ``arch`` is a
     torchvision name or ``module:factory``; ``backbone``, a ``state_dict`` trained on another
-    task, starts every layer but the fresh classifier head (fine-tuning)."""
+    task, starts every layer but the fresh classifier head (fine-tuning). ``recalibrate_norm``
+    re-estimates the batch-norm statistics on the training images after training: needed
+    where torchvision sets a slow momentum (MobileNetV3: 0.01), whose running statistics
+    still carry the untrained network's after a few hundred steps."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(arch, num_classes)
@@ -55,7 +59,20 @@ def train_classifier(
         generator = torch.Generator().manual_seed(seed)
         _fit(model, inputs, targets, generator, epochs=epochs, batch_size=batch_size, lr=lr,
              progress=progress)  # fmt: skip
+        if recalibrate_norm:
+            _recalibrate_norm(model, inputs, batch_size=batch_size)
     return model.eval()
+
+
+@torch.no_grad()
+def _recalibrate_norm(model: nn.Module, inputs: torch.Tensor, *, batch_size: int) -> None:
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over all batches
+    model.train()
+    for x in inputs.split(batch_size):
+        model(x)
 
 
 def _fit(
