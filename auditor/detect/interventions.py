@@ -211,17 +211,19 @@ def behaviour(
     keys: torch.Tensor,
     pool: DonorPool,
 ) -> Behaviour:
-    """Predict on all three interventions of a batch in one forward pass."""
+    """Predictions on the three interventions of a batch."""
     labels, positions = targets.cpu(), keys.cpu()
     backgrounds, donor_labels = pool.pick(labels, positions)
     same_backgrounds, same_labels = pool.pick(labels, positions, same_class=True)
     swapped_inputs = swap_background(inputs, masks, backgrounds.to(inputs.device))
-    batch = torch.cat([
+    views = (
         swapped_inputs,
         background_only(inputs, masks),
         swap_background(inputs, masks, same_backgrounds.to(inputs.device)),
-    ])  # fmt: skip
-    logits = model(batch).float().view(3, len(inputs), -1)
+    )
+    # one forward per view at the caller's batch size: a tripled batch costs more per image
+    # on the CPU (resnet50, 224 px: 16.9 s for 96 images against 3 x 4.7 s for 32)
+    logits = torch.stack([model(view).float() for view in views])
     predictions = logits.argmax(2)
     label_probability = logits.softmax(2).gather(2, targets.view(1, -1, 1).expand(3, -1, 1))[..., 0]
     has_donor = torch.stack([donor_labels >= 0, torch.ones_like(labels, dtype=torch.bool),
