@@ -220,8 +220,7 @@ MEANINGS: dict[str, str] = {
     "reports/history.sqlite).",
     "precision": "Autocast of the forward passes (--precision): fp32, bf16 or fp16; maps and "
     "scores stay float32.",
-    "channels_last": "Model and batches in channels-last memory layout (--channels-last): "
-    "faster convolutions on recent GPUs, the same maps.",
+    "channels_last": "Channels-last memory layout (--channels-last): faster on GPUs, same maps.",
     "detect.min_n": "Fewest scored images a class is judged on; fewer gives insufficient_data.",
     "detect.max_chance_corrected": "Saliency evidence: CI of mean chance-corrected energy below.",
     "detect.min_gap": "Behavioural evidence: the least accuracy a background swap must cost.",
