@@ -123,7 +123,7 @@ def rung_scenarios(rung: Rung, seed_offset: int) -> list[Scenario]:
 
 def pretrained_backbone(rung: Rung, root: Path, seed_offset: int) -> Path:
     """A model of the rung's architecture trained on another synthetic task (all six shapes
-    on clean, class-independent backgrounds, other objects sizes): the backbone that the
+    on clean, class-independent backgrounds, other object sizes): the backbone that the
     transfer rung fine-tunes, as users fine-tune ImageNet models."""
     spec = SyntheticSpec(classes=SHAPES, background_strength=(0.0,) * 6,
                          artefact_rate=(0.0,) * 6, image_size=rung.image_size, n_train=2400,
