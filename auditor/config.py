@@ -112,6 +112,7 @@ class AuditConfig:
     subgroup_maps: int = 1000
     subgroup_method: str = "gradient_x_input"
     hotspot_maps: int = 1000
+    broken_swap_maps: int = 500
     class_model_steps: int = 100
     class_model_jitter: int = 2
     class_model_blur: float = 0.5
@@ -152,7 +153,7 @@ class AuditConfig:
         if not 0 <= self.max_skipped <= 1:
             raise ConfigError(f"Expected max_skipped in [0, 1], got {self.max_skipped}.")
         for name in ("exemplars_per_class", "donor_pool", "subgroup_maps", "hotspot_maps",
-                     "class_model_steps",
+                     "broken_swap_maps", "class_model_steps",
                      "class_model_jitter", "class_model_blur"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"Expected {name} >= 0, got {getattr(self, name)}.")
@@ -213,6 +214,8 @@ MEANINGS: dict[str, str] = {
     "subgroup_maps": "Most maps per class clustered into subgroups; 0 turns subgroups off.",
     "subgroup_method": "Method whose maps are clustered into subgroups (scored only if audited).",
     "hotspot_maps": "Most maps per class and method tested for an off-object hotspot; 0: off.",
+    "broken_swap_maps": "About the most broken swaps per class whose maps are made (a seeded "
+    "sample).",
     "class_model_steps": "Gradient-ascent steps of the class model image; 0 turns it off.",
     "class_model_jitter": "Pixels the class model is rolled by, at most, before each step.",
     "class_model_blur": "Sigma of the Gaussian blur of the class model every 10 steps; 0: none.",

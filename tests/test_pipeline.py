@@ -6,6 +6,7 @@ import copy
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from auditor.data.transforms import AuditTransform
 from auditor.lab.training import load_tensors
 from auditor.models import LoadedModel
 from auditor.report.render import render_html
+from auditor.runner.batch import SwapSample
 from auditor.runner.pipeline import audit
 from tests.conftest import TinyCNN
 
@@ -21,7 +23,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(coco_dataset):
+def tiny_run(tiny_model, coco_dataset):
+    config = AuditConfig(image_size=32, batch_size=16, methods=("gradcam", "saliency"))
+    return audit(copy.deepcopy(tiny_model), data=coco_dataset, config=config)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(coco_dataset):
     """A tiny CNN fitted to the audit images themselves: it reads backgrounds as well as
     shapes, so swapping the background breaks some of its right answers."""
     torch.manual_seed(3)
@@ -32,9 +40,7 @@ def tiny_run(coco_dataset):
         optimiser.zero_grad()
         torch.nn.functional.cross_entropy(net(inputs), targets).backward()
         optimiser.step()
-    model = LoadedModel(net.eval(), "tiny", None)
-    config = AuditConfig(image_size=32, batch_size=16, methods=("gradcam", "saliency"))
-    return audit(model, data=coco_dataset, config=config)
+    return LoadedModel(net.eval(), "tiny", None)
 
 
 def test_swap_maps_are_scored_exactly_where_the_swap_broke_a_right_answer(tiny_run):
@@ -52,6 +58,29 @@ def test_swap_maps_are_scored_exactly_where_the_swap_broke_a_right_answer(tiny_r
     for c in tiny_run.summary["classes"]:
         assert set(c["swap_metrics"]) == {"gradcam", "saliency"}
         assert c["swap_metrics"]["saliency"]["n"] == int(per_image[labels == c["index"]].sum())
+
+
+def test_broken_swaps_get_maps_for_a_seeded_sample_of_each_class(tiny_run, tiny_model,
+                                                                   coco_dataset):  # fmt: skip
+    """With room for 4 per class (of 12), about a third of the broken swaps get maps: the
+    same images whatever the batch size, and every other column is unchanged."""
+    config = AuditConfig(image_size=32, batch_size=7, methods=("gradcam", "saliency"),
+                         broken_swap_maps=4)  # fmt: skip
+    sampled = audit(copy.deepcopy(tiny_model), data=coco_dataset, config=config).samples
+    full = tiny_run.samples
+    kept = sampled["swap_chance_corrected"].notna()
+    assert 0 < kept.sum() < full["swap_chance_corrected"].notna().sum()
+    np.testing.assert_allclose(  # the sampled ones keep their values
+        sampled.loc[kept, "swap_chance_corrected"],
+        full.loc[kept, "swap_chance_corrected"],
+        rtol=1e-5,
+    )
+    again = SwapSample.of([0] * 12 + [1] * 12, 2, config)
+    assert torch.equal(again.chosen(range(24), [0] * 12 + [1] * 12),
+                       again.chosen(range(24), [0] * 12 + [1] * 12))  # fmt: skip
+    assert SwapSample.of([0] * 3, 1, config).rates == (1.0,)  # a small class: every one
+    columns = [c for c in full.columns if c != "swap_chance_corrected"]
+    pd.testing.assert_frame_equal(sampled[columns], full[columns], rtol=1e-4)
 
 
 def test_report_shows_the_answers_a_swap_broke(tiny_run):

@@ -4,9 +4,11 @@ background swap broke, turned into per-sample rows; evidence is offered to the e
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from auditor.attribution.engine import compute
@@ -41,6 +43,7 @@ def audit_batch(
     config: AuditConfig,
     pool: DonorPool | None,
     phases: Phases | None = None,
+    swaps: SwapSample | None = None,
 ) -> list[dict[str, Any]]:
     clock = phases or Phases()
     skips = list(batch["skip"])
@@ -85,7 +88,14 @@ def audit_batch(
             b = behaviour(net, inputs, masks, targets, torch.tensor(indices), pool)
             acts |= _behaviour_columns(b)
         with clock.phase("broken_swaps", device):
-            broken = _broken_swaps(net, b, targets, predictions, masks, valid, layer, config)
+            sampled = (
+                None
+                if swaps is None
+                else swaps.chosen(indices, [records[i].label for i in indices])
+            )
+            broken = _broken_swaps(
+                net, b, targets, predictions, masks, valid, layer, config, sampled
+            )
         for method in config.methods:
             scores[method]["swap_chance_corrected"] = _per_sample(broken, method, len(indices))
     predicted = predictions.tolist()  # one transfer for the batch, not one per image
@@ -152,6 +162,32 @@ def _behaviour_columns(b: Behaviour) -> dict[str, list[Any]]:
     }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class SwapSample:
+    """Which broken swaps get maps: each class's images with probability ``rates[class]``
+    (``broken_swap_maps`` over the class's size, at most 1), by a seeded draw per dataset
+    position, so the choice depends on neither the batch nor the rank. A large class then
+    costs about ``broken_swap_maps`` attributed passes, not one per broken answer."""
+
+    rates: tuple[float, ...]
+    seed: int
+
+    @classmethod
+    def of(cls, labels: Sequence[int], classes: int, config: AuditConfig) -> SwapSample:
+        known = np.asarray([label for label in labels if label >= 0], dtype=np.int64)
+        sizes = np.bincount(known, minlength=classes)
+        rates = np.minimum(1.0, config.broken_swap_maps / np.maximum(sizes, 1))
+        return cls(tuple(float(r) for r in rates), config.detect.seed)
+
+    def chosen(self, positions: Sequence[int], labels: Sequence[int]) -> torch.Tensor:
+        """Tensor[N] bool on the CPU."""
+        return torch.tensor([
+            self.rates[label] >= 1.0
+            or np.random.default_rng([self.seed, 15, position]).random() < self.rates[label]
+            for position, label in zip(positions, labels)
+        ], dtype=torch.bool)  # fmt: skip
+
+
 def _broken_swaps(
     net: torch.nn.Module,
     b: Behaviour,
@@ -161,12 +197,15 @@ def _broken_swaps(
     valid: torch.Tensor | None,
     layer: TargetLayer | None,
     config: AuditConfig,
+    sampled: torch.Tensor | None = None,
 ) -> BrokenSwaps | None:
-    """The swapped images whose right answer the swap broke, with the maps of the new
-    prediction and their C. The object keeps its place and mask in the swapped image, so a
-    negative C says the wrong answer was read off the background rather than caused by the
-    pasted object's edge."""
+    """The swapped images whose right answer the swap broke (those ``sampled``, Tensor[N]
+    bool, when given), with the maps of the new prediction and their C. The object keeps its
+    place and mask in the swapped image, so a negative C says the wrong answer was read off
+    the background rather than caused by the pasted object's edge."""
     broken = b.broken(targets, predictions)
+    if sampled is not None:
+        broken &= sampled.to(broken.device, non_blocking=True)
     if not broken.any():
         return None
     inputs, new = b.swapped_inputs[broken], b.swapped[broken]
