@@ -46,6 +46,25 @@ def coco_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fitted_tiny_cnn(coco_dataset: Path) -> TinyCNN:
+    """A tiny CNN fitted to ``coco_dataset``'s images themselves: it reads backgrounds as
+    well as shapes, so swapping the background breaks some of its right answers. Shared:
+    deep-copy it before changing it."""
+    from auditor.data.transforms import AuditTransform
+    from auditor.lab.training import load_tensors
+
+    torch.manual_seed(3)
+    inputs, targets = load_tensors(coco_dataset, AuditTransform(32))
+    net = TinyCNN(classes=4)
+    optimiser = torch.optim.Adam(net.parameters(), lr=0.03)
+    for _ in range(60):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(net(inputs), targets).backward()
+        optimiser.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
 def planted_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """100 images at 32 px, 25 per class, each class always on its own background."""
     root = tmp_path_factory.mktemp("planted")

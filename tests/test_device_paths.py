@@ -15,11 +15,9 @@ from auditor.attribution.engine import compute
 from auditor.config import AuditConfig
 from auditor.data.transforms import AuditTransform
 from auditor.detect.sanity import spearman
-from auditor.lab.training import load_tensors
 from auditor.models import LoadedModel
 from auditor.run import AuditRun
 from auditor.runner.pipeline import audit
-from tests.conftest import TinyCNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 METHODS = ("gradcam", "saliency")
@@ -40,28 +38,16 @@ def test_channels_last_gives_the_maps_of_the_default_layout(tiny_cnn):
         torch.testing.assert_close(fast.maps[method], plain.maps[method], rtol=1e-4, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def fitted(coco_dataset):
-    torch.manual_seed(3)
-    inputs, targets = load_tensors(coco_dataset, AuditTransform(32))
-    net = TinyCNN(classes=4)
-    optimiser = torch.optim.Adam(net.parameters(), lr=0.03)
-    for _ in range(40):
-        optimiser.zero_grad()
-        nn.functional.cross_entropy(net(inputs), targets).backward()
-        optimiser.step()
-    return net.eval()
-
-
 def _audit(net: nn.Module, data, **options) -> AuditRun:
     config = AuditConfig(image_size=32, batch_size=16, methods=METHODS, class_model_steps=0,
                          subgroup_maps=0, **options)  # fmt: skip
     return audit(LoadedModel(copy.deepcopy(net), "tiny", None), data=data, config=config)
 
 
-def test_a_channels_last_audit_equals_the_default_one(fitted, coco_dataset):
-    plain = _audit(fitted, coco_dataset)
-    fast = _audit(fitted, coco_dataset, channels_last=True)
+def test_a_channels_last_audit_equals_the_default_one(fitted_tiny_cnn, coco_dataset):
+    plain = _audit(fitted_tiny_cnn, coco_dataset)
+    fast = _audit(fitted_tiny_cnn, coco_dataset, channels_last=True)
+
     def verdicts(run):
         return [(c["status"], [f["kind"] for f in c["findings"]]) for c in run.summary["classes"]]
 
@@ -98,7 +84,7 @@ def test_bf16_maps_on_cuda_rank_pixels_as_fp32_does(tiny_cnn):
     "host, the broken swaps are selected by a boolean index, the texture fill checks once per "
     "ring of offsets whether pixels remain, and the rows are built from one transfer",
 )
-def test_the_hot_loop_runs_without_host_synchronisation(fitted, coco_dataset):
+def test_the_hot_loop_runs_without_host_synchronisation(fitted_tiny_cnn, coco_dataset):
     """One batch of attribution, scoring and interventions under the sync debug mode: any
     ``.item()``, ``int()`` or boolean index of a CUDA tensor in it raises."""
     from auditor.runner.batch import audit_batch
@@ -107,7 +93,7 @@ def test_the_hot_loop_runs_without_host_synchronisation(fitted, coco_dataset):
     from auditor.runner.preflight import probe_samples
 
     config = AuditConfig(image_size=32, batch_size=16, methods=METHODS, device="cuda")
-    ready = prepare(LoadedModel(copy.deepcopy(fitted), "tiny", None), data=coco_dataset,
+    ready = prepare(LoadedModel(copy.deepcopy(fitted_tiny_cnn), "tiny", None), data=coco_dataset,
                     config=config)  # fmt: skip
     transform = AuditTransform(32)
     probe = probe_samples(ready.info.records, transform, size=16, device=ready.device)

@@ -11,13 +11,10 @@ import pytest
 import torch
 
 from auditor.config import AuditConfig
-from auditor.data.transforms import AuditTransform
-from auditor.lab.training import load_tensors
 from auditor.models import LoadedModel
 from auditor.report.render import render_html
 from auditor.runner.batch import SwapSample
 from auditor.runner.pipeline import audit
-from tests.conftest import TinyCNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,18 +26,8 @@ def tiny_run(tiny_model, coco_dataset):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(coco_dataset):
-    """A tiny CNN fitted to the audit images themselves: it reads backgrounds as well as
-    shapes, so swapping the background breaks some of its right answers."""
-    torch.manual_seed(3)
-    inputs, targets = load_tensors(coco_dataset, AuditTransform(32))
-    net = TinyCNN(classes=4)
-    optimiser = torch.optim.Adam(net.parameters(), lr=0.03)
-    for _ in range(60):
-        optimiser.zero_grad()
-        torch.nn.functional.cross_entropy(net(inputs), targets).backward()
-        optimiser.step()
-    return LoadedModel(net.eval(), "tiny", None)
+def tiny_model(fitted_tiny_cnn):
+    return LoadedModel(copy.deepcopy(fitted_tiny_cnn), "tiny", None)
 
 
 def test_swap_maps_are_scored_exactly_where_the_swap_broke_a_right_answer(tiny_run):

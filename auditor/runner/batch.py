@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from auditor.attribution.engine import compute
+from auditor.attribution.engine import Attribution, compute
 from auditor.attribution.precision import autocast
 from auditor.config import AuditConfig
 from auditor.data.dataset import parse_skip
@@ -62,14 +62,7 @@ def audit_batch(
     targets = batch["targets"].to(device, non_blocking=True).index_select(0, at)
     indices = batch["index"][keep].tolist()
     with clock.phase("attribution", device):
-        result = compute(
-            net,
-            inputs,
-            targets,
-            methods=config.attributed,
-            target_layer=layer.module if layer else None,
-            precision=config.precision,
-        )
+        result = _attribution(net, inputs, targets, config.attributed, layer, config)
     audited = {m: result.maps[m] for m in config.methods}
     predictions = result.logits.argmax(1)
     valid = (
@@ -209,14 +202,7 @@ def _broken_swaps(
     if not broken.any():
         return None
     inputs, new = b.swapped_inputs[broken], b.swapped[broken]
-    result = compute(
-        net,
-        inputs,
-        new,
-        methods=config.methods,
-        target_layer=layer.module if layer else None,
-        precision=config.precision,
-    )
+    result = _attribution(net, inputs, new, config.methods, layer, config)
     picked = None if valid is None else valid[broken]
     return BrokenSwaps(
         positions=broken.nonzero().flatten().tolist(),
@@ -228,6 +214,20 @@ def _broken_swaps(
             for m, maps in result.maps.items()
         },
     )
+
+
+def _attribution(
+    net: torch.nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    methods: tuple[str, ...],
+    layer: TargetLayer | None,
+    config: AuditConfig,
+) -> Attribution:
+    """``methods``' maps of ``targets`` at the audit's layer and precision."""
+    return compute(net, inputs, targets, methods=methods,
+                   target_layer=layer.module if layer else None,
+                   precision=config.precision)  # fmt: skip
 
 
 def _per_sample(broken: BrokenSwaps | None, method: str, n: int) -> list[float]:
