@@ -112,6 +112,7 @@ class AuditConfig:
     subgroup_maps: int = 1000
     subgroup_method: str = "gradient_x_input"
     hotspot_maps: int = 1000
+    intervention_images: int = 200
     broken_swap_maps: int = 500
     class_model_steps: int = 100
     class_model_jitter: int = 2
@@ -153,7 +154,7 @@ class AuditConfig:
         if not 0 <= self.max_skipped <= 1:
             raise ConfigError(f"Expected max_skipped in [0, 1], got {self.max_skipped}.")
         for name in ("exemplars_per_class", "donor_pool", "subgroup_maps", "hotspot_maps",
-                     "broken_swap_maps", "class_model_steps",
+                     "intervention_images", "broken_swap_maps", "class_model_steps",
                      "class_model_jitter", "class_model_blur"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"Expected {name} >= 0, got {getattr(self, name)}.")
@@ -214,6 +215,8 @@ MEANINGS: dict[str, str] = {
     "subgroup_maps": "Most maps per class clustered into subgroups; 0 turns subgroups off.",
     "subgroup_method": "Method whose maps are clustered into subgroups (scored only if audited).",
     "hotspot_maps": "Most maps per class and method tested for an off-object hotspot; 0: off.",
+    "intervention_images": "About the most images per class that get the interventions (a "
+    "seeded sample; 0: every image).",
     "broken_swap_maps": "About the most broken swaps per class whose maps are made (a seeded "
     "sample).",
     "class_model_steps": "Gradient-ascent steps of the class model image; 0 turns it off.",

@@ -8,7 +8,7 @@ or, with ``--synthetic DIR`` instead of ``--weights``/``--data``, on a planted-s
 dataset generated there and a model of ``--model`` trained on it (both cached in DIR):
 
     .venv/bin/python benchmarks/audit_throughput.py --model resnet50 --image-size 224 \
-        --synthetic datasets/throughput-r50-224
+        --synthetic datasets/throughput-r50-224 [--audit-images 3000]
 
 Each round runs the bare loop (the same images, batch size, device and threads: a forward
 and a backward to the input of the label's logit, the least any gradient method needs) and
@@ -20,6 +20,7 @@ ratio, then the median ratio and the audit's phase split from its ``run.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -82,7 +83,12 @@ def synthetic(args: argparse.Namespace) -> tuple[Path, Path]:
     weights = ensure_model(
         demo, args.synthetic, paths["train"], echo=print, epochs=args.epochs, arch=args.model
     )
-    return weights, paths["audit"]
+    if not args.audit_images:
+        return weights, paths["audit"]
+    # more audit images from the same distribution (another seed), for the same model
+    more = dataclasses.replace(spec, n_train=4, n_audit=args.audit_images, seed=32)
+    extra = ensure_dataset(more, args.synthetic / f"audit-{args.audit_images}", echo=print)
+    return weights, extra["audit"]
 
 
 def main() -> None:
@@ -93,6 +99,13 @@ def main() -> None:
     parser.add_argument("--synthetic", type=Path, help="Generate data and train a model here.")
     parser.add_argument("--n-audit", type=int, default=500)
     parser.add_argument("--n-train", type=int, default=300)
+    parser.add_argument(
+        "--audit-images",
+        type=int,
+        default=0,
+        help="Audit this many images of the same distribution instead of the "
+        "--n-audit the model's data set holds (generated once, cached).",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -122,6 +135,9 @@ def main() -> None:
             audit_to_dir(loaded, data=args.data, out=out, config=config, pdf=False)
             full = time.perf_counter() - started
             phases = json.loads((Path(out) / "run.json").read_text())["timings"]
+            classes = json.loads((Path(out) / "summary.json").read_text())["classes"]
+            intervened = {c["name"]: (c.get("behaviour") or {}).get("intervened") for c in classes}
+            print(f"  images per class with interventions: {intervened}", flush=True)
         ratios.append(full / bare)
         print(f"round {r + 1}: bare {bare:.1f} s, audit {full:.1f} s, ratio {full / bare:.2f}",
               flush=True)  # fmt: skip

@@ -13,7 +13,7 @@ import torch
 from auditor.config import AuditConfig
 from auditor.models import LoadedModel
 from auditor.report.render import render_html
-from auditor.runner.batch import SwapSample
+from auditor.runner.batch import ClassSample, InterventionSample, uniform_hash
 from auditor.runner.pipeline import audit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,11 +61,13 @@ def test_broken_swaps_get_maps_for_a_seeded_sample_of_each_class(tiny_run, tiny_
         sampled.loc[kept, "swap_chance_corrected"],
         full.loc[kept, "swap_chance_corrected"],
         rtol=1e-5,
+        atol=1e-6,  # float noise of another batch composition, near 0
     )
-    again = SwapSample.of([0] * 12 + [1] * 12, 2, config)
+    again = InterventionSample.of([0] * 12 + [1] * 12, 2, config).broken_swaps
     assert torch.equal(again.chosen(range(24), [0] * 12 + [1] * 12),
                        again.chosen(range(24), [0] * 12 + [1] * 12))  # fmt: skip
-    assert SwapSample.of([0] * 3, 1, config).rates == (1.0,)  # a small class: every one
+    small = InterventionSample.of([0] * 3, 1, config)
+    assert small.broken_swaps.rates == (1.0,) and small.interventions.rates == (1.0,)
     columns = [c for c in full.columns if c != "swap_chance_corrected"]
     pd.testing.assert_frame_equal(sampled[columns], full[columns], rtol=1e-4)
 
@@ -99,3 +101,78 @@ def test_a_passing_report_still_shows_every_class(tiny_run):
     assert len(rows) == 4
     for row in rows:
         assert row.count("<img") == 1 + 2 + 1 + 2  # mask, two methods, histogram, exemplars
+
+
+def test_interventions_run_on_a_seeded_sample_of_each_large_class(tiny_run, tiny_model,
+                                                                 coco_dataset):  # fmt: skip
+    """With room for 5 per class (of 12), about 5 images per class get the interventions:
+    the same images whatever the batch size, with the values the full run gives them; the
+    others have none (not a wrong prediction), and the statistics count only the sample."""
+    columns = [
+        "pred_swapped",
+        "donor_label",
+        "pred_background_only",
+        "pred_same_class",
+        "prob_label_swapped",
+        "prob_label_background_only",
+        "prob_label_same_class",
+    ]
+    configs = [
+        AuditConfig(image_size=32, batch_size=b, methods=("gradcam", "saliency"),
+                    intervention_images=5)
+        for b in (16, 2)  # batches of 2: some get no interventions at all
+    ]  # fmt: skip
+    runs = [audit(copy.deepcopy(tiny_model), data=coco_dataset, config=c).samples for c in configs]
+    full = tiny_run.samples
+    sampled = runs[0]
+    pd.testing.assert_frame_equal(runs[0][columns], runs[1][columns], rtol=1e-4)
+    images = sampled[sampled["skip_reason"].isna()].drop_duplicates("sample")
+    kept = images["pred_background_only"].notna()
+    per_class = kept.groupby(images["label"]).sum()
+    assert 0 < kept.sum() < len(images) and per_class.max() < 12
+    assert images.loc[kept, "pred_swapped"].notna().all()
+    assert images.loc[~kept, columns].isna().all().all()
+    same = full.set_index(["sample", "method"]).loc[
+        sampled.loc[sampled["pred_background_only"].notna()].set_index(["sample", "method"]).index
+    ]
+    on_sample = sampled[sampled["pred_background_only"].notna()].set_index(["sample", "method"])
+    pd.testing.assert_frame_equal(on_sample[columns], same[columns], rtol=1e-4, check_dtype=False)
+    # swap maps only where a sampled swap broke a right answer
+    outside = sampled["pred_background_only"].isna()
+    assert sampled.loc[outside, "swap_chance_corrected"].isna().all()
+
+
+def test_sampled_interventions_are_counted_in_the_summary_and_the_report(tiny_model,
+                                                                        coco_dataset):  # fmt: skip
+    config = AuditConfig(image_size=32, batch_size=16, methods=("gradcam", "saliency"),
+                         intervention_images=5)  # fmt: skip
+    run = audit(copy.deepcopy(tiny_model), data=coco_dataset, config=config)
+    images = run.samples[run.samples["skip_reason"].isna()].drop_duplicates("sample")
+    for c in run.summary["classes"]:
+        own = images[images["label"] == c["index"]]
+        b = c["behaviour"]
+        assert b["intervened"] == int(own["pred_background_only"].notna().sum()) < c["n"]
+        hits = int((own["pred_background_only"] == c["index"]).sum())
+        assert b["background_only_accuracy"] == pytest.approx(hits / b["intervened"])
+    html = render_html(run)
+    assert "images, a seeded sample" in html and "images up to about 5," in html
+
+
+def test_class_sample_keeps_small_classes_whole_and_about_cap_of_large_ones():
+    sample = ClassSample.of(np.array([10, 4000]), 200, seed=3, stream=14)
+    assert sample.rates[0] == 1.0
+    chosen = sample.chosen(range(4010), [0] * 10 + [1] * 4000)
+    assert chosen[:10].all()
+    assert 160 <= int(chosen[10:].sum()) <= 240  # binomial(4000, 0.05): sd 14
+    assert torch.equal(chosen[10:20], sample.chosen(range(10, 20), [1] * 10))  # batch-free
+    assert ClassSample.of(np.array([5]), None, seed=0, stream=1).rates == (1.0,)
+    assert ClassSample.of(np.array([5]), 0, seed=0, stream=1).chosen([0, 1], [0, 0]).sum() == 0
+
+
+def test_uniform_hash_is_uniform_and_differs_by_stream():
+    draws = uniform_hash(0, 14, np.arange(100_000, dtype=np.uint64))
+    assert draws.min() >= 0 and draws.max() < 1
+    counts = np.histogram(draws, bins=10, range=(0, 1))[0]
+    assert np.all(np.abs(counts - 10_000) < 500)  # 5 sd of a binomial(1e5, 0.1)
+    other = uniform_hash(0, 15, np.arange(100_000, dtype=np.uint64))
+    assert abs(np.corrcoef(draws, other)[0, 1]) < 0.02

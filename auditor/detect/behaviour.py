@@ -50,11 +50,13 @@ class BehaviourStats:
     follow_rate: float
     neutral_donors: bool
     background_only: Identification
+    intervened: int = 0  # the class's images that got the interventions (all, or a sample)
 
     def to_dict(self) -> dict[str, Any]:
         ident = self.background_only
         return {
             "n": self.n,
+            "intervened": self.intervened,
             "accuracy_swapped": finite(self.accuracy_swapped),
             "swap_gap": finite(self.swap_gap),
             "swap_gap_ci95": [finite(v) for v in self.swap_gap_ci],
@@ -74,7 +76,9 @@ def has_behaviour(images: pd.DataFrame) -> bool:
 
 
 def identification(images: pd.DataFrame, label: int, k: int) -> Identification:
-    """``images``: one row per scored image, with ``pred_background_only``."""
+    """``images``: one row per scored image, with ``pred_background_only`` (missing for the
+    images outside the intervention sample: they are not counted)."""
+    images = images[images["pred_background_only"].notna()]
     hits = (images["pred_background_only"] == label).groupby(images["label"]).agg(["sum", "count"])
     if label not in hits.index or k < 2:
         return Identification(float("nan"), float("nan"), -1, float("nan"))
@@ -141,6 +145,7 @@ def behaviour_stats(
         follow_rate=float((own["pred_swapped"] == own["donor_label"]).mean()),
         neutral_donors=use_neutral,
         background_only=ident,
+        intervened=int(((images["label"] == label) & images["pred_background_only"].notna()).sum()),
     )
 
 

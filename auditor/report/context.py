@@ -376,7 +376,7 @@ def _exemplar(
                 ),
             }
             for key, label in INTERVENTIONS.items()
-            if f"pred_{key}" in acts
+            if acts.get(f"pred_{key}") is not None  # None: outside the intervention sample
         ],
         "original": figures.overlay(e["image"], None, e["mask"]),
         "overlays": [

@@ -43,7 +43,7 @@ def _row(
         "accuracy": pct(c["accuracy"]),
         "status": c["status"],
         "attribution": _attribution(c, methods, untrusted, deciding),
-        "interventions": _interventions(c.get("behaviour"), deciding, names),
+        "interventions": _interventions(c.get("behaviour"), deciding, names, c["n"]),
     }
 
 
@@ -83,12 +83,19 @@ def _stat_line(label: str, m: dict[str, Any], deciding: bool, untrusted: bool) -
 
 
 def _interventions(
-    b: dict[str, Any] | None, deciding: set[Any], names: list[str]
+    b: dict[str, Any] | None, deciding: set[Any], names: list[str], n: int
 ) -> list[dict[str, Any]]:
     if not b:
         return []
     ci = b.get("swap_gap_ci95") or [None, None]
     other = b.get("background_only_baseline_class")
+    intervened = b.get("intervened", n)
+    sampled = (
+        [{"label": "on", "value": f"{intervened} of {n}", "detail": "images, a seeded sample",
+          "deciding": False}]
+        if 0 < intervened < n
+        else []
+    )  # fmt: skip
     return [
         {
             "label": "swap gap",
@@ -103,6 +110,7 @@ def _interventions(
             + (f" ({names[other]})" if isinstance(other, int) and 0 <= other < len(names) else ""),
             "deciding": ("background_only", None) in deciding,
         },
+        *sampled,
     ]
 
 

@@ -3,6 +3,7 @@ background swap broke, turned into per-sample rows; evidence is offered to the e
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def audit_batch(
     config: AuditConfig,
     pool: DonorPool | None,
     phases: Phases | None = None,
-    swaps: SwapSample | None = None,
+    sample: InterventionSample | None = None,
 ) -> list[dict[str, Any]]:
     clock = phases or Phases()
     skips = list(batch["skip"])
@@ -77,18 +78,30 @@ def audit_batch(
     acts: dict[str, list[Any]] = {"prob_label": label_probability.tolist()}
     broken = None
     if pool is not None:
-        with clock.phase("interventions", device), autocast(device, config.precision):
-            b = behaviour(net, inputs, masks, targets, torch.tensor(indices), pool)
-            acts |= _behaviour_columns(b)
-        with clock.phase("broken_swaps", device):
-            sampled = (
-                None
-                if swaps is None
-                else swaps.chosen(indices, [records[i].label for i in indices])
+        labels = [records[i].label for i in indices]
+        chosen = (
+            torch.ones(len(indices), dtype=torch.bool)
+            if sample is None
+            else sample.interventions.chosen(indices, labels)
+        )
+        picked = chosen.nonzero().flatten().tolist()
+        if picked:
+            part = _Part(picked, len(indices), device)
+            p_inputs, p_masks, p_targets, p_predictions = part.of(
+                inputs, masks, targets, predictions
             )
-            broken = _broken_swaps(
-                net, b, targets, predictions, masks, valid, layer, config, sampled
-            )
+            keys = torch.tensor(indices)[chosen]
+            with clock.phase("interventions", device), autocast(device, config.precision):
+                b = behaviour(net, p_inputs, p_masks, p_targets, keys, pool)
+                acts |= part.columns(_behaviour_columns(b))
+            with clock.phase("broken_swaps", device):
+                mapped = None
+                if sample is not None:
+                    mapped = sample.broken_swaps.chosen(keys.tolist(), [labels[j] for j in picked])
+                p_valid = None if valid is None else part.of(valid)[0]
+                broken = part.positions_of(_broken_swaps(
+                    net, b, p_targets, p_predictions, p_masks, p_valid, layer, config, mapped
+                ))  # fmt: skip
         for method in config.methods:
             scores[method]["swap_chance_corrected"] = _per_sample(broken, method, len(indices))
     predicted = predictions.tolist()  # one transfer for the batch, not one per image
@@ -156,29 +169,101 @@ def _behaviour_columns(b: Behaviour) -> dict[str, list[Any]]:
 
 
 @dataclass(frozen=True)
-class SwapSample:
-    """Which broken swaps get maps: each class's images with probability ``rates[class]``
-    (``broken_swap_maps`` over the class's size, at most 1), by a seeded draw per dataset
-    position, so the choice depends on neither the batch nor the rank. A large class then
-    costs about ``broken_swap_maps`` attributed passes, not one per broken answer."""
+class ClassSample:
+    """A seeded sample of each class's images: an image of class ``c`` is in with
+    probability ``rates[c]`` (a cap over the class's size, at most 1), decided by a hash of
+    (seed, stream, dataset position), so the choice depends on neither the batch nor the
+    rank. A class of any size then costs about ``cap`` images' work."""
 
     rates: tuple[float, ...]
     seed: int
+    stream: int
 
     @classmethod
-    def of(cls, labels: Sequence[int], classes: int, config: AuditConfig) -> SwapSample:
-        known = np.asarray([label for label in labels if label >= 0], dtype=np.int64)
-        sizes = np.bincount(known, minlength=classes)
-        rates = np.minimum(1.0, config.broken_swap_maps / np.maximum(sizes, 1))
-        return cls(tuple(float(r) for r in rates), config.detect.seed)
+    def of(cls, sizes: np.ndarray, cap: float | None, *, seed: int, stream: int) -> ClassSample:
+        """``sizes``: images per class; ``cap``: about the most kept per class (None: all)."""
+        rates = np.ones(len(sizes)) if cap is None else np.minimum(1.0, cap / np.maximum(sizes, 1))
+        return cls(tuple(float(r) for r in rates), seed, stream)
 
     def chosen(self, positions: Sequence[int], labels: Sequence[int]) -> torch.Tensor:
-        """Tensor[N] bool on the CPU."""
-        return torch.tensor([
-            self.rates[label] >= 1.0
-            or np.random.default_rng([self.seed, 15, position]).random() < self.rates[label]
-            for position, label in zip(positions, labels)
-        ], dtype=torch.bool)  # fmt: skip
+        """Which of the images at dataset ``positions`` (of class ``labels``; an unknown
+        label, below 0, is always in) are in the sample: Tensor[N] bool on the CPU."""
+        rates = np.asarray([self.rates[c] if c >= 0 else 1.0 for c in labels], dtype=np.float64)
+        draws = uniform_hash(self.seed, self.stream, np.asarray(positions, dtype=np.uint64))
+        return torch.from_numpy((rates >= 1.0) | (draws < rates))
+
+
+def uniform_hash(seed: int, stream: int, positions: np.ndarray) -> np.ndarray:
+    """A uniform draw in [0, 1) per position, a pure function of (seed, stream, position):
+    the splitmix64 finaliser of their sum (Steele et al. 2014), vectorised."""
+    mix = np.uint64((seed * 0x9E3779B97F4A7C15 + stream * 0xD1B54A32D192ED03) % 2**64)
+    with np.errstate(over="ignore"):
+        x = positions.astype(np.uint64) + mix
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+@dataclass(frozen=True)
+class InterventionSample:
+    """Which images get the interventions (about ``intervention_images`` per class; every
+    image when 0) and, of their broken swaps, which get maps (about ``broken_swap_maps`` per
+    class). The interventions answer class-level questions, so a bounded sample of a large
+    class answers them as well as all of it would, at a cost that stops growing with the
+    class."""
+
+    interventions: ClassSample
+    broken_swaps: ClassSample
+
+    @classmethod
+    def of(cls, labels: Sequence[int], classes: int, config: AuditConfig) -> InterventionSample:
+        known = np.asarray([label for label in labels if label >= 0], dtype=np.int64)
+        sizes = np.bincount(known, minlength=classes)
+        seed = config.detect.seed
+        cap = config.intervention_images or None  # 0: every image
+        interventions = ClassSample.of(sizes, cap, seed=seed, stream=14)
+        intervened = sizes * np.asarray(interventions.rates)
+        broken = ClassSample.of(intervened, config.broken_swap_maps, seed=seed, stream=15)
+        return cls(interventions, broken)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The images of a batch at ``picked`` (its positions): selects them from batch tensors
+    and scatters per-image results back to the batch's ``n`` positions."""
+
+    picked: list[int]
+    n: int
+    device: torch.device
+
+    @property
+    def whole(self) -> bool:
+        return len(self.picked) == self.n
+
+    def of(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.whole:
+            return tensors
+        at = torch.tensor(self.picked, device=self.device)
+        return tuple(t.index_select(0, at.to(t.device)) for t in tensors)
+
+    def columns(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Per-image lists of the part as lists over the batch, None where not picked."""
+        if self.whole:
+            return columns
+        out = {}
+        for name, values in columns.items():
+            full: list[Any] = [None] * self.n
+            for j, value in zip(self.picked, values):
+                full[j] = value
+            out[name] = full
+        return out
+
+    def positions_of(self, broken: BrokenSwaps | None) -> BrokenSwaps | None:
+        """``broken`` with its positions in the part turned into positions in the batch."""
+        if broken is None or self.whole:
+            return broken
+        return dataclasses.replace(broken, positions=[self.picked[p] for p in broken.positions])
 
 
 def _broken_swaps(

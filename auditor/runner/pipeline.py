@@ -38,7 +38,7 @@ from auditor.errors import DataError
 from auditor.models import LoadedModel, TargetLayer, count_outputs, file_sha256, load_model
 from auditor.progress import progress_bar
 from auditor.run import AuditRun
-from auditor.runner.batch import SAMPLE_COLUMNS, HalvingOnOOM, SwapSample, audit_batch
+from auditor.runner.batch import SAMPLE_COLUMNS, HalvingOnOOM, InterventionSample, audit_batch
 from auditor.runner.checkpoint import Checkpoint, Progress, Rows
 from auditor.runner.distributed import (
     SINGLE,
@@ -241,12 +241,12 @@ def stream(
     stream = batches(info.records, transform, config, device, progress, start=state.done,
                      positions=positions)  # fmt: skip
     fitted = HalvingOnOOM()
-    swaps = SwapSample.of([r.label for r in info.records], len(info.class_names), config)
+    sample = InterventionSample.of([r.label for r in info.records], len(info.class_names), config)
     try:
         for batch in stream:
             state.rows.add(fitted(batch, lambda part: audit_batch(
                 net, part, info.records, layer, transform, state.evidence, config, pool, clock,
-                swaps,
+                sample,
             )))  # fmt: skip
             state.done += len(batch["index"])
             saver.maybe_save(state)
