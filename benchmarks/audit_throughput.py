@@ -135,9 +135,12 @@ def main() -> None:
             audit_to_dir(loaded, data=args.data, out=out, config=config, pdf=False)
             full = time.perf_counter() - started
             phases = json.loads((Path(out) / "run.json").read_text())["timings"]
-            classes = json.loads((Path(out) / "summary.json").read_text())["classes"]
+            summary = json.loads((Path(out) / "summary.json").read_text())
+            classes = summary["classes"]
             intervened = {c["name"]: (c.get("behaviour") or {}).get("intervened") for c in classes}
-            print(f"  images per class with interventions: {intervened}", flush=True)
+            print(f"  verdict {summary['verdict']}; statuses "
+                  f"{ {c['name']: c['status'] for c in classes} }; images per class with "
+                  f"interventions {intervened}", flush=True)  # fmt: skip
         ratios.append(full / bare)
         print(f"round {r + 1}: bare {bare:.1f} s, audit {full:.1f} s, ratio {full / bare:.2f}",
               flush=True)  # fmt: skip

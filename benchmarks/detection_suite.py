@@ -62,6 +62,7 @@ def main() -> None:
         default=0,
         help="Shift every seed: fresh data and models (held-out draws).",
     )
+    parser.add_argument("--config", type=Path, help="An audit.toml every audit runs with.")
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     started = time.perf_counter()
@@ -70,7 +71,8 @@ def main() -> None:
         if args.only and args.only not in s.name:
             continue
         recipe = Recipe(arch=args.arch, epochs=args.epochs)
-        rows.append(run_scenario(s, args.root, args.out, recipe=recipe, drop=args.reliance_drop))
+        rows.append(run_scenario(s, args.root, args.out, recipe=recipe, drop=args.reliance_drop,
+                                 config=args.config))  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     print(f"\n{'scenario':<32}{'reliant (truth)':<26}{'flagged':<26}{'prec':>6}{'recall':>8}"
           f"{'false-flag':>12}{'s/1000 img':>12}")  # fmt: skip

@@ -47,8 +47,10 @@ def run_scenario(
     recipe: Recipe,
     drop: float,
     echo: Callable[[str], None] = print,
+    config: Path | None = None,
 ) -> dict:
-    """One scenario's row: truth, flags, counts against the truth and timings."""
+    """One scenario's row: truth, flags, counts against the truth and timings; ``config``:
+    an audit.toml the audit runs with."""
     data_root = root / s.name
     paths = ensure_dataset(s.spec, data_root, echo=echo)
     started = time.perf_counter()
@@ -60,7 +62,7 @@ def run_scenario(
     truth = ground_truth(weights, s.spec, data_root / "audit", reliance_drop=drop,
                          arch=recipe.arch)  # fmt: skip
     started = time.perf_counter()
-    summary = audit(recipe.arch, weights, paths["audit"], out / s.name, s.spec.image_size)
+    summary = audit(recipe.arch, weights, paths["audit"], out / s.name, s.spec.image_size, config)
     audit_s = time.perf_counter() - started
     flagged = set(summary["flagged_classes"])
     reliant = {t["class"] for t in truth if t["background_reliant"]}
@@ -75,13 +77,17 @@ def run_scenario(
     }  # fmt: skip
 
 
-def audit(model: str, weights: Path, data: Path, out: Path, image_size: int) -> dict:
-    """``auditor audit`` through the CLI; returns its ``summary.json``."""
+def audit(
+    model: str, weights: Path, data: Path, out: Path, image_size: int, config: Path | None = None
+) -> dict:
+    """``auditor audit`` through the CLI (with ``config``, an audit.toml, if given); returns
+    its ``summary.json``."""
     from auditor.cli import cli
 
     result = CliRunner().invoke(cli, [
         "audit", "--model", model, "--weights", str(weights), "--data", str(data),
         "--out", str(out), "--image-size", str(image_size), "--batch-size", "64",
+        *(["--config", str(config)] if config else []),
     ], catch_exceptions=False)  # fmt: skip
     if result.exit_code != 0:
         raise SystemExit(f"{out.name}: audit failed\n{result.output}")
