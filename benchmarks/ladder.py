@@ -11,8 +11,10 @@ itself (class-coloured objects: nothing may be flagged).
 
 Models are cached under ``--root`` by data spec and recipe. Prints per rung precision,
 recall, the false-flag rate (flags on classes the intervention found not reliant), the
-flags and warnings on negative-control scenarios (``flags/warns of classes``), and the
-audit's seconds per 1,000 images; writes ``suite.json``. ``--table suite.json [...]``
+flags and warnings on negative-control scenarios (``flags/warns of classes``), the
+audit's seconds per 1,000 images, and the classes whose cue, moved onto the other classes'
+objects, takes them over (``cue followed``: the other direction of the truth, reported
+beside it, not counted in the rates); writes ``suite.json``. ``--table suite.json [...]``
 prints the table of finished runs again.
 """
 
@@ -101,7 +103,7 @@ RUNGS = (
          scenarios=("texture-two-classes", "corner-one-class", "corner-every-class")),
     Rung("r50-128", "resnet50", 128, ("corner", "colour"), n_train=800, n_audit=300, epochs=4,
          scenarios=("corner-one-class", "object-colour")),
-    Rung("convnext-64", CONVNEXT, 64, ("texture", "watermark"), epochs=10),
+    Rung("convnext-64", CONVNEXT, 64, ("texture", "watermark"), epochs=60, lr=2e-3),
     Rung("vit-64", VIT, 64, ("texture", "frame", "colour"), epochs=15, lr=5e-4),
     Rung("r18-64-transfer", "resnet18", 64, ("texture", "watermark"), transfer=True, epochs=4,
          lr=3e-4),
@@ -166,6 +168,7 @@ def _totals(rows: list[dict]) -> dict:
     controls = [r for r in rows if r["negative_control"]]
     return {
         **counts,
+        "fp_neither": sum(r.get("fp_neither", r["fp"]) for r in rows),
         "control_flags": sum(len(r["flagged"]) for r in controls),
         "control_warns": sum(list(r["status"].values()).count("warn") for r in controls),
         "control_classes": sum(len(r["truth"]) for r in controls),
@@ -175,7 +178,8 @@ def _totals(rows: list[dict]) -> dict:
 
 def table(results: list[dict]) -> str:
     head = (f"{'rung':<18}{'scenario':<24}{'reliant (truth)':<18}{'flagged':<18}{'prec':>6}"
-            f"{'recall':>8}{'false-flag':>11}{'ctrl flag/warn':>15}{'s/1000 img':>11}")  # fmt: skip
+            f"{'recall':>8}{'false-flag':>11}{'ctrl flag/warn':>15}{'s/1000 img':>11}"
+            f"  {'cue followed':<18}")  # fmt: skip
     lines = [head]
     for result in results:
         for r in result["scenarios"]:
@@ -187,9 +191,10 @@ def table(results: list[dict]) -> str:
             warns = list(r["status"].values()).count("warn")
             ctrl = f"{len(r['flagged'])}/{warns} of {len(r['truth'])}"
             ctrl = ctrl if r["negative_control"] else "-"
+            follows = _names(r["follows"]) if "follows" in r else "not measured"
             lines.append(f"{result['rung']:<18}{r['scenario']:<24}{_names(r['reliant']):<18}"
                          f"{_names(r['flagged']):<18}{p:>6}{rc:>8}{ff:>11}{ctrl:>15}"
-                         f"{r['audit_s_per_1000']:>11}")  # fmt: skip
+                         f"{r['audit_s_per_1000']:>11}  {follows:<18}")  # fmt: skip
         rung = _totals(result["scenarios"])
         p, rc, ff = rates(rung["tp"], rung["fp"], rung["fn"], rung["negatives"])
         ctrl = f"{rung['control_flags']}/{rung['control_warns']} of {rung['control_classes']}"
@@ -199,6 +204,8 @@ def table(results: list[dict]) -> str:
     p, rc, ff = rates(totals["tp"], totals["fp"], totals["fn"], totals["negatives"])
     ctrl = f"{totals['control_flags']}/{totals['control_warns']} of {totals['control_classes']}"
     lines.append(f"{'overall':<78}{p:>6}{rc:>8}{ff:>11}{ctrl:>15}")
+    lines.append(f"false flags on classes whose cue no other object follows either: "
+                 f"{totals['fp_neither']} of {totals['fp']}")  # fmt: skip
     return "\n".join(lines)
 
 

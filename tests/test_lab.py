@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from auditor.errors import ConfigError
+from auditor.lab.demo import ground_truth
 from auditor.lab.models import build_model, file_name, load_backbone
 from auditor.lab.synthetic import (
     FRAME_COLOUR,
@@ -29,6 +30,7 @@ from auditor.lab.synthetic import (
     scene_dict,
     spec_dict,
     watermark_box,
+    with_cue_of,
     write_coco,
 )
 
@@ -223,3 +225,55 @@ def test_recalibrated_norm_statistics_are_those_of_the_training_images() -> None
     expected = features.mean(dim=(0, 2, 3))
     assert torch.allclose(model[1].running_mean, expected, atol=1e-5)
     assert model[1].momentum is None and model.training  # the caller sets eval mode
+
+
+def test_a_donors_cue_moves_onto_other_objects_which_stay_as_they_were() -> None:
+    spec = spec_with(background_strength=(1.0,) * 4, artefact_rate=(1.0, 0, 0, 0))
+    scenes = sample_scenes(spec, 8, seed=4)
+    donors = [s for s in scenes if s.label == 0]
+    others = [s for s in scenes if s.label != 0]
+    moved = with_cue_of(others, donors, seed=1)
+    assert moved == with_cue_of(others, donors, seed=1)
+    for before, after in zip(others, moved):
+        donor = next(d for d in donors if d.texture_seed == after.texture_seed)
+        assert (after.background, after.artefact) == (donor.background, True)
+        assert dataclasses.replace(after, background=before.background,
+                                   texture_seed=before.texture_seed, artefact=before.artefact,
+                                   artefact_kind=before.artefact_kind) == before  # fmt: skip
+        # the object's pixels are its own, the background's (away from the mark) the donor's
+        image, own, theirs = pixels(after), pixels(before), pixels(donor)
+        keep = object_mask(after)
+        assert (image[keep] == own[keep]).all()
+        free = ~(keep | object_mask(donor))
+        assert (image[free] == theirs[free]).all()
+
+
+PLANTED_SPEC = SyntheticSpec(
+    background_strength=(1.0,) * 4, image_size=32, n_train=4, n_audit=100, seed=7
+)  # the spec of conftest's planted_dataset
+
+
+def test_ground_truth_sees_a_background_reader_rely_on_every_background_and_follow_it(
+    planted_dataset, planted_weights
+) -> None:
+    truth = ground_truth(planted_weights, PLANTED_SPEC, planted_dataset.parent,
+                         arch="planted:background_reader")  # fmt: skip
+    assert [t["class"] for t in truth] == list(PLANTED_SPEC.classes)
+    assert all(t["background_reliant"] and t["follows_cue"] for t in truth)
+    # on the cue-free backgrounds, every other object is called the donor class
+    assert max(t["cue_follow"] for t in truth) == 1.0
+
+
+def test_a_model_that_always_answers_one_class_follows_no_cue(planted_dataset, tmp_path) -> None:
+    from planted import background_reader
+
+    model = background_reader()
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.tensor([5.0, 0, 0, 0]))
+    torch.save(model.state_dict(), tmp_path / "constant.pt")
+    truth = ground_truth(tmp_path / "constant.pt", PLANTED_SPEC, planted_dataset.parent,
+                         arch="planted:background_reader")  # fmt: skip
+    assert [t["accuracy"] for t in truth] == [1.0, 0.0, 0.0, 0.0]
+    assert all(t["cue_follow"] == 0 and not t["follows_cue"] for t in truth)
+    assert not any(t["background_reliant"] for t in truth)

@@ -21,6 +21,7 @@ from auditor.lab.synthetic import (
     read_scenes,
     render,
     spec_dict,
+    with_cue_of,
     write_dataset,
 )
 from auditor.lab.training import (
@@ -173,7 +174,13 @@ def ground_truth(
 ) -> list[dict]:
     """Per class: accuracy on held-out images, and on the same objects re-rendered on a
     neutral background they were not on (mark removed). A large drop means the class is
-    solved through the background: ground truth by intervention, not by how data was planted."""
+    solved through the background: ground truth by intervention, not by how data was planted.
+
+    Also per class, the other direction (``cue_follow``): the other classes' objects, on
+    those neutral backgrounds, given instead the background and artefact of one of this
+    class's images; the share then predicted as this class, less the share on the neutral
+    backgrounds. A large value means the class's cue takes over objects that are not its
+    own (``follows_cue``), even where its own images would be recognised without it."""
     from auditor.models import load_model
 
     model = load_model(arch, weights).model
@@ -185,10 +192,18 @@ def ground_truth(
     swapped = predict(model, stack_images([render(s) for s in swapped_scenes], transform))
     k = len(spec.classes)
     before, after = accuracy_by_class(original, targets, k), accuracy_by_class(swapped, targets, k)
+    follow = []
+    for c in range(k):
+        others = [i for i, s in enumerate(scenes) if s.label != c]
+        donors = [s for s in scenes if s.label == c]
+        moved = with_cue_of([swapped_scenes[i] for i in others], donors, seed=spec.seed + 101 + c)
+        taken = predict(model, stack_images([render(s) for s in moved], transform)) == c
+        follow.append(float(taken.float().mean() - (swapped[others] == c).float().mean()))
     return [
         {"class": name, "accuracy": b, "swapped_accuracy": a, "drop": b - a,
-         "background_reliant": b - a >= reliance_drop}
-        for name, b, a in zip(spec.classes, before, after)
+         "background_reliant": b - a >= reliance_drop, "cue_follow": f,
+         "follows_cue": f >= reliance_drop}
+        for name, b, a, f in zip(spec.classes, before, after, follow)
     ]  # fmt: skip
 
 

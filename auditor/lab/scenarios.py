@@ -66,10 +66,12 @@ def run_scenario(
     audit_s = time.perf_counter() - started
     flagged = set(summary["flagged_classes"])
     reliant = {t["class"] for t in truth if t["background_reliant"]}
+    follows = {t["class"] for t in truth if t.get("follows_cue")}
     names = [t["class"] for t in truth]
     return {
         "scenario": s.name, "negative_control": s.negative_control, "truth": truth,
-        "flagged": sorted(flagged), "reliant": sorted(reliant),
+        "flagged": sorted(flagged), "reliant": sorted(reliant), "follows": sorted(follows),
+        "fp_neither": len(flagged - reliant - follows),
         "status": {c["name"]: c["status"] for c in summary["classes"]},
         "tp": len(flagged & reliant), "fp": len(flagged - reliant), "fn": len(reliant - flagged),
         "negatives": len(set(names) - reliant), "train_s": round(train_s, 1),

@@ -406,3 +406,16 @@ def iter_interventions(
         cue_free = [k for k in pool if k != scene.label]
         options = [k for k in cue_free if k != scene.background] or cue_free
         yield dataclasses.replace(scene, background=int(rng.choice(options)), artefact=False)
+
+
+def with_cue_of(scenes: Sequence[Scene], donors: Sequence[Scene], *, seed: int) -> list[Scene]:
+    """Each scene given the background (kind and texture) and artefact of a donor drawn at
+    random from ``donors``, its own object kept: whatever cue the donors' class carries,
+    moved onto other objects, to see whether the prediction follows it."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(donors), size=len(scenes))
+    return [
+        dataclasses.replace(scene, background=d.background, texture_seed=d.texture_seed,
+                            artefact=d.artefact, artefact_kind=d.artefact_kind)
+        for scene, d in zip(scenes, (donors[int(i)] for i in picks))
+    ]  # fmt: skip
