@@ -82,13 +82,14 @@ def run_scenario(
 def audit(
     model: str, weights: Path, data: Path, out: Path, image_size: int, config: Path | None = None
 ) -> dict:
-    """``auditor audit`` through the CLI (with ``config``, an audit.toml, if given); returns
-    its ``summary.json``."""
+    """``auditor audit`` through the CLI (with ``config``, an audit.toml, if given; outside
+    the run history: scenarios are not one model's successive runs); returns its
+    ``summary.json``."""
     from auditor.cli import cli
 
     result = CliRunner().invoke(cli, [
         "audit", "--model", model, "--weights", str(weights), "--data", str(data),
-        "--out", str(out), "--image-size", str(image_size), "--batch-size", "64",
+        "--out", str(out), "--image-size", str(image_size), "--batch-size", "64", "--no-history",
         *(["--config", str(config)] if config else []),
     ], catch_exceptions=False)  # fmt: skip
     if result.exit_code != 0:
