@@ -7,7 +7,9 @@ here is used instead, and the test says so.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -328,3 +330,51 @@ def test_vit_b_16_target_layer_is_the_last_blocks_token_grid():
     model = torchvision.models.vit_b_16(weights=None)
     layer = resolve_target_layer(model, None, image_size=224)
     assert (layer.name, layer.cells) == ("encoder.layers.encoder_layer_11.ln_1", (14, 14))
+
+
+#: The torchvision families that the tests above do not already hold against a reference,
+#: at 224 px (maxvit needs it), with the layer the audit picks by itself.
+OTHER_FAMILIES = (
+    "densenet121", "mobilenet_v3_small", "regnet_y_400mf", "convnext_tiny", "swin_t", "maxvit_t",
+)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", OTHER_FAMILIES)
+def test_every_other_family_matches_captum_and_pytorch_grad_cam_at_its_automatic_layer(
+    family, monkeypatch
+):
+    """Saliency against Captum, Grad-CAM against pytorch-grad-cam before its normalisation,
+    on the layer chosen with ``target_layer=None`` (channels-first there, so no reshape).
+    pytorch-grad-cam keeps a reference to the layer's output, which DenseNet's in-place
+    ``F.relu`` then rectifies (a known trap of hook-based CAMs): while the reference runs,
+    ``torch.nn.functional.relu`` works out of place. Ours runs on the unpatched model."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, family)(weights=None, num_classes=4).eval()
+    # every class as target: a random net's Grad-CAM is all zero (after the ReLU) for some
+    inputs = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1)).repeat(
+        4, 1, 1, 1
+    )
+    targets = torch.arange(4).repeat_interleave(2)
+    ours = attribute(model, inputs, targets, methods=("saliency", "gradcam"),
+                     options={"saliency": CHANNELS})  # fmt: skip
+    layer = ours.target_layer
+    assert layer.automatic and min(layer.cells) >= 7
+    close(ours["saliency"], Saliency(model).attribute(inputs, target=targets, abs=False))
+    with GradCAM(model=model, target_layers=[layer.module]) as ex, _relu_not_in_place(monkeypatch):
+        outputs = ex.activations_and_grads(inputs)
+        sum(ClassifierOutputTarget(int(t))(o) for t, o in zip(targets, outputs)).backward()
+        recorded = ex.activations_and_grads
+        activations, gradients = recorded.activations[0].numpy(), recorded.gradients[0].numpy()
+        assert activations.shape[-2:] == tuple(layer.cells)  # the layer is channels-first
+        cam = ex.get_cam_image(inputs, layer.module, None, activations, gradients, False)
+    theirs = torch.from_numpy(np.maximum(cam, 0))
+    assert float(theirs.amax()) > 0
+    close(ours["gradcam"], upsample(theirs, (224, 224)))
+
+
+@contextlib.contextmanager
+def _relu_not_in_place(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    with monkeypatch.context() as patch:
+        patch.setattr(torchvision.models.densenet.F, "relu", lambda x, inplace=False: x.relu())
+        yield
