@@ -1,7 +1,8 @@
 """Command line: ``auditor audit | report | history | compare | probe-data | demo | ...``.
 Thin: parse, call the library, map errors to exit codes: 0 a complete audit, 1 error
 (including an audit that scored no image or skipped more than --max-skipped), 2 usage error,
-3 flagged with --fail-on-flag, 4 a regression with --fail-on-regression."""
+3 flagged with --fail-on-flag, 4 a regression with --fail-on-regression, 5 the run directory
+is complete but the run history could not be read or written."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from typing import Any
 
 import click
 
-from auditor.errors import AuditorError, ConfigError
+from auditor.errors import AuditorError, ConfigError, RunDirError
 
 EXIT_FLAGGED = 3
 EXIT_REGRESSION = 4
+EXIT_HISTORY = 5
 DEFAULT_HISTORY = "reports/history.sqlite"
 
 
@@ -209,6 +211,10 @@ def audit(
     config = (
         load_config(config_path, **overrides) if config_path else config_from_dict({}, **overrides)
     )
+    history = None if no_history else _history_path(history_path, config.history)
+    for option, path in (("--junit-xml", junit_xml), ("--history", history)):
+        if path is not None:
+            _check_beside_run(str(path), Path(out), option)
     world = world_from_env(os.environ)  # torchrun: rank 0 writes the run, the others help
     if not world.leader:
         logging.getLogger().setLevel(logging.ERROR)  # progress and notices from rank 0 alone
@@ -225,7 +231,7 @@ def audit(
         config=config,
         pdf=not no_pdf,
         progress=True,
-        history=None if no_history else _history_path(history_path, config.history),
+        history=history,
         force=force,
         margin=regression_margin,
         world=world,
@@ -242,6 +248,11 @@ def audit(
     incomplete = skip_limit_error(result.summary)
     if incomplete is not None:
         raise incomplete
+    unrecorded = (result.summary.get("history") or {}).get("error")
+    if unrecorded:
+        click.echo(f"Error: {unrecorded} The run in {out} is complete; the history does not "
+                   "list it.", err=True)  # fmt: skip
+        sys.exit(EXIT_HISTORY)
     flagged = [
         result.summary.get(k) for k in ("flagged_classes", "flagged_groups", "flagged_subgroups")
     ]
@@ -261,9 +272,11 @@ def audit(
 def report(run_dir: str, no_pdf: bool) -> None:
     """Re-render report.html and report.pdf from a stored run, recomputing nothing."""
     from auditor.report.render import rerender
-    from auditor.run import load_run
-    from auditor.rundir import RunLock
+    from auditor.run import AUDIT_RUN, load_run
+    from auditor.rundir import RunLock, holds
 
+    if not holds(Path(run_dir), AUDIT_RUN):
+        raise RunDirError(f"{run_dir}: not an audit run directory (no run.json of auditor's).")
     with RunLock(run_dir, purpose="auditor report"):
         run = load_run(run_dir)
         if not run.evidence:
@@ -358,7 +371,8 @@ def compare(
                f"({pairing}, {payload['method']})")  # fmt: skip
     for c in payload["classes"]:
         mark = "  REGRESSED" if c["regressed"] else ""
-        click.echo(f"  {c['name']:<16} {c['status_before']:>17} -> {c['status_after']:<17}{mark}")
+        click.echo(f"  {_label(c['name']):<16} {c['status_before']:>17} -> "
+                   f"{c['status_after']:<17}{mark}")  # fmt: skip
     for key, words in (("only_before", "only before"), ("only_after", "only after")):
         if payload[key]:
             click.echo(f"  {words}: {', '.join(payload[key])}")
@@ -461,13 +475,28 @@ def init_config(path: str, force: bool) -> None:
     click.echo(f"Wrote {path}")
 
 
+def _check_beside_run(path: str, out: Path, option: str) -> None:
+    """A file named by ``option`` must not be one the audit writes into ``out``."""
+    from auditor.run import AUDIT_RUN
+    from auditor.rundir import is_bookkeeping
+
+    target = Path(path).resolve()
+    if target.parent == out.resolve() and (
+        target.name in AUDIT_RUN.files or is_bookkeeping(target.name)
+    ):
+        raise click.UsageError(
+            f"{option} {path}: the audit writes its own {target.name} into --out {out}; "
+            "name another file."
+        )
+
+
 def _history_path(flag: str | None, configured: str | None) -> Path:
     """--history, else the config's ``history``, else $AUDITOR_HISTORY, else the default."""
     return Path(flag or configured or os.environ.get("AUDITOR_HISTORY") or DEFAULT_HISTORY)
 
 
 def _print_probe(summary: dict, out: Path) -> None:
-    flagged = ", ".join(summary["flagged_classes"]) or "none"
+    flagged = _names(summary["flagged_classes"])
     click.echo(f"Data probe: {summary['verdict'].upper()}  (flagged: {flagged})")
     dataset = summary["dataset"]
     reasons = ", ".join(f"{k} {v}" for k, v in dataset["skipped_by_reason"].items())
@@ -479,25 +508,29 @@ def _print_probe(summary: dict, out: Path) -> None:
     for c in summary["classes"]:
         values = [c["background_only_accuracy"], c["chance"], c["object_only_accuracy"]]
         bg, chance, obj = ("n/a" if v is None else f"{v:.2f}" for v in values)
-        click.echo(f"  {c['name']:<16} {c['n']:<6} {c['status']:<18} {bg:<16} {chance:<7} {obj}")
+        click.echo(f"  {_label(c['name']):<16} {c['n']:<6} {c['status']:<18} {bg:<16} "
+                   f"{chance:<7} {obj}")  # fmt: skip
     click.echo(f"Report: {out / 'data_report.html'}")
 
 
 def _print_summary(summary: dict, out: Path) -> None:
-    flagged = ", ".join(summary["flagged_classes"]) or "none"
+    flagged = _names(summary["flagged_classes"])
     click.echo(f"Verdict: {summary['verdict'].upper()}  (flagged: {flagged})")
     dataset = summary["dataset"]
     reasons = ", ".join(f"{k} {v}" for k, v in dataset["skipped_by_reason"].items())
+    unscored = dataset.get("n_unscored") or 0
     click.echo(
         f"Images: {dataset['n_scored']} scored, {dataset['n_skipped']} skipped"
         + (f" ({reasons})" if reasons else "")
+        + (f", {unscored} without a score (every map zero)" if unscored else "")
     )
     for c in summary["classes"]:
         metric: dict = c["metrics"].get(summary["primary_method"], {})
         cc = metric.get("chance_corrected")
         cc_text = "n/a" if cc is None else f"{cc:+.2f}"
         click.echo(
-            f"  {c['name']:<16} n={c['n']:<5} status={c['status']:<17} chance-corrected={cc_text}"
+            f"  {_label(c['name']):<16} n={c['n']:<5} status={c['status']:<17} "
+            f"chance-corrected={cc_text}"
         )
     for group in summary.get("groups", []):
         worst = group["worst_group"]
@@ -511,6 +544,17 @@ def _print_summary(summary: dict, out: Path) -> None:
     if summary.get("flagged_subgroups"):
         click.echo(f"Flagged subgroups: {'; '.join(summary['flagged_subgroups'])}")
     click.echo(f"Report: {out / 'report.html'}")
+
+
+def _names(names: list[str], *, most: int = 10) -> str:
+    """Up to ``most`` names, then how many more; "none" for none."""
+    shown = ", ".join(_label(n) for n in names[:most]) or "none"
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _label(name: str) -> str:
+    """A class name for the terminal: at most 40 characters (names come from the data)."""
+    return name if len(name) <= 40 else name[:39] + "…"
 
 
 def main() -> None:

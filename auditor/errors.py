@@ -31,6 +31,11 @@ class RunDirError(AuditorError, OSError):
     """The run directory cannot be written, is held by another process, or is damaged."""
 
 
+class HistoryError(RunDirError):
+    """The run history cannot be opened, read or written (locked, read-only, damaged, or from
+    a newer auditor). An audit still writes its run directory; only the history misses it."""
+
+
 class OutputError(AuditorError, OSError):
     """A file to write already exists (and overwriting was not asked for) or cannot be written."""
 

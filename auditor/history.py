@@ -11,6 +11,9 @@ to date, and a file from a newer auditor is refused, never altered):
 
 Writers take SQLite's write lock up front (``BEGIN IMMEDIATE``) and wait for it up to
 ``BUSY_TIMEOUT_S``, so two audits finishing together both land, one after the other.
+
+Every SQLite failure, at any call, is a :class:`~auditor.errors.HistoryError` that names the
+file and says what is wrong with it in words (locked, read-only, damaged, full).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from auditor.errors import RunDirError
+from auditor.errors import HistoryError
 
 DEFAULT_PATH = Path("reports/history.sqlite")
 BUSY_TIMEOUT_S = 60.0
@@ -115,7 +118,8 @@ class History:
         self.path = path
 
     def close(self) -> None:
-        self.db.close()
+        with _translated(self.path):
+            self.db.close()
 
     def record(
         self, summary: dict[str, Any], run_info: dict[str, Any], run_dir: Path, *, reused: bool
@@ -123,7 +127,7 @@ class History:
         """Add a finished run (its ``summary.json`` and ``run.json``); returns its id."""
         inputs = run_info.get("inputs", {})
         model = summary.get("model", {})
-        with self._writing():
+        with _translated(self.path), self._writing():
             cursor = self.db.execute(
                 "INSERT INTO runs (created, recorded, model_name, model_sha256, data_spec, "
                 "data_sha256, config_hash, auditor_version, verdict, flagged_classes, run_dir, "
@@ -162,28 +166,32 @@ class History:
             args.append(class_name)
         query = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         query += " ORDER BY id DESC" + (" LIMIT ?" if last else "")
-        rows = self.db.execute(query, [*args, last] if last else args).fetchall()
-        return [_run(r) for r in rows]
+        with _translated(self.path):
+            rows = self.db.execute(query, [*args, last] if last else args).fetchall()
+            return [_run(r) for r in rows]
 
     def get(self, run_id: int) -> HistoryRun | None:
-        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return None if row is None else _run(row)
+        with _translated(self.path):
+            row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            return None if row is None else _run(row)
 
     def class_results(self, run_id: int) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT * FROM class_results WHERE run_id = ? ORDER BY class, method", (run_id,)
-        ).fetchall()
-        return [dict(r) for r in rows]
+        with _translated(self.path):
+            rows = self.db.execute(
+                "SELECT * FROM class_results WHERE run_id = ? ORDER BY class, method", (run_id,)
+            ).fetchall()
+            return [dict(r) for r in rows]
 
     def trend(self, model_name: str, class_name: str, method: str, *, last: int) -> list[dict]:
         """The class's results in the last ``last`` runs of the model, oldest first."""
-        rows = self.db.execute(
-            "SELECT r.id, r.created, c.status, c.accuracy, c.c, c.swap_gap FROM runs r "
-            "JOIN class_results c ON c.run_id = r.id WHERE r.model_name = ? AND c.class = ? "
-            "AND c.method = ? ORDER BY r.id DESC LIMIT ?",
-            (model_name, class_name, method, last),
-        ).fetchall()
-        return [dict(r) for r in reversed(rows)]
+        with _translated(self.path):
+            rows = self.db.execute(
+                "SELECT r.id, r.created, c.status, c.accuracy, c.c, c.swap_gap FROM runs r "
+                "JOIN class_results c ON c.run_id = r.id WHERE r.model_name = ? AND c.class = ? "
+                "AND c.method = ? ORDER BY r.id DESC LIMIT ?",
+                (model_name, class_name, method, last),
+            ).fetchall()
+            return [dict(r) for r in reversed(rows)]
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -199,24 +207,54 @@ class History:
 
 def open_history(path: str | Path, *, create: bool = True) -> History:
     """Open (and, with ``create``, create or migrate) the history at ``path``. A file that is
-    not SQLite, or was written by a newer auditor, is a :class:`RunDirError`."""
+    not SQLite, or was written by a newer auditor, is a :class:`HistoryError`."""
     path = Path(path)
     if not create and not path.is_file():
-        raise RunDirError(f"{path}: no run history here (give --history PATH).")
+        raise HistoryError(f"{path}: no run history here (give --history PATH).")
     try:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA foreign_keys = ON")
-        _migrate(db, path)
-    except sqlite3.DatabaseError as exc:
-        raise RunDirError(f"{path}: not a run history ({exc}).") from None
-    except RunDirError:
-        raise
     except OSError as exc:
-        raise RunDirError(f"{path}: cannot open the run history ({exc.strerror}).") from None
+        raise HistoryError(f"{path}: cannot create the run history ({exc.strerror}).") from None
+    with _translated(path):
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA foreign_keys = ON")
+            _migrate(db, path)
+        except BaseException:
+            db.close()
+            raise
     return History(db, path)
+
+
+@contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """SQLite's errors as one :class:`HistoryError` naming ``path`` and what is wrong."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise HistoryError(f"{path}: {_trouble(exc)}.") from None
+
+
+def _trouble(exc: sqlite3.Error) -> str:
+    """What is wrong with the history, in words, from SQLite's error code."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return (
+            f"the run history is locked by another process (waited {BUSY_TIMEOUT_S:.0f} s); "
+            "try again once it is done"
+        )
+    if primary == sqlite3.SQLITE_READONLY:
+        return "the run history is read-only, so the run could not be recorded in it"
+    if primary == sqlite3.SQLITE_FULL:
+        return "the disk holding the run history is full"
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return f"not a run history, or a damaged one ({exc})"
+    if primary == sqlite3.SQLITE_CANTOPEN:
+        return "the run history cannot be opened (is its folder writable?)"
+    return f"the run history failed ({exc})"
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
@@ -225,7 +263,7 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
     while True:
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise RunDirError(
+            raise HistoryError(
                 f"{path}: written by a newer auditor (history schema {version}; this one "
                 f"reads up to {SCHEMA_VERSION}); upgrade auditor to use it."
             )

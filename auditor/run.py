@@ -22,7 +22,15 @@ import pandas as pd
 import torch
 
 from auditor.errors import RunDirError
-from auditor.rundir import atomic_write, check_complete
+from auditor.rundir import (
+    Output,
+    atomic_write,
+    check_complete,
+    check_space,
+    claim,
+    mark_complete,
+    mark_incomplete,
+)
 
 
 @dataclass
@@ -63,27 +71,50 @@ SAMPLE_KEYS = ("sample", "image_id", "file_name", "label", "method", "chance_cor
                "skip_reason", "skip_detail")  # fmt: skip
 
 
-def save_run(run: AuditRun, out: str | Path) -> Path:
-    """Write the machine-readable files of ``run`` into ``out`` (created if missing).
+AUDIT_RUN = Output("audit", files=(*FILES, *OPTIONAL, *REPORTS), legacy="run.json")
+"""What ``--out`` of an audit holds; see :func:`auditor.rundir.claim`."""
 
-    Each file is written to a temporary name and renamed, so an interrupted run never
-    leaves a half-written file under a final name.
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "summary.json", _json(run.summary))
-    atomic_write(out / "samples.parquet", lambda p: run.samples.to_parquet(p, index=False))
-    atomic_write(out / "evidence.pt", _torch_bytes(run.evidence))
+
+def run_files(run: AuditRun) -> dict[str, bytes]:
+    """The machine-readable files of ``run``, by name, in the order they are written
+    (``run.json`` last)."""
+    files = {
+        "summary.json": _json(run.summary),
+        "samples.parquet": _parquet_bytes(run.samples),
+        "evidence.pt": torch_bytes(run.evidence),
+    }
     if not run.subgroups.empty:
-        atomic_write(out / "subgroups.parquet", lambda p: run.subgroups.to_parquet(p, index=False))
-    atomic_write(out / "run.json", _json(run.run_info))
+        files["subgroups.parquet"] = _parquet_bytes(run.subgroups)
+    return files | {"run.json": _json(run.run_info)}
+
+
+def save_run(run: AuditRun, out: str | Path, *, reports: dict[str, bytes] | None = None) -> Path:
+    """Write the files of ``run`` (and the rendered ``reports``, by name) into ``out``,
+    replacing an earlier run's; ``out`` is created if missing, and must be new, empty or an
+    earlier run's (:func:`auditor.rundir.claim`).
+
+    Everything is made in memory first and checked to fit on the disk, so a full disk is
+    one error while the earlier run is still whole. Then the directory is marked
+    ``INCOMPLETE``, the earlier run's files go (none may stay beside this run's), and each
+    file is written to a temporary name and renamed, ``run.json`` last, before the mark
+    goes: a process killed at any moment leaves the earlier run or a marked directory."""
+    out = Path(out)
+    claim(out, AUDIT_RUN)
+    files = (reports or {}) | run_files(run)
+    check_space(out, files)
+    mark_incomplete(out)
+    clear_run(out)
+    for name, payload in files.items():
+        atomic_write(out / name, payload)
+    mark_complete(out)
     run.path = out
     return out
 
 
 def clear_run(out: Path) -> None:
-    """Remove the files of an earlier run from ``out`` before a new run is written."""
-    for name in (*FILES, *OPTIONAL, *REPORTS):
+    """Remove the files of an earlier run from ``out`` before a new run is written (only
+    into a folder :func:`auditor.rundir.claim` made an audit run's)."""
+    for name in AUDIT_RUN.files:
         (out / name).unlink(missing_ok=True)
 
 
@@ -123,14 +154,23 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise RunDirError(f"{path}: cannot be read ({exc}).") from None
     except (json.JSONDecodeError, RecursionError) as exc:
         raise RunDirError(f"{path}: not valid JSON ({exc}).") from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise RunDirError(
+            f"{path}: holds a number with more digits than a JSON reader accepts (4,300)."
+        ) from None
     if not isinstance(value, dict):
         raise RunDirError(f"{path}: expected a JSON object, got {type(value).__name__}.")
     return value
 
 
+VERDICTS = ("pass", "warn", "fail")
+STATUSES = ("pass", "warn", "flag", "insufficient_data")
+
+
 def _check_summary(path: Path, summary: dict[str, Any]) -> None:
     _require(path, summary, {"verdict": str, "flagged_classes": list, "model": dict,
                              "dataset": dict, "methods": list, "classes": list})  # fmt: skip
+    _one_of(path, "verdict", summary["verdict"], VERDICTS)
     if not summary["methods"] or not all(isinstance(m, str) for m in summary["methods"]):
         raise RunDirError(f"{path}: `methods` must be a non-empty list of names.")
     _require(path, summary["dataset"], {"spec": str, "n_images": int, "n_skipped": int},
@@ -140,11 +180,21 @@ def _check_summary(path: Path, summary: dict[str, Any]) -> None:
             raise RunDirError(f"{path}: classes[{i}] must be an object.")
         _require(path, c, {"index": int, "name": str, "n": int, "status": str, "reasons": list,
                            "metrics": dict}, where=f"classes[{i}]")  # fmt: skip
+        _one_of(path, f"classes[{i}].status", c["status"], STATUSES)
+        for j, s in enumerate(c.get("subgroups") or []):
+            status = s.get("status") if isinstance(s, dict) else None
+            _one_of(path, f"classes[{i}].subgroups[{j}].status", status, STATUSES)
 
 
 def _check_run_info(path: Path, info: dict[str, Any]) -> None:
     _require(path, info, {"created": str, "config": dict})
     _require(path, info["config"], {"detect": dict}, where="config")
+
+
+def _one_of(path: Path, name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        shown = repr(value)[:40]
+        raise RunDirError(f"{path}: `{name}` is {shown}, not one of {', '.join(allowed)}.")
 
 
 def _require(path: Path, value: dict[str, Any], keys: dict[str, type], *, where: str = "") -> None:
@@ -232,7 +282,13 @@ def _check_exemplar(path: Path, name: str, e: Any) -> None:
         raise RunDirError(f"{path}: an exemplar of class {name!r} is damaged.")
 
 
-def _torch_bytes(value: Any) -> bytes:
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def torch_bytes(value: Any) -> bytes:
     """``torch.save`` into memory: the archive inside is named the same whatever the file is
     called, so the same evidence always gives the same bytes."""
     buffer = io.BytesIO()

@@ -230,8 +230,13 @@ KILL_POINTS = {
         p.audit_batch = audit_batch
     """,
     "after the old files went": """
-        import auditor.runner.workflow as w
-        w.write_reports = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+        import auditor.run as r
+        real = r.atomic_write
+        def atomic_write(path, payload):
+            if path.name == "report.html":  # the first file after the earlier run's went
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(path, payload)
+        r.atomic_write = atomic_write
     """,
     "between two files": """
         import auditor.run as r
@@ -243,8 +248,8 @@ KILL_POINTS = {
         r.atomic_write = atomic_write
     """,
     "before the marker went": """
-        import auditor.runner.workflow as w
-        w.mark_complete = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+        import auditor.run as r
+        r.mark_complete = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
     """,
 }
 
@@ -283,12 +288,15 @@ def test_bad_history_and_runs_are_one_line(coloured, weights, three_runs, tmp_pa
     root, history, _ = three_runs
     not_sqlite = tmp_path / "h.sqlite"
     not_sqlite.write_text("this is not a database, " * 100)
-    for args in (("history", "--history", not_sqlite),
-                 ("audit", *MODEL, "--weights", weights["clean"], "--data", coloured, "--out",
-                  tmp_path / "o", "--history", not_sqlite)):  # fmt: skip
-        result = invoke(*args)
-        assert result.exit_code == 1 and "not a run history" in result.output, result.output
-        assert len(result.output.strip().splitlines()) == 1
+    result = invoke("history", "--history", not_sqlite)
+    assert result.exit_code == 1 and "not a run history" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    audited = invoke("audit", *MODEL, "--weights", weights["clean"], "--data", coloured, "--out",
+                     tmp_path / "o", "--history", not_sqlite)  # fmt: skip
+    assert audited.exit_code == 5, audited.output  # the run is written all the same
+    errors = [line for line in audited.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "not a run history" in errors[0], audited.output
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["history"]["error"]
     newer = tmp_path / "newer.sqlite"
     with sqlite3.connect(newer) as db:
         db.execute("PRAGMA user_version = 99")

@@ -34,10 +34,13 @@ from auditor.lab.training import (
 from auditor.models import file_sha256, read_state_dict
 from auditor.progress import progress_bar
 from auditor.report.templating import environment
+from auditor.rundir import Output, atomic_write, claim
 from auditor.runner.workflow import audit_to_dir
 
 CLASSES = ("circle", "square", "triangle", "cross")
 ARCH = "resnet18"
+DEMO = Output("demo", files=("index.html", "shortcut", "control"), legacy="shortcut/run.json")
+"""What ``auditor demo --out`` holds: an index and one audit run per demo model."""
 IMAGE_SIZE = 64
 EPOCHS = 10
 LR = 1e-3
@@ -70,6 +73,7 @@ DEMO_MODELS = (
 def run_demo(out: Path, data_root: Path, *, echo: Callable[[str], None] = print) -> dict[str, dict]:
     """Run the whole demo; returns per model the ground truth and the audit's flags."""
     config = AuditConfig(image_size=IMAGE_SIZE, batch_size=64)
+    claim(out, DEMO)
     outcomes = {}
     for demo in DEMO_MODELS:
         root = data_root / f"demo-{demo.name}"
@@ -237,7 +241,7 @@ def _final_summary(outcomes: dict[str, dict], out: Path) -> str:
 
 def _write_index(out: Path, outcomes: dict[str, dict]) -> None:
     template: jinja2.Template = environment().get_template("index.html.j2")
-    (out / "index.html").write_text(template.render(outcomes=outcomes), encoding="utf-8")
+    atomic_write(out / "index.html", template.render(outcomes=outcomes).encode("utf-8"))
 
 
 def _jsonable(spec: SyntheticSpec) -> dict:

@@ -21,7 +21,7 @@ from auditor.errors import RunDirError
 from auditor.report.context import report_context
 from auditor.report.templating import environment, stylesheet
 from auditor.run import AuditRun, update_run_info
-from auditor.rundir import atomic_write
+from auditor.rundir import atomic_write, check_space
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,23 @@ def render_html(run: AuditRun) -> str:
     return template.render(**report_context(run), css=stylesheet())
 
 
+def render_reports(run: AuditRun, out: Path, *, pdf: bool = True) -> dict[str, bytes]:
+    """``report.html`` (and ``report.pdf``) of ``run``, by name, for the run directory
+    ``out`` (the PDF renderer reads nothing outside it)."""
+    html = render_html(run)
+    reports = {"report.html": html.encode("utf-8")}
+    if pdf:
+        reports["report.pdf"] = html_to_pdf(html, base=out)
+    return reports
+
+
 def write_reports(run: AuditRun, out: Path, *, pdf: bool = True) -> dict[str, int]:
     """Write ``report.html`` (and ``report.pdf``) into ``out``; return their sizes in bytes."""
-    html = render_html(run)
-    sizes = {"report.html": _write(out / "report.html", html.encode("utf-8"))}
-    if pdf:
-        sizes["report.pdf"] = _write(out / "report.pdf", html_to_pdf(html, base=out))
-    return sizes
+    reports = render_reports(run, out, pdf=pdf)
+    check_space(out, reports)
+    for name, payload in reports.items():
+        atomic_write(out / name, payload)
+    return {name: len(payload) for name, payload in reports.items()}
 
 
 def rerender(run: AuditRun, out: Path, *, pdf: bool = True) -> dict[str, int]:
@@ -78,8 +88,3 @@ class RunDirFetcher(URLFetcher):
                 return super().fetch(url, headers)
         log.warning("report: refused to fetch %s", url[:200])
         raise ValueError(f"auditor refuses to fetch {url[:80]!r} while rendering the PDF")
-
-
-def _write(path: Path, payload: bytes) -> int:
-    atomic_write(path, payload)
-    return len(payload)

@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from auditor.run import torch_bytes
 from auditor.rundir import atomic_write
 from auditor.runner.exemplars import ClassEvidence
 from auditor.runner.provenance import changed_parts
@@ -146,14 +147,14 @@ class Checkpoint:
         if len(progress.rows.chunks) > self._saved_chunks:
             new = progress.rows.merged(self._saved_chunks)
             parts += 1
-            atomic_write(self._part(parts), lambda tmp: torch.save(new, tmp))
+            atomic_write(self._part(parts), torch_bytes(new))
         state = {
             "parts": self.parts,
             "done": progress.done,
             "row_parts": parts,
             "evidence": {k: v.state() for k, v in progress.evidence.items()},
         }
-        atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+        atomic_write(self.path, torch_bytes(state))
         self._saved_parts, self._saved_chunks = parts, len(progress.rows.chunks)
         self._last = time.monotonic()
 

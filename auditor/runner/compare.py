@@ -17,7 +17,7 @@ from auditor.errors import RunDirError
 from auditor.history import History, HistoryRun, previous_of
 from auditor.report.compare_report import write_compare_reports
 from auditor.run import AuditRun, load_run
-from auditor.rundir import RunLock, atomic_write
+from auditor.rundir import Output, RunLock, atomic_write, claim
 
 NEEDED_COLUMNS = ("image_id", "label", "method", "correct", "chance_corrected", "skip_reason")
 EXIT_REGRESSION = 4
@@ -31,6 +31,10 @@ class Compared:
     after: AuditRun
     comparison: Comparison
     payload: dict[str, Any]
+
+
+COMPARISON = Output("compare", files=("compare.json", "compare.html"), legacy="compare.json")
+"""What ``auditor compare --out`` holds."""
 
 
 def resolve(ref: str, history: History | None, *, model: str | None = None) -> Path:
@@ -87,8 +91,12 @@ def side_of(run: AuditRun) -> Side:
             raise RunDirError(f"{where / 'summary.json'}: a class lacks its index or status.")
     detect = run.run_info["config"]["detect"]
     known = {k: v for k, v in detect.items() if k in DetectConfig.__dataclass_fields__}
+    try:
+        config = DetectConfig(**known)
+    except (ValueError, TypeError) as exc:
+        raise RunDirError(f"{where / 'run.json'}: config.detect is damaged ({exc})") from None
     inputs = run.run_info.get("inputs", {})
-    return Side(run.summary, run.samples, DetectConfig(**known), inputs.get("data_sha256"))
+    return Side(run.summary, run.samples, config, inputs.get("data_sha256"))
 
 
 def compare_runs(before: AuditRun, after: AuditRun, *, margin: float) -> Compared:
@@ -117,6 +125,7 @@ def compare_to_dir(
     after, _ = read_side(resolve(ref_after, history, model=model))
     compared = compare_runs(before, after, margin=margin)
     if out is not None:
+        claim(out, COMPARISON)
         with RunLock(out, purpose="auditor compare"):
             atomic_write(out / "compare.json", _json(compared.payload))
             write_compare_reports(compared.payload, out)

@@ -21,11 +21,12 @@ from auditor.detect.probe_data import ViewFeatures
 from auditor.errors import DataError
 from auditor.models import load_model, penultimate
 from auditor.report.data_report import with_reasons, write_data_reports
-from auditor.rundir import RunLock, atomic_write
+from auditor.rundir import Output, RunLock, atomic_write, claim
 from auditor.runner.preflight import resolve_device
 
 SUMMARY = "data_summary.json"
 OUTPUTS = (SUMMARY, "data_report.html", "data_report.pdf")
+DATA_PROBE = Output("probe-data", files=OUTPUTS, legacy=SUMMARY)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ def probe_to_dir(
     :class:`DataError` when no image is usable."""
     config = config or ProbeConfig()
     out = Path(out)
+    claim(out, DATA_PROBE)
     with RunLock(out, purpose="auditor probe-data"):
         started = time.perf_counter()
         info = read_dataset(data, images=images)

@@ -6,7 +6,9 @@ The run directory is locked for the whole job and checked to be writable before 
 is loaded, so a bad ``--out`` costs nothing and two audits never interleave their files.
 While its final files are replaced it carries ``INCOMPLETE`` (:mod:`auditor.rundir`): a
 process killed at any moment leaves the earlier complete run, or a marked directory beside
-a resumable checkpoint. The history row is added once the directory is complete.
+a resumable checkpoint. The history row is added once the directory is complete, and a
+history that fails (locked, read-only, damaged) never costs the run: the failure is written
+into the run's summary and report instead (:class:`Ledger`).
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from auditor.config import AuditConfig
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, HistoryError
 from auditor.history import History, open_history, previous_of
 from auditor.models import LoadedModel
-from auditor.report.render import rerender, write_reports
-from auditor.run import AuditRun, clear_run, load_run, save_run
-from auditor.rundir import RunLock, mark_complete, mark_incomplete
+from auditor.report.render import render_reports, rerender
+from auditor.run import AUDIT_RUN, AuditRun, load_run, save_run
+from auditor.rundir import RunLock, claim
 from auditor.runner.checkpoint import Checkpoint
 from auditor.runner.compare import compare_runs, read_side
 from auditor.runner.distributed import (
@@ -71,11 +75,16 @@ def audit_to_dir(
     """Audit, then write summary.json, samples.parquet, run.json, report.html and report.pdf,
     and add the run to ``history`` (a SQLite file; None: no history).
 
+    ``out`` must be new, empty, or hold an earlier audit run (:func:`auditor.rundir.claim`):
+    a folder of other files is refused before anything is written into it.
+
     With a history, the summary gains ``since_previous``: the comparison with the newest
-    complete run of the same model name (regressions judged with ``margin``). Unless
-    ``force``, a run directory that already holds a complete run of the same model, data,
-    settings and auditor version is re-used: only its report is rendered again (the
-    returned run has ``reused`` set).
+    complete run of the same model name (regressions judged with ``margin``). The history
+    never costs the run: when it cannot be opened, read or written, the run directory is
+    written all the same, and ``summary["history"]["error"]`` (also in the report) says
+    why. Unless ``force``, a run directory that already holds a complete run of the same
+    model, data, settings and auditor version is re-used: only its report is rendered again
+    (the returned run has ``reused`` set).
 
     Under torchrun this is rank 0's part (``world``): it alone locks and writes ``out`` and
     the history, runs preflight for all and judges what every rank sends, while each other
@@ -83,11 +92,12 @@ def audit_to_dir(
     if not world.leader:
         raise ValueError(f"rank {world.rank} runs contribute(); rank 0 writes the run")
     out = Path(out)
+    claim(out, AUDIT_RUN)
     with RunLock(out, purpose="auditor audit"):
         partial = checkpoint_path(out / ".partial.pt", world)
         ready = prepare(model, data=data, weights=weights, images=images, config=config,
                         world=world)  # fmt: skip
-        book = open_history(history) if history is not None else None
+        ledger = Ledger.open(history)
         try:
             earlier = None if force else _unchanged(out, ready)
             stale = other_checkpoints(out / ".partial.pt", world) if earlier is None else []
@@ -102,11 +112,9 @@ def audit_to_dir(
                     run = earlier
                 else:
                     run = assemble(ready, merged([p for p in parts if p is not None]))
-                    if book is not None:
-                        run.summary["since_previous"] = since_previous(run, book, out, margin)
+                    ledger.compare(run, out, margin)
                     _write(run, out, pdf)
-                if book is not None:
-                    book.record(run.summary, run.run_info, out, reused=run.reused)
+                ledger.record(run, out, pdf=pdf)
                 return run
 
             with process_group(world, ready.device):
@@ -114,12 +122,66 @@ def audit_to_dir(
                 run = sharded(world, lambda: _shard(ready, checked, partial, world, progress),
                               finish)  # fmt: skip
         finally:
-            if book is not None:
-                book.close()
+            ledger.close()
         for path in [partial, *stale]:
             Checkpoint(path, {}).discard()
     assert run is not None  # rank 0's is the whole run
     return run
+
+
+@dataclass
+class Ledger:
+    """The run history as an audit uses it: open, compare with the previous run, record
+    this one. A failure at any step is kept as ``error`` (one line) instead of raised, and
+    the steps after it are skipped: the run directory is the product, the history its
+    index."""
+
+    path: Path | None
+    book: History | None = None
+    error: str | None = None
+
+    @classmethod
+    def open(cls, path: str | Path | None) -> Ledger:
+        if path is None:
+            return cls(None)
+        ledger = cls(Path(path))
+        ledger.book = ledger._guarded(lambda: open_history(path))
+        return ledger
+
+    def compare(self, run: AuditRun, out: Path, margin: float) -> None:
+        """Add ``since_previous`` (and, on a failure, ``history``) to the run's summary."""
+        book = self.book
+        if book is not None:
+            found = self._guarded(lambda: since_previous(run, book, out, margin))
+            if self.error is None:
+                run.summary["since_previous"] = found
+        self._note(run)
+
+    def record(self, run: AuditRun, out: Path, *, pdf: bool) -> None:
+        """Add the written run to the history. When that fails, the run directory's
+        summary and report are written again with the failure in them."""
+        book = self.book
+        if book is None or self.error is not None:
+            return
+        self._guarded(lambda: book.record(run.summary, run.run_info, out, reused=run.reused))
+        if self.error is not None:
+            self._note(run)
+            _write(run, out, pdf)
+
+    def close(self) -> None:
+        if self.book is not None:
+            self._guarded(self.book.close)
+
+    def _note(self, run: AuditRun) -> None:
+        if self.error is not None:
+            run.summary["history"] = {"path": str(self.path), "error": self.error}
+
+    def _guarded(self, step: Callable[[], Any]) -> Any:
+        try:
+            return step()
+        except HistoryError as exc:
+            self.error = self.error or str(exc)
+            return None
 
 
 def contribute(
@@ -160,15 +222,13 @@ def _shard(
 
 
 def _write(run: AuditRun, out: Path, pdf: bool) -> None:
-    """Replace the run directory's files, marked incomplete until run.json is in place."""
-    mark_incomplete(out)
-    clear_run(out)  # no file of an earlier run may stay beside this one's
+    """Render the reports, then replace the run directory's files with them and the run's
+    (:func:`~auditor.run.save_run`: marked incomplete until run.json is in place)."""
     started = time.perf_counter()
-    sizes = write_reports(run, out, pdf=pdf)
+    reports = render_reports(run, out, pdf=pdf)
     run.run_info["timings"]["report_s"] = round(time.perf_counter() - started, 3)
-    run.run_info["report_bytes"] = sizes
-    save_run(run, out)  # each file once, run.json last
-    mark_complete(out)
+    run.run_info["report_bytes"] = {name: len(payload) for name, payload in reports.items()}
+    save_run(run, out, reports=reports)
 
 
 def _unchanged(out: Path, ready: Prepared) -> AuditRun | None:
@@ -197,6 +257,8 @@ def since_previous(run: AuditRun, book: History, out: Path, margin: float) -> di
     try:
         before = load_run(folder) if folder.resolve() == out.resolve() else read_side(folder)[0]
         compared = compare_runs(before, run, margin=margin)
+    except HistoryError:
+        raise
     except AuditorError as exc:  # moved, damaged or from another version: say so, go on
         return {"previous_run": previous.to_dict(), "error": str(exc)}
     method = compared.comparison.method
