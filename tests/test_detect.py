@@ -437,3 +437,34 @@ def test_dilation_by_rows_then_columns_is_the_square_dilation():
     for radius in (1, 2, 5):
         square = F.max_pool2d(masks[:, None].float(), 2 * radius + 1, stride=1, padding=radius)
         assert torch.equal(dilate(masks, radius), square[:, 0] > 0)
+
+
+def test_a_class_with_no_trusted_evidence_is_not_passed():
+    """Every method untrusted, and a model that never gets class 0 right: nothing could have
+    shown reliance, so class 0 is not judged; class 1, right on every image, earns its pass
+    from the interventions alone."""
+    from auditor.report.words import reasons
+
+    samples = frame({0: 0.5, 1: 0.5, 2: 0.5})
+    samples.loc[samples["label"] == 0, "correct"] = False
+    samples.loc[samples["label"] == 0, "pred_swapped"] = 2
+    untrusted = {"gradcam": "failed the randomisation check"}
+    results = class_results(samples, NAMES, ["gradcam"], DetectConfig(), untrusted=untrusted)
+    assert [r.status for r in results] == ["insufficient_data", "pass", "pass"]
+    (missing,) = results[0].findings
+    assert missing.kind == "no_evidence" and missing.value == 0.0 and missing.n == 40
+    said = reasons(results[0].to_dict(), NAMES, confidence=0.95)
+    assert said == [
+        "no trusted evidence either way: no attribution method passed the trust checks (see "
+        "Method), and the interventions could not show reliance: the model is right on 0% of "
+        "its 40 intervened images, less than the 10% a swap would have to take away"
+    ]
+    assert verdict(results) == "warn"
+    trusted = class_results(samples, NAMES, ["gradcam"], DetectConfig())  # maps on the object
+    assert trusted[0].status == "pass"
+    no_interventions = samples.drop(columns=["pred_swapped", "donor_label",
+                                             "pred_background_only"])  # fmt: skip
+    alone = class_results(no_interventions, NAMES, ["gradcam"], DetectConfig(),
+                          untrusted=untrusted)  # fmt: skip
+    assert {r.status for r in alone} == {"insufficient_data"}
+    assert "no intervention could be run" in reasons(alone[1].to_dict(), NAMES, confidence=0.95)[0]

@@ -65,6 +65,12 @@ class AuditDataset(torch.utils.data.Dataset):
         inputs, masks, ignored = self.transform.apply(image, mask, ignore)
         if not masks.any():
             raise SampleSkip(SkipReason.EMPTY_MASK, "the mask vanished in the resize")
+        if bool((masks | ignored).all()):
+            raise SampleSkip(
+                SkipReason.NO_BACKGROUND,
+                f"the mask covers the whole {self.transform.image_size} px input: no background "
+                "to compare with",
+            )
         return inputs, masks, ignored
 
 

@@ -27,6 +27,7 @@ class SkipReason(StrEnum):
     OUTSIDE_ROOT = "outside_root"
     SIZE_MISMATCH = "size_mismatch"
     EMPTY_MASK = "empty_mask"
+    NO_BACKGROUND = "no_background"
     BAD_ANNOTATION = "bad_annotation"
     MISSING_ANNOTATION = "missing_annotation"
     NO_OBJECT = "no_object"
@@ -34,6 +35,8 @@ class SkipReason(StrEnum):
     UNMAPPED_CATEGORY = "unmapped_category"
     DUPLICATE_ID = "duplicate_id"
     UNKNOWN_IMAGE = "unknown_image"
+    NONFINITE_LOGITS = "nonfinite_logits"
+    NONFINITE_MAP = "nonfinite_map"
 
 
 class SampleSkip(Exception):

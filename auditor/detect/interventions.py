@@ -183,7 +183,8 @@ class DonorPool:
 @dataclass(frozen=True)
 class Behaviour:
     """Predictions under each intervention, per sample (Tensor[N] of class indices; -1 where
-    no donor exists), the probability of the labelled class under each (Tensor[3, N]:
+    no donor exists or the model's logits were not finite; a swap without a prediction also
+    has donor label -1), the probability of the labelled class under each (Tensor[3, N]:
     swapped, background only, same-class background), and the background-swapped images
     themselves (Tensor[N, C, H, W]), so that the predictions the swap changed can be
     explained on the images that changed them.
@@ -228,8 +229,11 @@ def behaviour(
     label_probability = logits.softmax(2).gather(2, targets.view(1, -1, 1).expand(3, -1, 1))[..., 0]
     has_donor = torch.stack([donor_labels >= 0, torch.ones_like(labels, dtype=torch.bool),
                              same_labels >= 0]).to(inputs.device)  # fmt: skip
-    predictions = torch.where(has_donor, predictions, -1)
-    label_probability = torch.where(has_donor, label_probability, torch.nan)
+    # a view whose logits are not finite has no prediction: it counts as not intervened
+    answered = has_donor & logits.isfinite().all(2)
+    predictions = torch.where(answered, predictions, -1)
+    label_probability = torch.where(answered, label_probability, torch.nan)
+    donor_labels = torch.where(answered[0].cpu(), donor_labels, -1)
     return Behaviour(
         predictions[0], donor_labels.to(inputs.device), predictions[1], predictions[2],
         label_probability, swapped_inputs,

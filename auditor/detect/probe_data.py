@@ -13,7 +13,7 @@ import torch
 
 from auditor.config import DetectConfig
 from auditor.data.dataset import AuditDataset, parse_skip
-from auditor.data.entries import Record
+from auditor.data.entries import Record, SkipReason
 from auditor.data.transforms import AuditTransform
 from auditor.detect.probe_features import (
     background_region,
@@ -24,7 +24,7 @@ from auditor.detect.probe_features import (
 )
 from auditor.errors import ConfigError
 
-NO_BACKGROUND = "no_background"
+NO_BACKGROUND = SkipReason.NO_BACKGROUND
 
 
 @dataclass(frozen=True)

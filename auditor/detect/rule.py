@@ -13,7 +13,8 @@ threshold it was held against); the report turns findings into sentences.
   to backgrounds that carry no class's cue, it loses accuracy on another class's
   backgrounds (recognised by the absence of that class's cue, or hijacked by it), a finding
   distinct from reliance on its own background;
-- **insufficient data**: fewer than ``min_n`` scored images (never pass);
+- **insufficient data**: fewer than ``min_n`` scored images, or no line of evidence that
+  could have shown reliance (:func:`missing_evidence`); never pass;
 - **pass**: neither shows it.
 
 Attribution agrees when the label's maps sit off the object on the original images, or,
@@ -61,6 +62,7 @@ FindingKind = Literal[
     "background_only",  # the background alone gives the class
     "maps_missed_cue",  # both interventions show reliance; no attribution map localised it
     "vulnerable",  # another class's backgrounds take the class over
+    "no_evidence",  # no trusted method scored the class, and no intervention could show reliance
 ]
 
 
@@ -228,7 +230,29 @@ def judge(
         return "flag", [*behaviour, missed]
     if saliency or behaviour:
         return "warn", saliency + behaviour
-    return "pass", []
+    missing = missing_evidence(per_method, acts, driving, config)
+    return ("insufficient_data", [missing]) if missing is not None else ("pass", [])
+
+
+def missing_evidence(
+    per_method: Mapping[str, MethodStats],
+    acts: BehaviourStats | None,
+    driving: Sequence[str],
+    config: DetectConfig,
+) -> Finding | None:
+    """Why a class that shows no reliance has not earned a pass, or None when it has. A
+    pass needs a line of evidence that could have shown reliance: a method that passed the
+    trust checks, scored on ``min_n`` images; or interventions on a class the model gets
+    right often enough (at least ``min_gap`` of its intervened images) for a swap to take
+    something away. A class with neither was not judged, whatever its numbers."""
+    scored = [m for m in driving if m in per_method and per_method[m].n >= config.min_n]
+    right = float("nan") if acts is None else acts.swap_gap + acts.accuracy_swapped
+    if scored or (acts is not None and acts.n >= config.min_n and right >= config.min_gap):
+        return None
+    return Finding(
+        "no_evidence", "accuracy_on_intervened_images", right, config.min_gap,
+        0 if acts is None else acts.n, reference=float(len(driving)),
+    )  # fmt: skip
 
 
 ATTRIBUTION_KINDS = frozenset(

@@ -16,7 +16,7 @@ from auditor.attribution.engine import Attribution, compute
 from auditor.attribution.precision import autocast
 from auditor.config import AuditConfig
 from auditor.data.dataset import parse_skip
-from auditor.data.entries import Record
+from auditor.data.entries import Record, SkipReason
 from auditor.data.transforms import AuditTransform
 from auditor.detect.interventions import Behaviour, DonorPool, behaviour
 from auditor.models import TargetLayer
@@ -62,15 +62,30 @@ def audit_batch(
     masks = batch["masks"].to(device, non_blocking=True).index_select(0, at)
     targets = batch["targets"].to(device, non_blocking=True).index_select(0, at)
     indices = batch["index"][keep].tolist()
-    with clock.phase("attribution", device):
-        result = _attribution(net, inputs, targets, config.attributed, layer, config)
-    audited = {m: result.maps[m] for m in config.methods}
-    predictions = result.logits.argmax(1)
     valid = (
         ~batch["ignore"].to(device, non_blocking=True).index_select(0, at)
         if "ignore" in batch
         else None
     )
+    with clock.phase("attribution", device):
+        result = _attribution(net, inputs, targets, config.attributed, layer, config)
+    unusable = nonfinite(result)
+    if any(unusable):
+        rows += [skip_row(i, records[i], why) for i, why in zip(indices, unusable) if why]
+        kept = [j for j, why in enumerate(unusable) if why is None]
+        if not kept:
+            return rows
+        at = torch.tensor(kept, device=device)
+        inputs, masks, targets = (t.index_select(0, at) for t in (inputs, masks, targets))
+        valid = None if valid is None else valid.index_select(0, at)
+        indices = [indices[j] for j in kept]
+        result = Attribution(
+            {m: maps.index_select(0, at) for m, maps in result.maps.items()},
+            result.logits.index_select(0, at),
+            result.partial,
+        )
+    audited = {m: result.maps[m] for m in config.methods}
+    predictions = result.logits.argmax(1)
     with clock.phase("scoring", device):
         zone = pointing_zone(masks)  # the same for every method
         scores = {m: score_all(maps, masks, valid, zone=zone) for m, maps in audited.items()}
@@ -121,6 +136,27 @@ def audit_batch(
     return rows
 
 
+def nonfinite(result: Attribution) -> list[str | None]:
+    """Per image, why it cannot be scored (a ``reason:detail`` skip) or None: logits or a
+    map holding NaN or infinity give no answer, and counting one (argmax of NaN is class 0)
+    would be a silent wrong result."""
+    logits = result.logits.float()
+    bad_logits = (~logits.isfinite().all(1)).tolist()
+    bad_maps = {m: (~maps.flatten(1).isfinite().all(1)).tolist() for m, maps in result.maps.items()}
+    why: list[str | None] = []
+    for j, bad in enumerate(bad_logits):
+        if bad:
+            values = "NaN" if logits[j].isnan().any() else "infinite"
+            why.append(
+                f"{SkipReason.NONFINITE_LOGITS}:the model returned {values} logits for this image"
+            )
+            continue
+        methods = ", ".join(m for m, flags in bad_maps.items() if flags[j])
+        detail = f"the {methods} map holds NaN or infinite values"
+        why.append(f"{SkipReason.NONFINITE_MAP}:{detail}" if methods else None)
+    return why
+
+
 class HalvingOnOOM:
     """A batch step (:func:`audit_batch`), retried in halves when the device runs out of
     memory: a batch that does not fit is split (recursively, down to one image) and its
@@ -161,7 +197,7 @@ def _behaviour_columns(b: Behaviour) -> dict[str, list[Any]]:
     probability = b.label_probability.tolist()
     return {
         "pred_swapped": b.swapped.tolist(), "donor_label": b.donor_labels.tolist(),
-        "pred_background_only": b.background_only.tolist(),
+        "pred_background_only": [None if p < 0 else p for p in b.background_only.tolist()],
         "pred_same_class": b.same_class.tolist(),
         "prob_label_swapped": probability[0], "prob_label_background_only": probability[1],
         "prob_label_same_class": probability[2],

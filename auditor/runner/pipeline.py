@@ -57,6 +57,7 @@ from auditor.runner.exemplars import (
 from auditor.runner.hotspots import controlled_hotspots
 from auditor.runner.preflight import (
     Probe,
+    answered,
     check_classes,
     method_trust,
     probe_samples,
@@ -67,6 +68,7 @@ from auditor.runner.preflight import (
 from auditor.runner.provenance import fingerprint, input_parts, run_info
 from auditor.runner.summary import (
     group_summary,
+    scored_images,
     subgroup_evidence,
     subgroup_frame,
     summary,
@@ -187,8 +189,7 @@ def preflight(ready: Prepared) -> Checked:
     config, device, net, layer = ready.config, ready.device, ready.loaded.model, ready.layer
     clock = Phases()
     with clock.phase("preflight", device):
-        probe = probe_samples(ready.info.records, transform_of(config), size=config.donor_pool,
-                              device=device)  # fmt: skip
+        probe = usable_probe(ready, config)
         config, method_errors = runnable_methods(net, probe, layer, config)
         pool = donor_pool(probe)
     with clock.phase("sanity", device):
@@ -277,9 +278,8 @@ def assemble(ready: Prepared, streamed: Streamed) -> AuditRun:
     data_sha = file_sha256(info.source) if info.source.is_file() else None
     with clock.phase("detection", device):
         spots = controlled_hotspots(
-            ready.loaded.model, lambda: probe_samples(
-                info.records, transform_of(config), size=config.donor_pool, device=device
-            ), layer, config, {c: e.off_object for c, e in evidence.items()},
+            ready.loaded.model, lambda: usable_probe(ready, config), layer, config,
+            {c: e.off_object for c, e in evidence.items()},
         )  # fmt: skip
         results, groups, found = judged(samples, evidence, info, config, trust["untrusted"], spots)
     with clock.phase("class_models", device):
@@ -307,6 +307,14 @@ def transform_of(config: AuditConfig) -> AuditTransform:
     return AuditTransform(
         config.image_size, config.normalize, geometry="pad" if config.keep_aspect else "stretch"
     )
+
+
+def usable_probe(ready: Prepared, config: AuditConfig) -> Probe | None:
+    """The probe samples (:func:`probe_samples`) the model answers with finite logits."""
+    probe = probe_samples(
+        ready.info.records, transform_of(config), size=config.donor_pool, device=ready.device
+    )
+    return answered(ready.loaded.model, probe, config)
 
 
 def donor_pool(probe: Probe | None) -> DonorPool | None:
@@ -419,9 +427,16 @@ def with_groups(
 
 
 def _check_scored(samples: pd.DataFrame, info: DatasetInfo) -> None:
-    """An audit that scored no image is an error, never a verdict."""
-    if samples["skip_reason"].isna().any():
+    """An audit that scored no image is an error, never a verdict: every image skipped, or
+    none with a finite score from any method."""
+    if scored_images(samples):
         return
+    if samples["skip_reason"].isna().any():
+        raise DataError(
+            f"{info.source}: no image could be scored; the model answered "
+            f"{samples.loc[samples['skip_reason'].isna(), 'sample'].nunique()} image(s), but "
+            "every map of every method was zero on them (is the target layer dead?)."
+        )
     reasons = samples["skip_reason"].value_counts()
     reason, count = str(reasons.index[0]), int(reasons.iloc[0])
     example = samples[samples["skip_reason"] == reason].iloc[0]

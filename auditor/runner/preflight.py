@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from auditor.attribution.engine import CAM_METHODS, compute
+from auditor.attribution.precision import autocast
 from auditor.config import AuditConfig
 from auditor.data.dataset import AuditDataset
 from auditor.data.entries import Record
@@ -84,6 +85,35 @@ def probe_samples(
         masks=torch.stack([s["masks"] for s in samples]).to(device),
         labels=torch.tensor([s["targets"] for s in samples]),
         positions=torch.tensor([s["index"] for s in samples]),
+    )
+
+
+@torch.no_grad()
+def answered(net: torch.nn.Module, probe: Probe | None, config: AuditConfig) -> Probe | None:
+    """The probe samples the model gives finite logits for: a probe image the model answers
+    with NaN or infinity can neither check a method nor lend its background. Raises
+    :class:`ModelError` when it answers none of them."""
+    if probe is None:
+        return None
+    with autocast(probe.inputs.device, config.precision):
+        finite = torch.cat([
+            net(part).float().isfinite().all(1).cpu()
+            for part in probe.inputs.split(config.batch_size)
+        ])  # fmt: skip
+    if bool(finite.all()):
+        return probe
+    if not bool(finite.any()):
+        raise ModelError(
+            f"The model returned NaN or infinite logits for every one of the {len(finite)} "
+            "images probed across the dataset, so no image can be scored; check the model "
+            "(and --precision: fp16 overflows where fp32 does not)."
+        )
+    keep = finite.nonzero().flatten()
+    return Probe(
+        inputs=probe.inputs[keep.to(probe.inputs.device)],
+        masks=probe.masks[keep.to(probe.masks.device)],
+        labels=probe.labels[keep],
+        positions=probe.positions[keep],
     )
 
 

@@ -33,6 +33,7 @@ def summary(
 ) -> dict[str, Any]:
     skipped = samples[samples["skip_reason"].notna()]
     n_skipped = int(skipped["sample"].nunique())
+    n_scored = scored_images(samples)
     fraction = n_skipped / len(info.records)
     return {
         "schema_version": 1,
@@ -44,8 +45,9 @@ def summary(
             "spec": str(data),
             "sha256": data_sha,
             "n_images": len(info.records),
-            "n_scored": len(info.records) - n_skipped,
+            "n_scored": n_scored,
             "n_skipped": n_skipped,
+            "n_unscored": len(info.records) - n_skipped - n_scored,
             "skipped_by_reason": {
                 str(k): int(v)
                 for k, v in skipped.drop_duplicates("sample")["skip_reason"].value_counts().items()
@@ -53,11 +55,34 @@ def summary(
             "skipped_fraction": round(fraction, 4),
             "max_skipped": config.max_skipped,
             "skip_limit_exceeded": fraction > config.max_skipped,
+            "shared_files": shared_files(samples),
         },
         "methods": list(config.methods),
         "primary_method": config.primary,
         "classes": [class_entry(r, info.class_names, config) for r in results],
         "background_challenge": challenge_summary(results, info.class_names),
+    }
+
+
+def scored_images(samples: pd.DataFrame) -> int:
+    """Images with a finite score from at least one method: audited, not just read (an
+    image whose every map is zero has a prediction but no score)."""
+    rows = samples[samples["skip_reason"].isna() & samples["chance_corrected"].notna()]
+    return int(rows["sample"].nunique())
+
+
+def shared_files(samples: pd.DataFrame, *, examples: int = 5) -> dict[str, Any]:
+    """Files listed under more than one image id: each id is audited, so such an image
+    counts more than once. ``n``: how many files; ``examples``: a few, with their ids."""
+    ids = samples.drop_duplicates(["file_name", "image_id"]).groupby("file_name")["image_id"]
+    counts = ids.nunique()
+    shared = counts[counts > 1]
+    return {
+        "n": len(shared),
+        "examples": [
+            {"file_name": str(name), "image_ids": [str(i) for i in ids.get_group(name)]}
+            for name in shared.index[:examples]
+        ],
     }
 
 
