@@ -13,6 +13,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torchvision
@@ -333,3 +334,199 @@ def test_a_real_process_prints_one_line_and_no_traceback(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and str(blocker / "out") in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+# ---- never count a NaN as an answer ---------------------------------------------------------
+
+NONFINITE = """
+import torch
+from torch import nn
+
+
+class Broken(nn.Module):
+    '''A random tiny CNN whose logits are ``value`` for the images whose mean pixel is below
+    ``below`` (after normalisation).'''
+
+    def __init__(self, value: float, below: float) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+        self.value, self.below = value, below
+
+    def forward(self, x):
+        logits = self.fc(self.conv(x).relu().mean((2, 3)))
+        bad = x.mean((1, 2, 3)) < self.below
+        return torch.where(bad[:, None], torch.full_like(logits, self.value), logits)
+
+
+def nan_some(): return Broken(float("nan"), 0.0).eval()
+def inf_some(): return Broken(float("inf"), 0.0).eval()
+def nan_all(): return Broken(float("nan"), 1e9).eval()
+"""
+
+
+@pytest.fixture
+def broken_models(tmp_path, monkeypatch) -> str:
+    (tmp_path / "brokenzoo.py").write_text(NONFINITE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "brokenzoo"
+
+
+@pytest.mark.parametrize("factory", ["nan_some", "inf_some"])
+def test_nonfinite_logits_are_skips_never_predictions(factory, broken_models, data, tmp_path):
+    out = tmp_path / "out"
+    result = audit(data, out, "--model", f"{broken_models}:{factory}", "--max-skipped", "0.9")
+    expect(result, 0, "nonfinite_logits")
+    summary = json.loads((out / "summary.json").read_text())
+    samples = pd.read_parquet(out / "samples.parquet")
+    bad = samples[samples["skip_reason"] == "nonfinite_logits"]
+    assert 0 < bad["sample"].nunique() < 48, "the fixture must break some images, not all"
+    assert summary["dataset"]["skipped_by_reason"] == {"nonfinite_logits": bad["sample"].nunique()}
+    assert (bad["prediction"] == -1).all()  # never an argmax of NaN (class 0)
+    scored = samples[samples["skip_reason"].isna()].drop_duplicates("sample")
+    for c in summary["classes"]:  # accuracy and n over the finite answers only
+        own = scored[scored["label"] == c["index"]]
+        assert c["n"] == len(own)
+        assert c["accuracy"] == (pytest.approx(own["correct"].mean()) if len(own) else None)
+    strict = audit(data, tmp_path / "strict", "--model", f"{broken_models}:{factory}",
+                   "--max-skipped", "0.01")  # fmt: skip
+    expect(strict, 1, "nonfinite_logits", "--max-skipped")
+
+
+def test_all_nonfinite_logits_is_an_error_not_a_verdict(broken_models, data, tmp_path):
+    result = audit(data, tmp_path / "out", "--model", f"{broken_models}:nan_all")
+    expect(result, 1, "NaN or infinite logits", "no image can be scored")
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_nonfinite_maps_are_skips(data, tmp_path, monkeypatch):
+    """A map holding NaN (here: saliency of the first image of each batch) skips its image."""
+    import auditor.runner.batch as batch
+
+    real = batch._attribution
+
+    def poisoned(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if "saliency" in result.maps:
+            result.maps["saliency"][0, 0, 0] = float("nan")
+        return result
+
+    monkeypatch.setattr(batch, "_attribution", poisoned)
+    weights = weights_with(tmp_path, 4)
+    result = audit(data, tmp_path / "out", "--model", "resnet18", "--weights", weights,
+                   "--batch-size", 16)  # fmt: skip
+    expect(result, 0, "nonfinite_map 3")
+    samples = pd.read_parquet(tmp_path / "out" / "samples.parquet")
+    detail = samples.loc[samples["skip_reason"] == "nonfinite_map", "skip_detail"].iloc[0]
+    assert "saliency" in detail
+
+
+# ---- what was scored is what is counted -----------------------------------------------------
+
+
+def test_images_whose_mask_fills_the_input_are_skipped_not_scored(data, model, tmp_path):
+    """Every image 1x1: each mask covers its whole input, so nothing can be scored."""
+    from PIL import Image
+
+    coco = json.loads(data.read_text())
+    for image in coco["images"]:
+        path = data.parent / image["file_name"]
+        Image.open(path).convert("RGB").resize((1, 1)).save(path)
+        image["width"] = image["height"] = 1
+    for a in coco["annotations"]:
+        a.pop("segmentation", None)
+        a["bbox"], a["area"] = [0, 0, 1, 1], 1
+    data.write_text(json.dumps(coco))
+    result = audit(data, tmp_path / "out", *model)
+    expect(result, 1, "no image could be audited", "no_background (48)", str(data))
+
+
+def test_the_scored_count_counts_finite_scores(data, model, tmp_path):
+    from auditor.runner.summary import scored_images
+
+    out = tmp_path / "out"
+    expect(audit(data, out, *model), 0, "Images: 48 scored, 0 skipped")
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert scored_images(samples) == 48
+    assert scored_images(samples.assign(chance_corrected=float("nan"))) == 0
+    half = samples.assign(
+        chance_corrected=samples["chance_corrected"].where(samples["sample"] < 24)
+    )
+    assert scored_images(half) == 24
+
+
+def test_two_ids_of_one_file_are_a_notice(data, model, tmp_path):
+    coco = json.loads(data.read_text())
+    twin = dict(coco["images"][0], id=9001)
+    coco["images"].append(twin)
+    coco["annotations"].append(dict(coco["annotations"][0], id=9001, image_id=9001))
+    data.write_text(json.dumps(coco))
+    out = tmp_path / "out"
+    expect(audit(data, out, *model), 0)
+    shared = json.loads((out / "summary.json").read_text())["dataset"]["shared_files"]
+    assert shared["n"] == 1 and sorted(shared["examples"][0]["image_ids"]) == sorted(
+        [str(coco["images"][0]["id"]), "9001"]
+    )
+    assert "listed under more than one image id" in (out / "report.html").read_text()
+
+
+# ---- numbers and words a reader cannot take -------------------------------------------------
+
+HUGE = "9" * 5000  # past Python's 4,300-digit limit on reading an integer
+
+
+def test_a_huge_integer_in_annotations_is_one_line(data, model, tmp_path):
+    text = data.read_text().replace('"id": 1,', f'"id": {HUGE},', 1)
+    assert HUGE in text
+    data.write_text(text)
+    expect(audit(data, tmp_path / "out", *model), 1, str(data), "more digits")
+
+
+@pytest.mark.parametrize("file,edit", [
+    ("summary.json", lambda s: s.replace('"n_images": 48', f'"n_images": {HUGE}')),
+    ("run.json", lambda s: s.replace('"bootstrap": ', f'"bootstrap": {HUGE}, "x": ')),
+    ("summary.json", lambda s: s.replace('"status": "insufficient_data"', '"status": "pwned"', 1)),
+    ("summary.json", lambda s: s.replace('"verdict": "warn"', '"verdict": "pwned"', 1)),
+    ("run.json", lambda s: s.replace('"min_n": 20', '"min_n": "twenty"')),
+])  # fmt: skip
+def test_report_and_compare_name_a_damaged_record(file, edit, run_copy, tmp_path):
+    text = (run_copy / file).read_text()
+    changed = edit(text)
+    assert changed != text, "the edit must apply"
+    (run_copy / file).write_text(changed)
+    named = str(run_copy / file)
+    rendered = invoke("report", run_copy, "--no-pdf")
+    compared = invoke("compare", run_copy, run_copy, "--out", tmp_path / "cmp")
+    if "twenty" in changed:  # the report does not check it: compare does
+        expect(compared, 1, named, "config.detect")
+        return
+    expect(rendered, 1, named)
+    expect(compared, 1, named)
+
+
+def test_an_insufficient_class_turned_pwned_is_no_regression_but_an_error(run_copy, tmp_path):
+    after = tmp_path / "after"
+    shutil.copytree(run_copy, after)
+    summary = json.loads((after / "summary.json").read_text())
+    summary["classes"][0]["status"] = "pwned"
+    (after / "summary.json").write_text(json.dumps(summary))
+    result = invoke("compare", run_copy, after, "--out", tmp_path / "cmp", "--fail-on-regression")
+    expect(result, 1, str(after / "summary.json"), "pwned")
+
+
+def test_long_names_and_reasons_are_bounded_in_the_report(run_copy):
+    from auditor.report.templating import MAX_TEXT
+
+    summary = json.loads((run_copy / "summary.json").read_text())
+    name, reason = "n" * 1_000_000, "because " * 200_000
+    summary["classes"][0]["name"], summary["classes"][0]["reasons"] = name, [reason]
+    summary["classes"][0]["findings"] = []
+    summary["model"]["spec"] = "m" * 300
+    (run_copy / "summary.json").write_text(json.dumps(summary))
+    expect(invoke("report", run_copy), 0)
+    html = (run_copy / "report.html").read_text()
+    assert len(html) < 3_000_000 and "n" * (MAX_TEXT + 1) not in html
+    assert "because " * (MAX_TEXT // 8 + 1) not in html and "more characters]" in html
+    assert json.loads((run_copy / "summary.json").read_text())["classes"][0]["name"] == name

@@ -24,6 +24,9 @@ from auditor.errors import DataError
 Entries = tuple[list[Category], list[ImageEntry]]
 
 
+TOO_LONG_NUMBER = "holds a number with more digits than a JSON reader accepts (4,300)"
+
+
 def read_coco(path: Path, *, images: str | Path | None = None) -> Entries:
     """Categories sorted by id and one entry per ``images`` item, in file order."""
     coco = _load_json(path)
@@ -49,6 +52,8 @@ def _load_json(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg}).") from None
     except RecursionError:
         raise DataError(f"{path}: JSON nested too deeply.") from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise DataError(f"{path}: {TOO_LONG_NUMBER}.") from None
     if not isinstance(coco, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(coco).__name__}.")
     for key in ("images", "annotations", "categories"):

@@ -155,6 +155,8 @@ def _class_map_json(path: Path, text: str) -> Any:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg}).") from None
+    except (ValueError, RecursionError):  # a number too long for Python, or nesting too deep
+        raise DataError(f"{path}: a number too long or nesting too deep to read.") from None
     if not isinstance(raw, dict):
         raise DataError(
             f"{path}: expected a JSON object {{category: index}}, got {type(raw).__name__}."

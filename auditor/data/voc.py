@@ -102,7 +102,10 @@ def _size(tree: ET.Element) -> tuple[int | None, int | None]:
     height, width = tree.findtext("size/height"), tree.findtext("size/width")
     if height is None or width is None:
         return None, None
-    h, w = int(float(height)), int(float(width))
+    try:
+        h, w = int(float(height)), int(float(width))
+    except (ValueError, OverflowError):  # not a number, or one beyond any image size
+        return None, None
     return (h, w) if h > 0 and w > 0 else (None, None)
 
 
