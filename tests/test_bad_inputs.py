@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
+from catalogue import expect, invoke
 from click.testing import CliRunner, Result
 
 from auditor.cli import cli
@@ -24,24 +25,8 @@ from auditor.cli import cli
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def invoke(*args: object) -> Result:
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(
-            f"unhandled {type(result.exception).__name__}: {result.exception}\n{result.output}"
-        ) from result.exception
-    return result
-
-
 def audit(data: Path, out: Path, *args: object) -> Result:
     return invoke("audit", "--data", data, "--out", out, "--image-size", 32, "--no-pdf", *args)
-
-
-def expect(result: Result, code: int, *words: str) -> None:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    for word in words:
-        assert str(word) in result.output, (word, result.output)
 
 
 @pytest.fixture

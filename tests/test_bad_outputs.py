@@ -13,21 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
-
-from auditor.cli import cli
+from catalogue import invoke
+from click.testing import Result
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def invoke(*args: object) -> Result:
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(
-            f"unhandled {type(result.exception).__name__}: {result.exception}\n{result.output}"
-        ) from result.exception
-    assert "Traceback" not in result.output
-    return result
 
 
 def audit(data: Path, weights: Path, out: Path, *args: object) -> Result:
@@ -142,20 +131,16 @@ def test_a_planted_lock_link_is_refused_and_its_target_unchanged(
     assert audit(coco_dataset, resnet_weights, out).exit_code == 0
     target = tmp_path / "precious.txt"
     target.write_text("precious contents")
-    (out / ".lock").unlink()
-    (out / ".lock").symlink_to(target)
-    if command == "audit":
-        result = audit(coco_dataset, resnet_weights, out, "--force")
-    else:
-        result = invoke("report", out, "--no-pdf")
-    assert result.exit_code == 1 and str(out / ".lock") in result.output, result.output
-    assert "symbolic link" in result.output
-    assert target.read_text() == "precious contents"
-    (out / ".lock").unlink()
-    os.link(target, out / ".lock")  # a hard link is refused too
-    hard = audit(coco_dataset, resnet_weights, out, "--force")
-    assert hard.exit_code == 1 and "hard links" in hard.output
-    assert target.read_text() == "precious contents"
+    for plant, words in ((Path.symlink_to, "symbolic link"), (Path.hardlink_to, "hard links")):
+        (out / ".lock").unlink()
+        plant(out / ".lock", target)
+        if command == "audit":
+            result = audit(coco_dataset, resnet_weights, out, "--force")
+        else:
+            result = invoke("report", out, "--no-pdf")
+        assert result.exit_code == 1 and str(out / ".lock") in result.output, result.output
+        assert words in result.output
+        assert target.read_text() == "precious contents"
 
 
 def test_a_link_at_a_final_name_is_replaced_never_written_through(
@@ -282,9 +267,9 @@ def test_a_disk_too_small_for_the_run_is_one_line_and_the_earlier_run_stays(
         free = 1000
 
     monkeypatch.setattr("auditor.rundir.shutil.disk_usage", lambda path: Usage())
+    larger = ("--image-size", 32)  # with the PDF too: a larger run than the earlier one
     result = invoke("audit", "--model", "resnet18", "--weights", resnet_weights, "--data",
-                    coco_dataset, "--out", out, "--image-size", 32)  # the PDF too: a larger run
-    # fmt: skip
+                    coco_dataset, "--out", out, *larger)  # fmt: skip
     assert result.exit_code == 1, result.output
     assert str(out) in result.output and "out of disk space" in result.output
     assert "MB free" in result.output and "needs" in result.output

@@ -70,3 +70,60 @@ def test_pdf_renders_without_fetching_a_planted_file_url(tmp_path):
     )
     pdf = html_to_pdf(html, base=tmp_path)
     assert pdf.startswith(b"%PDF") and b"root:x:0:0" not in pdf
+
+
+def many_classes(k: int, status: str = "warn") -> AuditRun:
+    run = minimal_run("c0")
+    template = run.summary["classes"][0]
+    run.summary["classes"] = [
+        dict(template, index=i, name=f"class {i}", status=status) for i in range(k)
+    ]
+    run.summary["flagged_classes"] = []
+    run.summary["verdict"] = "warn"
+    return run
+
+
+def test_the_report_of_many_classes_is_bounded():
+    from auditor.report.context import MAX_OVERVIEW, MAX_SECTIONS
+
+    html = render_html(many_classes(150))
+    assert html.count('class="class-section"') == MAX_SECTIONS
+    assert html.count('class="overview-row"') == MAX_OVERVIEW
+    assert "120 more classes that did not pass have no section" in html
+    assert "the other 110 are in the class table" in html
+    assert "and 140 more (see the class table)" in html  # the verdict sentence
+    assert html.count('<tr class="status-warn">') == 150  # the table lists every class
+    few = render_html(many_classes(5))
+    assert few.count('class="class-section"') == 5 and "Every class at a glance" in few
+
+
+def test_names_no_font_can_draw_are_said_plainly():
+    from auditor.report.context import undrawable
+    from auditor.report.glyphs import Fonts
+
+    run = minimal_run("猫 cat")
+    latin = Fonts(tuple((p, c) for p, c in Fonts.installed().files if ord("猫") not in c))
+    assert latin.missing("猫 cat!") == "猫" and latin.font_for("猫 cat")[1] == "□ cat"
+    (notice,) = undrawable(run.summary, latin)
+    assert "1 name(s)" in notice and "“猫 cat” (猫)" in notice and "fonts-noto-cjk" in notice
+    assert undrawable(minimal_run("cat").summary, latin) == []
+
+
+def test_cjk_names_reach_the_pdf_or_the_notice(tmp_path, capfd):
+    """With a CJK font installed (CI installs Debian's fonts-noto-cjk) the PDF holds the
+    name's characters; without one, the report says it could not draw them. Either way the
+    charts draw without a glyph warning (warnings are errors here) and stderr stays quiet."""
+    from pypdf import PdfReader
+
+    from auditor.report.glyphs import Fonts
+
+    name = "猫 ねこ 고양이"
+    html = render_html(minimal_run(name))
+    pdf = tmp_path / "r.pdf"
+    pdf.write_bytes(html_to_pdf(html, base=tmp_path))
+    text = "".join(page.extract_text() for page in PdfReader(pdf).pages)
+    if Fonts.installed().missing(name):
+        assert "hold characters that no font" in html
+    else:
+        assert "hold characters that no font" not in html and "고양이" in text
+    assert capfd.readouterr().err == ""

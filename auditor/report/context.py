@@ -11,8 +11,10 @@ import pandas as pd
 
 from auditor.report import figures
 from auditor.report.compare_report import change_rows
+from auditor.report.glyphs import Fonts
 from auditor.report.table import class_rows, pct, risk, signed, untrusted_notes
-from auditor.report.words import reasons
+from auditor.report.templating import MAX_NAME, MAX_TEXT, shorten
+from auditor.report.words import class_name, reasons
 
 if TYPE_CHECKING:
     from auditor.run import AuditRun
@@ -34,11 +36,32 @@ def summary_context(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+MAX_SECTIONS = 30
+"""Classes that get a section of their own (those not passed, highest risk first)."""
+MAX_OVERVIEW = 40
+"""Classes shown at a glance, highest risk first; the class table lists every class."""
+MAX_ROWS = 100
+"""Rows of a table that may grow with the data (skipped images, group cells, changes)."""
+MAX_NAMED = 10
+"""Names a sentence lists before it says how many more there are."""
+MAX_BARS = 30
+"""Bars of a group chart (the worst cells)."""
+
+
 def report_context(run: AuditRun) -> dict[str, Any]:
+    """What the report template reads. Its size is bounded whatever the number of classes,
+    images or groups: every class is in the class table, but only the :data:`MAX_OVERVIEW`
+    of highest risk are drawn at a glance, and the :data:`MAX_SECTIONS` of them not passed
+    get a section; growing tables stop at :data:`MAX_ROWS` rows, and say so."""
     summary, info = run.summary, run.run_info
     primary = primary_method(summary)
     classes = sorted(summary["classes"], key=lambda c: risk(c, primary))
-    figures_of = {c["name"]: _class_figures(run, c, primary) for c in classes}
+    shown = classes[:MAX_OVERVIEW]
+    sectioned = [c for c in classes if c["status"] != "pass"][:MAX_SECTIONS]
+    drawn = {c["name"]: c for c in [*shown, *sectioned]}
+    fonts = Fonts.installed()
+    figures_of = {name: _class_figures(run, c, primary, fonts) for name, c in drawn.items()}
+    skipped = _skipped(run.samples)
     return {
         **summary_context(summary),
         "summary": summary,
@@ -50,21 +73,22 @@ def report_context(run: AuditRun) -> dict[str, Any]:
         "detect": info["config"]["detect"],
         "trust": _trust(summary.get("trust", {})),
         "method_errors": summary.get("method_errors", {}),
-        "overview": [_overview(run, c, figures_of[c["name"]], primary) for c in classes],
-        "sections": [
-            _class_section(run, c, figures_of[c["name"]]) for c in classes if c["status"] != "pass"
-        ],
-        "since": _since(summary.get("since_previous")),
+        "overview": [_overview(run, c, figures_of[c["name"]], primary, sectioned) for c in shown],
+        "overview_left_out": len(classes) - len(shown),
+        "sections": [_class_section(run, c, figures_of[c["name"]]) for c in sectioned],
+        "sections_left_out": sum(c["status"] != "pass" for c in classes) - len(sectioned),
+        "since": _since(summary.get("since_previous"), fonts),
         "challenge": challenge_table(summary),
-        "groups": [_group(g) for g in summary.get("groups", [])],
+        "groups": [_group(g, fonts) for g in summary.get("groups", [])],
         "subgroups": [
             _subgroup(run, c, s, primary)
-            for c in classes
-            for s in c.get("subgroups", [])
-            if s["status"] != "pass"
+            for c, s in [
+                (c, s) for c in classes for s in c.get("subgroups", []) if s["status"] != "pass"
+            ][:MAX_SECTIONS]
         ],
-        "notices": _notices(run),
-        "skipped": _skipped(run.samples),
+        "notices": _notices(run) + undrawable(summary, fonts),
+        "skipped": skipped[:MAX_ROWS],
+        "skipped_left_out": len(skipped) - min(len(skipped), MAX_ROWS),
         "skipped_by_reason": summary["dataset"].get("skipped_by_reason", {}),
     }
 
@@ -100,7 +124,8 @@ def challenge_table(summary: dict[str, Any]) -> dict[str, Any] | None:
             "n": n,
             "shade": None if accuracy is None else _shade(accuracy),
             "vulnerable": (i, j) in vulnerable,
-            "title": f"{names[i]} on {names[j]}'s backgrounds: {n} images",
+            "title": f"{shorten(names[i], MAX_NAME)} on {shorten(names[j], MAX_NAME)}'s "
+            f"backgrounds: {n} images",
         }
 
     rows = [
@@ -134,12 +159,12 @@ def _points(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:+.0f} pts"
 
 
-def _group(g: dict[str, Any]) -> dict[str, Any]:
+def _group(g: dict[str, Any], fonts: Fonts) -> dict[str, Any]:
     """One attribute's group table (worst cell first) with its bar chart and the data's bias."""
     cells = sorted(g["cells"], key=lambda c: (c["accuracy"] is None, c["accuracy"] or 0.0))
     worst = g["worst_group"]
     worst_label = None if worst is None else f"{worst['class']} · {worst['value']}"
-    bars = [(f"{c['class']} · {c['value']}", c["accuracy"] or 0.0) for c in cells]
+    bars = [(f"{c['class']} · {c['value']}", c["accuracy"] or 0.0) for c in cells[:MAX_BARS]]
     association = g["association"]
     return {
         "attribute": g["attribute"],
@@ -154,7 +179,8 @@ def _group(g: dict[str, Any]) -> dict[str, Any]:
                 association["test"], "no test (one class or one value)"
             ),
         },
-        "chart": figures.group_bars_svg(bars, worst=worst_label, title=g["attribute"]),
+        "chart": figures.group_bars_svg(bars, worst=worst_label, title=g["attribute"],
+                                        fonts=fonts),
         "cells": [
             {
                 "class": c["class"], "value": c["value"], "n": c["n"],
@@ -162,29 +188,33 @@ def _group(g: dict[str, Any]) -> dict[str, Any]:
                 "chance_corrected": signed(c["chance_corrected"]),
                 "swap_gap": pct(c["swap_gap"]),
             }
-            for c in cells
+            for c in cells[:MAX_ROWS]
         ],
+        "cells_left_out": len(cells) - min(len(cells), MAX_ROWS),
     }  # fmt: skip
 
 
-def _since(since: dict[str, Any] | None) -> dict[str, Any] | None:
+def _since(since: dict[str, Any] | None, fonts: Fonts) -> dict[str, Any] | None:
     """The "Since the previous run" section: the classes whose status or numbers changed,
     and each flagged or warned class's trend over the last runs."""
     if not since:
         return None
     if since.get("error"):
-        return {**since, "rows": [], "unchanged": [], "trends": []}
+        return {**since, "rows": [], "rows_left_out": 0, "unchanged": "", "trends": []}
     since = {"error": None, **since}
     rows = change_rows(since)
     moved = [r for r in rows if r["regressed"] or r["before"] != r["after"]]
+    trends = list(since.get("trends", {}).items())[:MAX_NAMED]
     return {
         **since,
-        "rows": moved,
-        "unchanged": [r["name"] for r in rows if r not in moved],
+        "rows": moved[:MAX_ROWS],
+        "rows_left_out": len(moved) - min(len(moved), MAX_ROWS),
+        "unchanged": named([r["name"] for r in rows if r not in moved]),
         "trends": [
             {"name": name, "runs": len(points),
-             "uri": figures.trend_svg(points, title=f"{name}: mean C and swap gap")}
-            for name, points in since.get("trends", {}).items()
+             "uri": figures.trend_svg(points, title=f"{name}: mean C and swap gap",
+                                      fonts=fonts)}
+            for name, points in trends
         ],
     }  # fmt: skip
 
@@ -209,7 +239,8 @@ def _subgroup(run: AuditRun, c: dict[str, Any], s: dict[str, Any], primary: str)
         "exemplars": [
             {
                 "uri": figures.overlay(e["image"], e["maps"][primary], e["mask"]),
-                "caption": f"{e['file_name']} · C {signed(e['scores'].get(primary))}",
+                "caption": f"{shorten(str(e['file_name']), MAX_NAME)} · C "
+                f"{signed(e['scores'].get(primary))}",
             }
             for e in evidence.get("exemplars", [])
             if e["image_id"] in members and primary in e["maps"]
@@ -227,6 +258,21 @@ def _notices(run: AuditRun) -> list[str]:
             f"skipped, more than the limit of {100 * dataset['max_skipped']:.0f}% "
             "(max_skipped); the audit ended with an error. See Data issues."
         )
+    shared = dataset.get("shared_files") or {}
+    if shared.get("n"):
+        example = shared["examples"][0]
+        notices.append(
+            f"{shared['n']} image file(s) are listed under more than one image id, so each "
+            f"was audited once per id and counts that many times (e.g. "
+            f"{shorten(example['file_name'], MAX_NAME)}: ids "
+            f"{shorten(', '.join(example['image_ids']), MAX_NAME)})."
+        )
+    history = run.summary.get("history") or {}
+    if history.get("error"):
+        notices.append(
+            f"This run is not in the run history, and was not compared with the previous run: "
+            f"{history['error']} The run itself is complete."
+        )
     if not run.evidence:
         notices.append(
             "evidence.pt is missing from this run directory: this report shows no exemplar "
@@ -235,29 +281,59 @@ def _notices(run: AuditRun) -> list[str]:
     return notices
 
 
+def undrawable(summary: dict[str, Any], fonts: Fonts) -> list[str]:
+    """A notice naming the names (classes, groups, the model) that hold characters no font
+    on this machine can draw: the PDF prints those as empty boxes, the charts as □."""
+    names = [summary["model"]["spec"], *(c["name"] for c in summary["classes"])]
+    for g in summary.get("groups", []):
+        names += [g["attribute"], *(str(c["value"]) for c in g["cells"])]
+    lacking = {}
+    for name in dict.fromkeys(names):
+        if missing := fonts.missing(str(name)[:MAX_TEXT]):
+            lacking[name] = missing
+    if not lacking:
+        return []
+    examples = [f"“{shorten(str(n), 40)}” ({m[:8]})" for n, m in list(lacking.items())[:5]]
+    more = f" and {len(lacking) - 5} more" if len(lacking) > 5 else ""
+    return [
+        f"{len(lacking)} name(s) hold characters that no font on the machine that rendered "
+        f"this report can draw, so the PDF shows them as empty boxes and the charts as □: "
+        f"{', '.join(examples)}{more}. The HTML report and summary.json hold them whole; "
+        "install a font that covers them (for Chinese, Japanese and Korean, Debian's "
+        "fonts-noto-cjk) and run auditor report on this folder to draw them."
+    ]
+
+
 def _verdict_sentence(summary: dict[str, Any]) -> str:
     flagged = summary["flagged_classes"]
     if flagged:
-        return f"{len(flagged)} class(es) rely on cues outside the object: {', '.join(flagged)}."
+        return f"{len(flagged)} class(es) rely on cues outside the object: {named(flagged)}."
     groups = summary.get("flagged_groups", []) + summary.get("flagged_subgroups", [])
     if groups:
         return (
             f"No class as a whole is flagged, but {len(groups)} group(s) rely on cues outside "
-            f"the object: {'; '.join(groups)}."
+            f"the object: {named(groups, sep='; ')}."
         )
     warned = [c["name"] for c in summary["classes"] if c["status"] == "warn"]
     if warned:
         return (
             f"No class is flagged, but {len(warned)} class(es) show one kind of evidence of "
-            f"reliance without the other: {', '.join(warned)}."
+            f"reliance without the other: {named(warned)}."
         )
     unjudged = [c["name"] for c in summary["classes"] if c["status"] == "insufficient_data"]
     if unjudged:
         return (
-            f"No class is flagged, but {len(unjudged)} class(es) had too few scored images to "
-            f"be judged: {', '.join(unjudged)}."
+            f"No class is flagged, but {len(unjudged)} class(es) could not be judged (too few "
+            f"scored images, or no trusted evidence either way): {named(unjudged)}."
         )
     return "No class relies on cues outside the object, by the evidence collected."
+
+
+def named(names: list[str], *, sep: str = ", ") -> str:
+    """At most :data:`MAX_NAMED` names, each shortened, then how many more there are."""
+    listed = sep.join(shorten(str(n), MAX_NAME) for n in names[:MAX_NAMED])
+    more = len(names) - MAX_NAMED
+    return listed + (f" and {more} more (see the class table)" if more > 0 else "")
 
 
 def _trust(trust: dict[str, Any]) -> dict[str, Any]:
@@ -272,7 +348,7 @@ def _trust(trust: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _class_figures(run: AuditRun, c: dict[str, Any], primary: str) -> dict[str, Any]:
+def _class_figures(run: AuditRun, c: dict[str, Any], primary: str, fonts: Fonts) -> dict[str, Any]:
     """A class's mean mask, mean map per method and histogram of C, drawn once."""
     means = run.evidence.get("classes", {}).get(c["name"], {}).get("means", {})
     samples = run.samples
@@ -290,13 +366,17 @@ def _class_figures(run: AuditRun, c: dict[str, Any], primary: str) -> dict[str, 
             for m in run.summary["methods"] if m in means
         ],
         "histogram": figures.histogram_svg(
-            scores.tolist(), threshold=threshold, title=f"{c['name']}: {primary}"
+            scores.tolist(), threshold=threshold, title=f"{c['name']}: {primary}", fonts=fonts
         ) if len(scores) else None,
     }  # fmt: skip
 
 
 def _overview(
-    run: AuditRun, c: dict[str, Any], drawn: dict[str, Any], primary: str
+    run: AuditRun,
+    c: dict[str, Any],
+    drawn: dict[str, Any],
+    primary: str,
+    sectioned: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Every class at a glance, whatever its status: the means, the histogram and the two
     images whose primary map sits furthest off the object, with that map."""
@@ -305,12 +385,13 @@ def _overview(
         "anchor": f"overview-{c['index']}",
         "name": c["name"],
         "status": c["status"],
-        "section": f"class-{c['index']}" if c["status"] != "pass" else None,
+        "section": f"class-{c['index']}" if any(c is d for d in sectioned) else None,
         **drawn,
         "exemplars": [
             {
                 "uri": figures.overlay(e["image"], e["maps"][primary], e["mask"]),
-                "caption": f"{e['file_name']} · C {signed(e['scores'].get(primary))}",
+                "caption": f"{shorten(str(e['file_name']), MAX_NAME)} · C "
+                f"{signed(e['scores'].get(primary))}",
             }
             for e in evidence.get("exemplars", [])[:2]
             if primary in e["maps"]
@@ -354,7 +435,7 @@ def _exemplar(
     answer broke, shown with the maps of its new prediction."""
 
     def name(index: int | None) -> str:
-        return names[index] if index is not None and 0 <= index < len(names) else "n/a"
+        return class_name(names, index)
 
     acts = e.get("interventions", {})
     predicted = (
@@ -364,7 +445,8 @@ def _exemplar(
         else f"predicted {name(e['prediction'])}"
     )
     return {
-        "caption": f"{e['file_name']} (id {e['image_id']}), {predicted}",
+        "caption": f"{shorten(str(e['file_name']), MAX_NAME)} (id "
+        f"{shorten(str(e['image_id']), MAX_NAME)}), {predicted}",
         "image_caption": f"{'swapped' if after_swap else 'original'}, mask outlined",
         "interventions": [
             {

@@ -4,8 +4,6 @@ contained) and ``data_report.pdf``, rendered from ``data_summary.json``'s conten
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from auditor.report.figures import png_uri
+from auditor.report.figures import png_uri, svg_uri
 from auditor.report.render import html_to_pdf
 from auditor.report.templating import environment, stylesheet
 from auditor.rundir import atomic_write
@@ -116,10 +114,7 @@ def accuracy_chart(c: Mapping[str, Any]) -> str | None:
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"accuracy on the class; dashed: chance {c['chance']:.2f}", fontsize=7)
     ax.tick_params(axis="x", labelsize=7)
-    fig.tight_layout()
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
-    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode()).decode()
+    return svg_uri(fig)
 
 
 def data_report_context(summary: Mapping[str, Any], examples: Examples) -> dict[str, Any]:

@@ -12,7 +12,11 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.text import Text
 from PIL import Image
+
+from auditor.report.glyphs import Fonts
 
 COLORMAP = "inferno"  # perceptually uniform
 OUTLINE = np.array([0, 255, 255], dtype=np.uint8)
@@ -95,7 +99,29 @@ def _upscale(pixels: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
 
 
-def histogram_svg(values: Sequence[float], *, threshold: float, title: str) -> str:
+MAX_LABEL = 60
+"""The most characters of a chart's title or label (names come from the data)."""
+
+
+def _text(ax_text: Text, text: str, fonts: Fonts | None, size: float) -> None:
+    """Set ``text`` (shortened) on a title or tick label in a font that has its characters."""
+    text = text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
+    path, drawable = (None, text) if fonts is None else fonts.font_for(text)
+    ax_text.set_text(drawable)
+    ax_text.set_fontproperties(FontProperties(fname=path, size=size))
+
+
+def svg_uri(fig: Figure) -> str:
+    """``fig`` laid out and saved as an SVG ``data:`` URI (its text drawn as paths)."""
+    fig.tight_layout()
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg")
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode()).decode()
+
+
+def histogram_svg(
+    values: Sequence[float], *, threshold: float, title: str, fonts: Fonts | None
+) -> str:
     """SVG histogram of a class's chance-corrected scores with the flag threshold marked."""
     fig = Figure(figsize=(4.2, 2.2), dpi=100)
     ax = fig.subplots()
@@ -105,16 +131,18 @@ def histogram_svg(values: Sequence[float], *, threshold: float, title: str) -> s
     ax.axvline(threshold, color="#c0392b", lw=1.2, ls="--", label="flag threshold")
     ax.set_xlabel("chance-corrected energy (0 = chance)")
     ax.set_ylabel("images")
-    ax.set_title(title, fontsize=9)
+    _text(ax.set_title(""), title, fonts, 9)
     ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
-    svg = buffer.getvalue()
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
+    return svg_uri(fig)
 
 
-def group_bars_svg(bars: Sequence[tuple[str, float]], *, worst: str | None, title: str) -> str:
+def group_bars_svg(
+    bars: Sequence[tuple[str, float]],
+    *,
+    worst: str | None,
+    title: str,
+    fonts: Fonts | None,
+) -> str:
     """Horizontal bars of accuracy per class x group (labels ``class · value``), the worst
     judged cell in red."""
     height = 0.6 + 0.22 * max(len(bars), 1)
@@ -123,23 +151,21 @@ def group_bars_svg(bars: Sequence[tuple[str, float]], *, worst: str | None, titl
     labels = [label for label, _ in bars]
     colours = ["#c0392b" if label == worst else "#4a6fa5" for label in labels]
     ax.barh(range(len(bars)), [100 * value for _, value in bars], color=colours)
-    ax.set_yticks(range(len(bars)), labels, fontsize=7)
-    for tick, colour in zip(ax.get_yticklabels(), colours):
-        tick.set_color(colour)  # a worst cell at 0% has no bar to colour
+    ticks = ax.set_yticks(range(len(bars)), labels, fontsize=7)
+    for tick, label, colour in zip(ticks, labels, colours):
+        _text(tick.label1, label, fonts, 7)
+        tick.label1.set_color(colour)  # a worst cell at 0% has no bar to colour
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("accuracy (%)", fontsize=8)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
-    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode()).decode()
+    _text(ax.set_title(""), title, fonts, 9)
+    return svg_uri(fig)
 
 
 STATUS_COLOURS = {"pass": "#2e7d32", "warn": "#e69500", "flag": "#c0392b"}
 
 
-def trend_svg(points: Sequence[dict], *, title: str) -> str:
+def trend_svg(points: Sequence[dict], *, title: str, fonts: Fonts | None) -> str:
     """A class over its last runs (oldest left): mean C and the swap gap as lines, each run's
     status as the marker's colour (``points``: run ``id``, ``status``, ``c``, ``swap_gap``)."""
     fig = Figure(figsize=(4.2, 2.0), dpi=100)
@@ -154,9 +180,6 @@ def trend_svg(points: Sequence[dict], *, title: str) -> str:
     labels = ["this run" if p["id"] == "now" else f"#{p['id']}" for p in points]
     ax.set_xticks(xs, labels, fontsize=7)
     ax.set_xlabel("run (marker: status)", fontsize=8)
-    ax.set_title(title, fontsize=9)
+    _text(ax.set_title(""), title, fonts, 9)
     ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
-    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode()).decode()
+    return svg_uri(fig)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from auditor.errors import OutputError
+from auditor.report.templating import MAX_TEXT, shorten
 from auditor.rundir import atomic_write
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # no XML 1.0 character
@@ -111,5 +112,6 @@ def _properties(element: ET.Element, summary: dict[str, Any]) -> None:
 
 
 def _clean(text: str) -> str:
-    """``text`` without the characters XML 1.0 cannot hold (class names come from the data)."""
-    return _NOT_XML.sub("\ufffd", text)
+    """``text`` without the characters XML 1.0 cannot hold (class names come from the data),
+    bounded as the report bounds what it prints."""
+    return _NOT_XML.sub("\ufffd", shorten(text, MAX_TEXT))

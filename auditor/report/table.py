@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from auditor.detect.hotspot import where
+from auditor.report.words import class_name
 
 STATUS_ORDER = {"flag": 0, "warn": 1, "insufficient_data": 2, "pass": 3}
 
@@ -107,7 +108,7 @@ def _interventions(
             "label": "background alone",
             "value": pct(b.get("background_only_accuracy")),
             "detail": f"vs {pct(b.get('background_only_baseline'))}"
-            + (f" ({names[other]})" if isinstance(other, int) and 0 <= other < len(names) else ""),
+            + (f" ({class_name(names, other)})" if isinstance(other, int) else ""),
             "deciding": ("background_only", None) in deciding,
         },
         *sampled,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from auditor.detect.hotspot import where
+from auditor.report.templating import MAX_NAME, shorten
 
 SWAPPED = "on the {n} swapped images whose prediction the swap broke, the new prediction's map: "
 SALIENCY = ("off_object", "off_object_after_swap", "off_object_vs_class", "off_object_hotspot")
@@ -36,6 +37,8 @@ def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> s
     kind = f["kind"]
     if kind == "too_few_images":
         return f"{f['n']} scored images, fewer than the minimum {f['threshold']:g}"
+    if kind == "no_evidence":
+        return no_evidence_sentence(f)
     if kind == "maps_missed_cue":
         return (
             "both interventions show reliance, which is causal evidence enough to flag; the "
@@ -43,7 +46,7 @@ def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> s
             "missed what the model uses)"
         )
     if kind == "vulnerable":
-        donor = _name(names, f["reference_class"])
+        donor = class_name(names, f["reference_class"])
         low, high = f["ci95"]
         against = (
             "on backgrounds that identify no class"
@@ -84,7 +87,7 @@ def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> s
             f"(CI [{low:.0%}, {high:.0%}])"
         )
     if kind == "background_only":
-        other_name = _name(names, f["reference_class"])
+        other_name = class_name(names, f["reference_class"])
         return (
             f"with the object removed, the background alone still gives this class "
             f"{f['value']:.0%} of the time, against at most {f['reference']:.0%} for another "
@@ -93,11 +96,33 @@ def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> s
     return f"{kind}: {f.get('statistic')} = {f.get('value')}"
 
 
+def no_evidence_sentence(f: dict[str, Any]) -> str:
+    """A ``no_evidence`` finding in words: which lines of evidence were missing, and why."""
+    maps = (
+        "no attribution method passed the trust checks (see Method)"
+        if not f.get("reference")
+        else "the methods that passed the trust checks scored too few of its images"
+    )
+    right = f.get("value")
+    if not f["n"]:
+        acts = "no intervention could be run on its images"
+    elif right is None or right < f["threshold"]:
+        shown = "n/a" if right is None else f"{right:.0%}"
+        acts = (
+            f"the interventions could not show reliance: the model is right on {shown} of its "
+            f"{f['n']} intervened images, less than the {f['threshold']:.0%} a swap would have "
+            "to take away"
+        )
+    else:
+        acts = f"too few of its images ({f['n']}) got the interventions"
+    return f"no trusted evidence either way: {maps}, and {acts}"
+
+
 def hotspot_sentence(f: dict[str, Any], names: Sequence[str]) -> str:
     """An ``off_object_hotspot`` finding in words: where, how much, against whom."""
     x0, y0, x1, y1 = f["location"]
     other = f.get("reference_class")
-    closest = names[other] if other is not None and 0 <= other < len(names) else "n/a"
+    closest = class_name(names, other)
     return (
         f"{f['method']}: a hotspot off the object, at the {where(f['location'])} (x "
         f"{x0:.0%}-{x1:.0%}, y {y0:.0%}-{y1:.0%} of the image): on held-out images that leave "
@@ -112,5 +137,8 @@ def _signed(value: float | None) -> str:
     return "nan" if value is None else f"{value:+.2f}"
 
 
-def _name(names: Sequence[str], index: int | None) -> str:
-    return names[index] if index is not None and 0 <= index < len(names) else "n/a"
+def class_name(names: Sequence[str], index: int | None) -> str:
+    """A class's name for a sentence, shortened (names come from the data)."""
+    if index is None or not 0 <= index < len(names):
+        return "n/a"
+    return shorten(names[index], MAX_NAME)
