@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,8 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import HistoryError
+from auditor.record import Summary
+from auditor.record.summary import pair
 
 DEFAULT_PATH = Path("reports/history.sqlite")
+ENVIRONMENT = "AUDITOR_HISTORY"
+
+
+def history_path(
+    given: str | Path | None, configured: str | None = None, environ: Mapping[str, str] = {}
+) -> Path:
+    """Which history a command uses: the one ``given`` (``--history``), else the config's,
+    else ``$AUDITOR_HISTORY`` (in ``environ``), else :data:`DEFAULT_PATH`. The one rule of
+    every command that reads or writes the history."""
+    return Path(given or configured or environ.get(ENVIRONMENT) or DEFAULT_PATH)
+
+
 BUSY_TIMEOUT_S = 60.0
 
 
@@ -122,22 +136,21 @@ class History:
             self.db.close()
 
     def record(
-        self, summary: dict[str, Any], run_info: dict[str, Any], run_dir: Path, *, reused: bool
+        self, summary: Summary, run_info: dict[str, Any], run_dir: Path, *, reused: bool
     ) -> int:
         """Add a finished run (its ``summary.json`` and ``run.json``); returns its id."""
         inputs = run_info.get("inputs", {})
-        model = summary.get("model", {})
         with _translated(self.path), self._writing():
             cursor = self.db.execute(
                 "INSERT INTO runs (created, recorded, model_name, model_sha256, data_spec, "
                 "data_sha256, config_hash, auditor_version, verdict, flagged_classes, run_dir, "
                 "reused) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    run_info.get("created") or _now(), _now(), str(model.get("spec", "?")),
-                    inputs.get("model_sha256") or model.get("sha256"),
-                    str(summary.get("dataset", {}).get("spec", "?")), inputs.get("data_sha256"),
+                    run_info.get("created") or _now(), _now(), summary.model.spec,
+                    inputs.get("model_sha256") or summary.model.sha256,
+                    summary.dataset.spec, inputs.get("data_sha256"),
                     inputs.get("config_hash"), str(run_info.get("auditor_version", "?")),
-                    summary["verdict"], json.dumps(summary.get("flagged_classes", [])),
+                    summary.verdict, json.dumps(summary.flagged_classes),
                     str(run_dir.resolve()), int(reused),
                 ),
             )  # fmt: skip
@@ -280,20 +293,20 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
         db.execute("COMMIT")
 
 
-def class_rows(summary: dict[str, Any]) -> list[tuple[Any, ...]]:
+def class_rows(summary: Summary) -> list[tuple[Any, ...]]:
     """(class, method, status, n, accuracy, C, C low, C high, swap gap, its CI,
-    background-only rate) per class and audited method, from a ``summary.json``."""
+    background-only rate) per class and audited method, from a run's summary."""
     rows = []
-    for c in summary.get("classes", []):
-        behaviour = c.get("behaviour") or {}
-        gap_ci = behaviour.get("swap_gap_ci95") or [None, None]
-        for method in summary.get("methods", []):
-            m = c.get("metrics", {}).get(method) or {}
-            ci = m.get("ci95") or [None, None]
+    for c in summary.classes:
+        b = c.behaviour
+        gap_low, gap_high = pair(None if b is None else b.swap_gap_ci95)
+        for method in summary.methods:
+            m = c.metrics.get(method)
+            low, high = pair(None if m is None else m.ci95)
             rows.append((
-                c["name"], method, c["status"], int(c.get("n", 0)), c.get("accuracy"),
-                m.get("chance_corrected"), ci[0], ci[1], behaviour.get("swap_gap"),
-                gap_ci[0], gap_ci[1], behaviour.get("background_only_accuracy"),
+                c.name, method, c.status, c.n, c.accuracy, c.metric(method), low, high,
+                None if b is None else b.swap_gap, gap_low, gap_high,
+                None if b is None else b.background_only_accuracy,
             ))  # fmt: skip
     return rows
 

@@ -1,5 +1,6 @@
 """The CLI end to end, on a COCO dataset and a torchvision checkpoint the tests build."""
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -8,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from auditor.cli import cli
+from auditor.report.notebook import run_html
 
 
 def run(*args: str):
@@ -124,11 +126,11 @@ def test_python_api_matches_cli(coco_dataset, resnet_weights, audited):
                  config=AuditConfig(image_size=32, batch_size=7))  # fmt: skip
     stored = json.loads((audited[1] / "summary.json").read_text())
     assert run_.verdict == stored["verdict"]
-    for ours, theirs in zip(run_.summary["classes"], stored["classes"]):
-        assert ours["metrics"]["gradcam"]["chance_corrected"] == pytest.approx(
+    for ours, theirs in zip(run_.summary.classes, stored["classes"]):
+        assert ours.metric("gradcam") == pytest.approx(
             theirs["metrics"]["gradcam"]["chance_corrected"], abs=1e-5
         )  # batch size 7 vs 16
-    assert "<table" in run_._repr_html_()
+    assert "<table" in run_html(run_)
     assert torch.get_default_dtype() == torch.float32
 
 
@@ -182,9 +184,11 @@ def test_the_class_table_fits_the_pdf_page(planted, tmp_path):
     run = load_run(out)
     methods = ["gradcam", "saliency", "gradient_x_input", "guided_backprop", "deconvnet",
                "gradcam_pp", "layercam", "guided_gradcam"]  # fmt: skip
-    for c in run.summary["classes"]:  # the stored statistics of one method stand for all
-        c["metrics"] = {m: c["metrics"]["gradcam"] for m in methods}
-    run.summary["methods"] = methods
+    classes = [  # the stored statistics of one method stand for all
+        dataclasses.replace(c, metrics={m: c.metrics["gradcam"] for m in methods})
+        for c in run.summary.classes
+    ]
+    run.summary = run.summary.replace(classes=classes, methods=methods)
     pdf = tmp_path / "wide.pdf"
     pdf.write_bytes(html_to_pdf(render_html(run), base=out))
     pages = PdfReader(pdf).pages

@@ -11,16 +11,22 @@ import pytest
 from click.testing import CliRunner
 
 from auditor.cli import cli
+from auditor.cli.options import flag_of
 from auditor.config import (
-    MEANINGS,
-    UNSET_EXAMPLES,
     AuditConfig,
     DetectConfig,
     config_from_dict,
     config_toml,
+    described,
     load_config,
+    settings_of,
 )
 from auditor.errors import ConfigError
+
+MEANINGS = {key: described(f).meaning for key, f in settings_of(AuditConfig)}
+UNSET_EXAMPLES = {
+    key: described(f).example for key, f in settings_of(AuditConfig) if f.default is None
+}
 
 
 def defaults() -> dict[str, object]:
@@ -58,6 +64,44 @@ def test_the_commented_examples_are_valid_settings():
     text = re.sub(r"^# (\w+ = )", r"\1", config_toml(), flags=re.MULTILINE)
     config = config_from_dict(tomllib.loads(text))
     assert {k: getattr(config, k) for k in UNSET_EXAMPLES} == UNSET_EXAMPLES
+
+
+def test_every_setting_has_an_option_a_toml_key_and_a_meaning(tmp_path):
+    """A new setting is one field: its command-line option, its audit.toml key and its
+    meaning come from it, and the option reaches the config."""
+    audit = cli.commands["audit"]
+    options = {opt for p in audit.params for opt in p.opts}
+    text = config_toml()
+    for key, f in settings_of(AuditConfig):
+        assert flag_of(key, f) in options, key
+        assert described(f).meaning in text, key
+        assert re.search(rf"^(# )?{key.split('.')[-1]} = ", text, flags=re.MULTILINE), key
+    seen = {}
+
+    def fake(*args, config, **kwargs):
+        seen["config"] = config
+        raise SystemExit(0)
+
+    import auditor.runner.workflow as workflow
+
+    real, workflow.audit_to_dir = workflow.audit_to_dir, fake
+    try:
+        CliRunner().invoke(cli, ["audit", "--model", "m", "--data", "d", "--out",
+                                 str(tmp_path / "o"), "--detect-min-n", "7", "--workers", "2",
+                                 "--no-keep-aspect", "--group-by", "a", "--group-by", "b",
+                                 "--methods", "saliency,cam", "--max-skipped", "0.25"])  # fmt: skip
+    finally:
+        workflow.audit_to_dir = real
+    config = seen["config"]
+    assert config.detect.min_n == 7 and config.num_workers == 2 and not config.keep_aspect
+    assert config.group_by == ("a", "b") and config.methods == ("saliency", "cam")
+    assert config.max_skipped == 0.25 and config.image_size == 224  # not given: the default
+
+
+def test_a_setting_out_of_range_is_a_usage_error_naming_the_option(tmp_path):
+    result = CliRunner().invoke(cli, ["audit", "--model", "m", "--data", "d", "--out",
+                                      str(tmp_path / "o"), "--detect-alpha", "1.5"])  # fmt: skip
+    assert result.exit_code == 2 and "Expected detect.alpha in (0, 1), got 1.5" in result.output
 
 
 def test_options_given_by_the_caller_win_over_the_file(tmp_path):

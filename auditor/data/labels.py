@@ -14,12 +14,14 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from auditor.config import LabelPolicy
 from auditor.data.entries import Category, ImageEntry, Instance, Record, SkipReason
 from auditor.data.masks import UnionMask
 from auditor.errors import DataError
+
+LabelPolicy = Literal["single", "all"]
+"""Images of several categories: audit the largest (``single``) or each (``all``)."""
 
 
 def build_records(

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.config import LabelPolicy
 from auditor.data.attributes import read_side_file, with_side_file
 from auditor.data.entries import Category, ImageEntry, Record
-from auditor.data.labels import build_records, load_class_map
+from auditor.data.labels import LabelPolicy, build_records, load_class_map
 from auditor.errors import DataError
 
 

@@ -21,11 +21,33 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from auditor.config import parse_normalize
 from auditor.errors import ConfigError
 
 Geometry = Literal["stretch", "pad"]
 GEOMETRIES: tuple[Geometry, ...] = ("stretch", "pad")
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def parse_normalize(text: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``imagenet`` | ``none`` | ``M,M,M/S,S,S`` -> (mean, std) or None."""
+    if text == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if text == "none":
+        return None
+    try:
+        mean_text, std_text = text.split("/")
+        mean = tuple(float(v) for v in mean_text.split(","))
+        std = tuple(float(v) for v in std_text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"Expected --normalize imagenet, none or M,M,M/S,S,S, got {text!r}."
+        ) from None
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ConfigError(f"Expected 3 means and 3 positive stds in --normalize, got {text!r}.")
+    return mean, std
 
 
 class AuditTransform:
