@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from auditor.errors import RunDirError
+from auditor.record import RecordError, Summary, read_summary
 from auditor.rundir import (
     Output,
     atomic_write,
@@ -40,7 +41,7 @@ class AuditRun:
     bounded exemplars (``evidence.pt``). :func:`save_run` writes it, :func:`load_run` reads it.
     """
 
-    summary: dict[str, Any]
+    summary: Summary
     samples: pd.DataFrame
     run_info: dict[str, Any]
     evidence: dict[str, Any] = field(default_factory=dict)
@@ -52,16 +53,11 @@ class AuditRun:
 
     @property
     def verdict(self) -> str:
-        return str(self.summary["verdict"])
+        return self.summary.verdict
 
     @property
     def flagged_classes(self) -> list[str]:
-        return list(self.summary["flagged_classes"])
-
-    def _repr_html_(self) -> str:
-        from auditor.report.notebook import summary_html
-
-        return summary_html(self.summary)
+        return list(self.summary.flagged_classes)
 
 
 FILES = ("summary.json", "samples.parquet", "run.json", "evidence.pt")
@@ -79,10 +75,11 @@ def run_files(run: AuditRun) -> dict[str, bytes]:
     """The machine-readable files of ``run``, by name, in the order they are written
     (``run.json`` last)."""
     files = {
-        "summary.json": _json(run.summary),
+        "summary.json": _json(run.summary.to_dict()),
         "samples.parquet": _parquet_bytes(run.samples),
-        "evidence.pt": torch_bytes(run.evidence),
     }
+    if run.evidence:  # a run read back without its evidence.pt is saved without one
+        files["evidence.pt"] = torch_bytes(run.evidence)
     if not run.subgroups.empty:
         files["subgroups.parquet"] = _parquet_bytes(run.subgroups)
     return files | {"run.json": _json(run.run_info)}
@@ -127,8 +124,7 @@ def load_run(path: str | Path) -> AuditRun:
     missing = [name for name in FILES[:3] if not (path / name).is_file()]
     if missing:
         raise RunDirError(f"{path}: not an audit run directory ({', '.join(missing)} missing).")
-    summary = _read_json(path / "summary.json")
-    _check_summary(path / "summary.json", summary)
+    summary = _read_summary(path / "summary.json")
     run_info = _read_json(path / "run.json")
     _check_run_info(path / "run.json", run_info)
     return AuditRun(
@@ -163,38 +159,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-VERDICTS = ("pass", "warn", "fail")
-STATUSES = ("pass", "warn", "flag", "insufficient_data")
-
-
-def _check_summary(path: Path, summary: dict[str, Any]) -> None:
-    _require(path, summary, {"verdict": str, "flagged_classes": list, "model": dict,
-                             "dataset": dict, "methods": list, "classes": list})  # fmt: skip
-    _one_of(path, "verdict", summary["verdict"], VERDICTS)
-    if not summary["methods"] or not all(isinstance(m, str) for m in summary["methods"]):
-        raise RunDirError(f"{path}: `methods` must be a non-empty list of names.")
-    _require(path, summary["dataset"], {"spec": str, "n_images": int, "n_skipped": int},
-             where="dataset")  # fmt: skip
-    for i, c in enumerate(summary["classes"]):
-        if not isinstance(c, dict):
-            raise RunDirError(f"{path}: classes[{i}] must be an object.")
-        _require(path, c, {"index": int, "name": str, "n": int, "status": str, "reasons": list,
-                           "metrics": dict}, where=f"classes[{i}]")  # fmt: skip
-        _one_of(path, f"classes[{i}].status", c["status"], STATUSES)
-        for j, s in enumerate(c.get("subgroups") or []):
-            status = s.get("status") if isinstance(s, dict) else None
-            _one_of(path, f"classes[{i}].subgroups[{j}].status", status, STATUSES)
+def _read_summary(path: Path) -> Summary:
+    try:
+        return read_summary(_read_json(path))
+    except RecordError as exc:
+        raise RunDirError(f"{path}: {exc}.") from None
 
 
 def _check_run_info(path: Path, info: dict[str, Any]) -> None:
     _require(path, info, {"created": str, "config": dict})
     _require(path, info["config"], {"detect": dict}, where="config")
-
-
-def _one_of(path: Path, name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        shown = repr(value)[:40]
-        raise RunDirError(f"{path}: `{name}` is {shown}, not one of {', '.join(allowed)}.")
 
 
 def _require(path: Path, value: dict[str, Any], keys: dict[str, type], *, where: str = "") -> None:

@@ -10,18 +10,31 @@ import pytest
 from click.testing import CliRunner
 
 from auditor.cli import cli
+from auditor.record import Summary, read_summary
 from auditor.report.junit import junit_xml, write_junit
 
 
-def entry(name: str, status: str, *reasons: str) -> dict:
-    return {"name": name, "status": status, "n": 25, "reasons": list(reasons)}
+def entry(name: str, status: str, *reasons: str, index: int = 0) -> dict:
+    return {"index": index, "name": name, "status": status, "n": 25, "reasons": list(reasons)}
+
+
+def typed(summary: dict) -> Summary:
+    return read_summary(summary)
 
 
 SUMMARY = {
     "verdict": "fail",
+    "flagged_classes": ["circle"],
+    "methods": ["gradcam"],
     "auditor_version": "0.1.0",
     "model": {"spec": "resnet18", "sha256": "ab" * 32},
-    "dataset": {"spec": "data.json", "sha256": None, "skip_limit_exceeded": False},
+    "dataset": {
+        "spec": "data.json",
+        "sha256": None,
+        "n_images": 100,
+        "n_skipped": 0,
+        "skip_limit_exceeded": False,
+    },
     "classes": [
         entry("circle", "flag", "gradcam: maps off the object", "background alone predicts it"),
         entry("square", "warn", "the interventions show reliance, but attribution maps do not"),
@@ -40,7 +53,7 @@ def counts(element: ET.Element) -> dict[str, str | None]:
 
 
 def test_each_status_becomes_its_kind_of_test_case():
-    root = ET.fromstring(junit_xml(SUMMARY, suite="nightly", seconds=12.5))
+    root = ET.fromstring(junit_xml(typed(SUMMARY), suite="nightly", seconds=12.5))
     suite = root.find("testsuite")
     assert suite is not None and suite.get("name") == "nightly"
     expected = {"tests": "4", "failures": "1", "skipped": "1", "errors": "0", "time": "12.500"}
@@ -61,25 +74,25 @@ def test_each_status_becomes_its_kind_of_test_case():
 
 
 def test_flagged_and_warned_groups_and_subgroups_are_cases_too():
-    cell = {"class": "star", "value": "night", "n": 30}
+    cell = {"class": "star", "index": 3, "value": "night", "n": 30}
     summary = {
         **SUMMARY,
         "classes": [
             {**entry("star\x01", "pass"), "subgroups": [
-                {"class": "star\x01", "subgroup": 2, "of": 3, "n": 9, "status": "warn",
-                 "reasons": ["maps sit off the object"]},
-                {"class": "star\x01", "subgroup": 1, "of": 3, "n": 9, "status": "pass",
-                 "reasons": []},
+                {"class": "star\x01", "index": 0, "subgroup": 2, "of": 3, "n": 9, "method": "m",
+                 "status": "warn", "reasons": ["maps sit off the object"]},
+                {"class": "star\x01", "index": 0, "subgroup": 1, "of": 3, "n": 9, "method": "m",
+                 "status": "pass", "reasons": []},
             ]},
         ],
         "groups": [{"attribute": "time", "cells": [
             {**cell, "status": "flag", "reasons": ["swap costs 40%"]},
             {**cell, "value": "day", "status": "pass", "reasons": []},
         ]}],
-        "dataset": {"n_images": 48, "n_skipped": 30, "max_skipped": 0.5,
+        "dataset": {"spec": "data.json", "n_images": 48, "n_skipped": 30, "max_skipped": 0.5,
                     "skip_limit_exceeded": True},
     }  # fmt: skip
-    root = ET.fromstring(junit_xml(summary, suite="run", seconds=1))
+    root = ET.fromstring(junit_xml(typed(summary), suite="run", seconds=1))
     assert list(cases(root)) == [
         "star\ufffd", "star where time = night", "star\ufffd, subgroup 2 of 3 (9 images)",
         "skipped images",
@@ -92,7 +105,7 @@ def test_flagged_and_warned_groups_and_subgroups_are_cases_too():
 
 def test_write_junit_creates_the_folder_and_leaves_no_temporary_file(tmp_path):
     path = tmp_path / "ci" / "audit.xml"
-    write_junit(path, SUMMARY, suite="nightly", seconds=1)
+    write_junit(path, typed(SUMMARY), suite="nightly", seconds=1)
     assert ET.parse(path).getroot().tag == "testsuites"
     assert [p.name for p in path.parent.iterdir()] == ["audit.xml"]
 

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from auditor.config import DetectConfig
+from auditor.record import read_summary
 from auditor.report.render import RunDirFetcher, html_to_pdf, render_html
 from auditor.run import AuditRun
 from auditor.runner.batch import SAMPLE_COLUMNS
@@ -35,7 +36,8 @@ def minimal_run(name: str = EVIL) -> AuditRun:
         "sample": 0, "image_id": "9", "file_name": f"{EVIL}.png", "label": -1,
         "skip_reason": "missing_file", "skip_detail": "gone",
     }  # fmt: skip
-    return AuditRun(summary=summary, samples=pd.DataFrame([skipped]), run_info=info, evidence={})
+    return AuditRun(summary=read_summary(summary), samples=pd.DataFrame([skipped]), run_info=info,
+                    evidence={})  # fmt: skip
 
 
 def test_untrusted_strings_are_escaped_and_nothing_external_is_linked():
@@ -74,12 +76,11 @@ def test_pdf_renders_without_fetching_a_planted_file_url(tmp_path):
 
 def many_classes(k: int, status: str = "warn") -> AuditRun:
     run = minimal_run("c0")
-    template = run.summary["classes"][0]
-    run.summary["classes"] = [
-        dict(template, index=i, name=f"class {i}", status=status) for i in range(k)
+    template = run.summary.classes[0]
+    classes = [
+        dataclasses.replace(template, index=i, name=f"class {i}", status=status) for i in range(k)
     ]
-    run.summary["flagged_classes"] = []
-    run.summary["verdict"] = "warn"
+    run.summary = run.summary.replace(classes=classes, flagged_classes=[], verdict="warn")
     return run
 
 

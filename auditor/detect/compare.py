@@ -30,13 +30,28 @@ from auditor.errors import RunDirError
 RANK = {"pass": 0, "warn": 1, "flag": 2}
 KEY = ["image_id", "label"]
 
+REGRESSION_MARGIN = 0.05
+"""How far a change's CI must clear zero to be a regression, unless a command says otherwise."""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A class of a run as the comparison reads it: its output index and its status."""
+
+    index: int
+    name: str
+    status: str
+
 
 @dataclass(frozen=True)
 class Side:
-    """One run as the comparison reads it: its ``summary.json``, its per-sample rows and
-    its detect settings (for the donor choice of the swap gap)."""
+    """One run as the comparison reads it: its classes, methods (the primary one first
+    choice of the comparison), per-sample rows and detect settings (for the donor choice of
+    the swap gap)."""
 
-    summary: dict[str, Any]
+    classes: list[Judgement]
+    methods: list[str]
+    primary: str
     samples: pd.DataFrame
     detect: DetectConfig
     data_sha256: str | None
@@ -109,16 +124,16 @@ def compare(
     before: Side,
     after: Side,
     *,
-    margin: float = 0.05,
+    margin: float = REGRESSION_MARGIN,
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Comparison:
     """Class-by-class changes from ``before`` to ``after`` (see the module docstring)."""
-    method = _common_method(before.summary, after.summary)
+    method = _common_method(before, after)
     paired = before.data_sha256 is not None and before.data_sha256 == after.data_sha256
-    names_before = [c["name"] for c in before.summary["classes"]]
-    names_after = [c["name"] for c in after.summary["classes"]]
+    names_before = [c.name for c in before.classes]
+    names_after = [c.name for c in after.classes]
     common = [n for n in names_after if n in names_before]
     rng = np.random.default_rng(seed)
     tools = (resamples, confidence, rng)
@@ -150,8 +165,8 @@ class _ClassRows:
 
 
 def _class_side(side: Side, name: str, method: str) -> _ClassRows:
-    entry = next(c for c in side.summary["classes"] if c["name"] == name)
-    label = int(entry["index"])
+    entry = next(c for c in side.classes if c.name == name)
+    label = entry.index
     rows = side.samples[side.samples["skip_reason"].isna() & (side.samples["label"] == label)]
     rows = rows.assign(image_id=rows["image_id"].astype(str))
     images = rows.drop_duplicates(KEY).set_index(KEY)
@@ -159,13 +174,13 @@ def _class_side(side: Side, name: str, method: str) -> _ClassRows:
     gaps = None
     if "pred_swapped" in rows and rows["donor_label"].notna().any():
         scored = side.samples[side.samples["skip_reason"].isna()]
-        neutral = neutral_classes(scored, len(side.summary["classes"]), side.detect)
+        neutral = neutral_classes(scored, len(side.classes), side.detect)
         all_images = scored.drop_duplicates(["sample"])
         own, _ = swapped_rows(all_images, label, neutral, side.detect)
         own = own.assign(image_id=own["image_id"].astype(str)).drop_duplicates(KEY)
         gaps = pd.Series(swap_gaps(own, label), index=pd.MultiIndex.from_frame(own[KEY]))
     return _ClassRows(
-        status=str(entry["status"]),
+        status=entry.status,
         correct=images["correct"].astype(float),
         c=mine["chance_corrected"].astype(float).dropna(),
         gaps=gaps,
@@ -211,14 +226,13 @@ def _regressions(
     return tuple(found)
 
 
-def _common_method(before: dict[str, Any], after: dict[str, Any]) -> str:
+def _common_method(before: Side, after: Side) -> str:
     """The after-run's primary method when the before-run audited it too, else the first
     method both audited."""
-    shared = [m for m in after["methods"] if m in before["methods"]]
+    shared = [m for m in after.methods if m in before.methods]
     if not shared:
         raise RunDirError(
-            f"the two runs audited no method in common ({', '.join(before['methods'])} "
-            f"against {', '.join(after['methods'])})."
+            f"the two runs audited no method in common ({', '.join(before.methods)} "
+            f"against {', '.join(after.methods)})."
         )
-    primary = after.get("primary_method")
-    return str(primary) if primary in shared else shared[0]
+    return after.primary if after.primary in shared else shared[0]

@@ -12,9 +12,10 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from auditor.errors import OutputError
+from auditor.record import Summary
 from auditor.report.templating import MAX_TEXT, shorten
 from auditor.rundir import atomic_write
 
@@ -28,7 +29,7 @@ class Case(NamedTuple):
     reasons: list[str]
 
 
-def junit_xml(summary: dict[str, Any], *, suite: str, seconds: float) -> bytes:
+def junit_xml(summary: Summary, *, suite: str, seconds: float) -> bytes:
     """The JUnit XML document (UTF-8) of a ``summary.json``: one test suite ``suite`` whose
     cases have the class name ``auditor.<suite>``, taking ``seconds``."""
     cases = list(_cases(summary))
@@ -48,7 +49,7 @@ def junit_xml(summary: dict[str, Any], *, suite: str, seconds: float) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-def write_junit(path: str | Path, summary: dict[str, Any], *, suite: str, seconds: float) -> None:
+def write_junit(path: str | Path, summary: Summary, *, suite: str, seconds: float) -> None:
     """Write :func:`junit_xml` to ``path`` atomically (a CI job never reads half a file),
     creating its folder."""
     path = Path(path)
@@ -59,24 +60,24 @@ def write_junit(path: str | Path, summary: dict[str, Any], *, suite: str, second
         raise OutputError(f"{path}: cannot write the JUnit XML ({exc.strerror}).") from None
 
 
-def _cases(summary: dict[str, Any]) -> Iterator[Case]:
-    for c in summary["classes"]:
-        yield Case(c["name"], c["status"], c.get("reasons", []))
-    for group in summary.get("groups", []):
-        for cell in group["cells"]:
-            if cell["status"] in ("flag", "warn"):
-                name = f"{cell['class']} where {group['attribute']} = {cell['value']}"
-                yield Case(name, cell["status"], cell.get("reasons", []))
-    for c in summary["classes"]:
-        for s in c.get("subgroups", []):
-            if s["status"] in ("flag", "warn"):
-                name = f"{s['class']}, subgroup {s['subgroup']} of {s['of']} ({s['n']} images)"
-                yield Case(name, s["status"], s.get("reasons", []))
-    dataset = summary.get("dataset", {})
-    if dataset.get("skip_limit_exceeded"):
+def _cases(summary: Summary) -> Iterator[Case]:
+    for c in summary.classes:
+        yield Case(c.name, c.status, c.reasons)
+    for group in summary.groups:
+        for cell in group.cells:
+            if cell.status in ("flag", "warn"):
+                name = f"{cell.class_name} where {group.attribute} = {cell.value}"
+                yield Case(name, cell.status, cell.reasons)
+    for c in summary.classes:
+        for s in c.subgroups:
+            if s.status in ("flag", "warn"):
+                name = f"{s.class_name}, subgroup {s.subgroup} of {s.of} ({s.n} images)"
+                yield Case(name, s.status, s.reasons)
+    dataset = summary.dataset
+    if dataset.skip_limit_exceeded:
         why = (
-            f"{dataset['n_skipped']} of {dataset['n_images']} images skipped, more than "
-            f"max_skipped {dataset['max_skipped']:g} allows"
+            f"{dataset.n_skipped} of {dataset.n_images} images skipped, more than "
+            f"max_skipped {dataset.max_skipped:g} allows"
         )
         yield Case("skipped images", "skip_limit_exceeded", [why])
 
@@ -96,15 +97,14 @@ def _testcase(element: ET.Element, case: Case, *, classname: str) -> None:
         ET.SubElement(element, "error", type=_clean(case.status), message=said or case.status)
 
 
-def _properties(element: ET.Element, summary: dict[str, Any]) -> None:
-    model, dataset = summary.get("model", {}), summary.get("dataset", {})
+def _properties(element: ET.Element, summary: Summary) -> None:
     values = {
-        "verdict": summary.get("verdict"),
-        "model": model.get("spec"),
-        "model_sha256": model.get("sha256"),
-        "data": dataset.get("spec"),
-        "data_sha256": dataset.get("sha256"),
-        "auditor_version": summary.get("auditor_version"),
+        "verdict": summary.verdict,
+        "model": summary.model.spec,
+        "model_sha256": summary.model.sha256,
+        "data": summary.dataset.spec,
+        "data_sha256": summary.dataset.sha256,
+        "auditor_version": summary.auditor_version,
     }
     for name, value in values.items():
         if value is not None:

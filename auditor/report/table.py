@@ -9,88 +9,91 @@ import math
 from typing import Any
 
 from auditor.detect.hotspot import where
+from auditor.record import ClassRecord, Summary
+from auditor.record.summary import BehaviourRecord, MetricsRecord, pair
 from auditor.report.words import class_name
 
 STATUS_ORDER = {"flag": 0, "warn": 1, "insufficient_data": 2, "pass": 3}
 
 
-def class_rows(summary: dict[str, Any], primary: str) -> list[dict[str, Any]]:
+def class_rows(summary: Summary) -> list[dict[str, Any]]:
     """The table's rows, riskiest class first."""
-    names = [c["name"] for c in summary["classes"]]
-    untrusted = summary.get("trust", {}).get("untrusted", {})
-    classes = sorted(summary["classes"], key=lambda c: risk(c, primary))
-    return [_row(c, summary["methods"], untrusted, names) for c in classes]
+    classes = sorted(summary.classes, key=lambda c: risk(c, summary.primary_method))
+    return [_row(c, summary.methods, summary.untrusted, summary.names) for c in classes]
 
 
-def untrusted_notes(summary: dict[str, Any]) -> list[dict[str, str]]:
+def untrusted_notes(summary: Summary) -> list[dict[str, str]]:
     """The footnotes of the table: each method that may not drive a flag, and why."""
-    untrusted = summary.get("trust", {}).get("untrusted", {})
-    return [{"method": m, "reason": r} for m, r in untrusted.items() if m in summary["methods"]]
+    return [
+        {"method": m, "reason": r} for m, r in summary.untrusted.items() if m in summary.methods
+    ]
 
 
-def risk(c: dict[str, Any], primary: str) -> tuple[int, float]:
-    score = c["metrics"].get(primary, {}).get("chance_corrected")
-    return STATUS_ORDER.get(c["status"], 9), score if score is not None else math.inf
+def risk(c: ClassRecord, primary: str) -> tuple[int, float]:
+    score = c.metric(primary)
+    return STATUS_ORDER.get(c.status, 9), score if score is not None else math.inf
 
 
 def _row(
-    c: dict[str, Any], methods: list[str], untrusted: dict[str, str], names: list[str]
+    c: ClassRecord, methods: list[str], untrusted: dict[str, str], names: list[str]
 ) -> dict[str, Any]:
-    deciding = {(f["kind"], f.get("method")) for f in c.get("findings", [])}
+    deciding = {(f.kind, f.method) for f in c.findings}
     return {
-        "anchor": f"class-{c['index']}",
-        "name": c["name"],
-        "n": c["n"],
-        "accuracy": pct(c["accuracy"]),
-        "status": c["status"],
+        "anchor": f"class-{c.index}",
+        "name": c.name,
+        "n": c.n,
+        "accuracy": pct(c.accuracy),
+        "status": c.status,
         "attribution": _attribution(c, methods, untrusted, deciding),
-        "interventions": _interventions(c.get("behaviour"), deciding, names, c["n"]),
+        "interventions": _interventions(c.behaviour, deciding, names, c.n),
     }
 
 
 def _attribution(
-    c: dict[str, Any], methods: list[str], untrusted: dict[str, str], deciding: set[Any]
+    c: ClassRecord, methods: list[str], untrusted: dict[str, str], deciding: set[Any]
 ) -> list[dict[str, Any]]:
     lines = []
     for m in methods:
-        lines.append(_stat_line(m, c["metrics"].get(m, {}), ("off_object", m) in deciding,
+        lines.append(_stat_line(m, c.metrics.get(m), ("off_object", m) in deciding,
                                 m in untrusted))  # fmt: skip
     for m in methods:  # shown where they decided: the maps of the answers a swap broke
         if ("off_object_after_swap", m) in deciding:
-            stats = c.get("swap_metrics", {}).get(m, {})
-            label = f"{m}, answers the swap broke (n = {stats.get('n', 0)})"
+            stats = c.swap_metrics.get(m)
+            label = f"{m}, answers the swap broke (n = {0 if stats is None else stats.n})"
             lines.append(_stat_line(label, stats, True, False))
-    for f in c.get("findings", []):  # a small cue's place, where it decided
-        if f["kind"] == "off_object_hotspot":
+    for f in c.findings:  # a small cue's place, where it decided
+        if f.kind == "off_object_hotspot" and f.location is not None:
             lines.append({
-                "label": f"{f['method']}, hotspot at the {where(f['location'])}",
-                "value": f"×{f['value']:.1f}",
-                "detail": f"vs ×{f['reference']:.1f}, p {f['p']:.1g}",
+                "label": f"{f.method}, hotspot at the {where(f.location)}",
+                "value": f"×{f.value or 0:.1f}",
+                "detail": f"vs ×{f.reference or 0:.1f}, p {f.p or 0:.1g}",
                 "deciding": True, "untrusted": False,
             })  # fmt: skip
     return lines
 
 
-def _stat_line(label: str, m: dict[str, Any], deciding: bool, untrusted: bool) -> dict[str, Any]:
-    ci = m.get("ci95") or [None, None]
-    p = m.get("p_adjusted")
+def _stat_line(
+    label: str, m: MetricsRecord | None, deciding: bool, untrusted: bool
+) -> dict[str, Any]:
+    low, high = pair(None if m is None else m.ci95)
+    p = None if m is None else m.p_adjusted
     return {
         "label": label,
-        "value": signed(m.get("chance_corrected")),
-        "detail": f"[{signed(ci[0])}, {signed(ci[1])}], p {'n/a' if p is None else f'{p:.1g}'}",
+        "value": signed(None if m is None else m.chance_corrected),
+        "detail": f"[{signed(low)}, {signed(high)}], p {'n/a' if p is None else f'{p:.1g}'}",
         "deciding": deciding,
         "untrusted": untrusted,
     }
 
 
 def _interventions(
-    b: dict[str, Any] | None, deciding: set[Any], names: list[str], n: int
+    b: BehaviourRecord | None, deciding: set[Any], names: list[str], n: int
 ) -> list[dict[str, Any]]:
-    if not b:
+    if b is None:
         return []
-    ci = b.get("swap_gap_ci95") or [None, None]
-    other = b.get("background_only_baseline_class")
-    intervened = b.get("intervened", n)
+    low, high = pair(b.swap_gap_ci95)
+    other = b.background_only_baseline_class
+    intervened = n if b.intervened is None else b.intervened
     sampled = (
         [{"label": "on", "value": f"{intervened} of {n}", "detail": "images, a seeded sample",
           "deciding": False}]
@@ -100,14 +103,14 @@ def _interventions(
     return [
         {
             "label": "swap gap",
-            "value": pct(b.get("swap_gap")),
-            "detail": f"[{pct(ci[0])}, {pct(ci[1])}]",
+            "value": pct(b.swap_gap),
+            "detail": f"[{pct(low)}, {pct(high)}]",
             "deciding": ("swap_gap", None) in deciding,
         },
         {
             "label": "background alone",
-            "value": pct(b.get("background_only_accuracy")),
-            "detail": f"vs {pct(b.get('background_only_baseline'))}"
+            "value": pct(b.background_only_accuracy),
+            "detail": f"vs {pct(b.background_only_baseline)}"
             + (f" ({class_name(names, other)})" if isinstance(other, int) else ""),
             "deciding": ("background_only", None) in deciding,
         },

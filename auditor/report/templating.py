@@ -28,6 +28,17 @@ def shorten(text: str, limit: int) -> str:
     return f"{text[:kept]}… [{len(text) - kept:,} more characters]"
 
 
+MAX_NAMED = 10
+"""Names a sentence lists before it says how many more there are."""
+
+
+def named(names: list[str], *, sep: str = ", ") -> str:
+    """At most :data:`MAX_NAMED` names, each shortened, then how many more there are."""
+    listed = sep.join(shorten(str(n), MAX_NAME) for n in names[:MAX_NAMED])
+    more = len(names) - MAX_NAMED
+    return listed + (f" and {more} more (see the class table)" if more > 0 else "")
+
+
 def bounded(value: Any) -> Any:
     """Jinja's ``finalize``: plain strings past :data:`MAX_TEXT` are shortened; markup the
     templates mark safe (the stylesheet) and ``data:`` URIs (the pictures) pass whole."""

@@ -4,10 +4,14 @@ English and the report can phrase a stored run anew."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from auditor.detect.hotspot import where
+from auditor.record import FindingRecord, Judged, Summary
+from auditor.record.summary import pair
 from auditor.report.templating import MAX_NAME, shorten
 
 SWAPPED = "on the {n} swapped images whose prediction the swap broke, the new prediction's map: "
@@ -15,28 +19,44 @@ SALIENCY = ("off_object", "off_object_after_swap", "off_object_vs_class", "off_o
 BEHAVIOUR = ("swap_gap", "background_only")
 
 
-def reasons(c: dict[str, Any], names: Sequence[str], *, confidence: float) -> list[str]:
-    """The sentences explaining a class's status, from its stored dict (``summary.json``)."""
-    findings = c.get("findings", [])
-    said = [sentence(f, names, confidence=confidence) for f in findings]
-    kinds = {f["kind"] for f in findings}
-    if c["status"] == "warn" and kinds & set(SALIENCY) and not kinds & set(BEHAVIOUR):
+def reasons(c: Judged, names: Sequence[str], *, confidence: float) -> list[str]:
+    """The sentences explaining the status of a class, a class x group cell or a subgroup,
+    from its stored findings."""
+    said = [sentence(f, names, confidence=confidence) for f in c.findings]
+    kinds = c.kinds()
+    if c.status == "warn" and kinds & set(SALIENCY) and not kinds & set(BEHAVIOUR):
         unconfirmed = (
             "no intervention was run"
-            if not c.get("behaviour")
+            if c.behaviour is None
             else "the interventions show no reliance on the class's own background"
         )
         said.append(f"attribution sits off the object, but {unconfirmed}")
-    elif c["status"] == "warn" and kinds & set(BEHAVIOUR) and not kinds & set(SALIENCY):
+    elif c.status == "warn" and kinds & set(BEHAVIOUR) and not kinds & set(SALIENCY):
         said.append("the interventions show reliance, but attribution maps do not")
     return said
 
 
-def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> str:
+def phrased(summary: Summary, confidence: float) -> Summary:
+    """Every class, class x group cell and subgroup of ``summary`` with its findings in
+    words (``reasons``), phrased from the stored findings by this version."""
+
+    def said(judged: Any) -> Any:
+        return dataclasses.replace(judged, reasons=reasons(judged, names, confidence=confidence))
+
+    names = summary.names
+    classes = [
+        dataclasses.replace(said(c), subgroups=[said(s) for s in c.subgroups])
+        for c in summary.classes
+    ]
+    groups = [dataclasses.replace(g, cells=[said(c) for c in g.cells]) for g in summary.groups]
+    return summary.replace(classes=classes, groups=groups)
+
+
+def sentence(f: FindingRecord, names: Sequence[str], *, confidence: float) -> str:
     """One finding in words."""
-    kind = f["kind"]
+    kind = f.kind
     if kind == "too_few_images":
-        return f"{f['n']} scored images, fewer than the minimum {f['threshold']:g}"
+        return f"{f.n} scored images, fewer than the minimum {f.threshold:g}"
     if kind == "no_evidence":
         return no_evidence_sentence(f)
     if kind == "maps_missed_cue":
@@ -46,91 +66,101 @@ def sentence(f: dict[str, Any], names: Sequence[str], *, confidence: float) -> s
             "missed what the model uses)"
         )
     if kind == "vulnerable":
-        donor = class_name(names, f["reference_class"])
-        low, high = f["ci95"]
+        donor = class_name(names, f.reference_class)
+        low, high = _pair(f.ci95)
         against = (
             "on backgrounds that identify no class"
-            if f["neutral_donors"]
+            if f.neutral_donors
             else "on other backgrounds of its own class"
         )
         return (
             f"vulnerable to {donor}'s backgrounds: on them the object is called this class "
-            f"{f['reference'] - f['value']:.0%} of the time, against {f['reference']:.0%} "
-            f"{against} (drop {f['value']:.0%}, CI [{low:.0%}, {high:.0%}]; one-sided Fisher, "
-            f"BH-adjusted p = {f['p']:.1g}); {f['follow_rate']:.0%} were called {donor}"
+            f"{_v(f.reference) - _v(f.value):.0%} of the time, against {_v(f.reference):.0%} "
+            f"{against} (drop {_v(f.value):.0%}, CI [{low:.0%}, {high:.0%}]; one-sided Fisher, "
+            f"BH-adjusted p = {_v(f.p):.1g}); {_v(f.follow_rate):.0%} were called {donor}"
         )
     if kind == "off_object_hotspot":
         return hotspot_sentence(f, names)
     if kind == "off_object_vs_class":
-        low, high = f["ci95"]
-        rest = f["reference"]
+        low, high = _pair(f.ci95)
+        rest = _v(f.reference)
         return (
-            f"{f['method']}: the maps sit further off the object than on the rest of the "
-            f"class's images: mean chance-corrected energy {rest + f['value']:+.2f} against "
-            f"{rest:+.2f} (difference {f['value']:+.2f}, {confidence:.0%} CI "
-            f"[{low:+.2f}, {high:+.2f}]; one-sided Welch, BH-adjusted p = {f['p']:.1g}, "
-            f"d = {_signed(f['effect_size'])})"
+            f"{f.method}: the maps sit further off the object than on the rest of the "
+            f"class's images: mean chance-corrected energy {rest + _v(f.value):+.2f} against "
+            f"{rest:+.2f} (difference {_v(f.value):+.2f}, {confidence:.0%} CI "
+            f"[{low:+.2f}, {high:+.2f}]; one-sided Welch, BH-adjusted p = {_v(f.p):.1g}, "
+            f"d = {_signed(f.effect_size)})"
         )
     if kind in SALIENCY:
-        where = SWAPPED.format(n=f["n"]) if kind == "off_object_after_swap" else ""
-        low, high = f["ci95"]
+        where = SWAPPED.format(n=f.n) if kind == "off_object_after_swap" else ""
+        low, high = _pair(f.ci95)
         return (
-            f"{f['method']}: {where}mean chance-corrected energy {f['value']:+.2f}, "
-            f"{confidence:.0%} CI [{low:+.2f}, {high:+.2f}] below {f['threshold']:+.2f} "
-            f"(one-sided Wilcoxon, BH-adjusted p = {f['p']:.1g}, d = {_signed(f['effect_size'])})"
+            f"{f.method}: {where}mean chance-corrected energy {_v(f.value):+.2f}, "
+            f"{confidence:.0%} CI [{low:+.2f}, {high:+.2f}] below {f.threshold:+.2f} "
+            f"(one-sided Wilcoxon, BH-adjusted p = {_v(f.p):.1g}, d = {_signed(f.effect_size)})"
         )
     if kind == "swap_gap":
-        donors = "backgrounds that identify no class" if f["neutral_donors"] else "other images"
-        low, high = f["ci95"]
+        donors = "backgrounds that identify no class" if f.neutral_donors else "other images"
+        low, high = _pair(f.ci95)
         return (
-            f"moving the object onto {donors} costs {f['value']:.0%} accuracy "
+            f"moving the object onto {donors} costs {_v(f.value):.0%} accuracy "
             f"(CI [{low:.0%}, {high:.0%}])"
         )
     if kind == "background_only":
-        other_name = class_name(names, f["reference_class"])
+        other_name = class_name(names, f.reference_class)
         return (
             f"with the object removed, the background alone still gives this class "
-            f"{f['value']:.0%} of the time, against at most {f['reference']:.0%} for another "
-            f"class's backgrounds ({other_name}; p = {f['p']:.1g})"
+            f"{_v(f.value):.0%} of the time, against at most {_v(f.reference):.0%} for another "
+            f"class's backgrounds ({other_name}; p = {_v(f.p):.1g})"
         )
-    return f"{kind}: {f.get('statistic')} = {f.get('value')}"
+    return f"{kind}: {f.statistic} = {f.value}"
 
 
-def no_evidence_sentence(f: dict[str, Any]) -> str:
+def no_evidence_sentence(f: FindingRecord) -> str:
     """A ``no_evidence`` finding in words: which lines of evidence were missing, and why."""
     maps = (
         "no attribution method passed the trust checks (see Method)"
-        if not f.get("reference")
+        if not f.reference
         else "the methods that passed the trust checks scored too few of its images"
     )
-    right = f.get("value")
-    if not f["n"]:
+    right = f.value
+    if not f.n:
         acts = "no intervention could be run on its images"
-    elif right is None or right < f["threshold"]:
+    elif right is None or right < f.threshold:
         shown = "n/a" if right is None else f"{right:.0%}"
         acts = (
             f"the interventions could not show reliance: the model is right on {shown} of its "
-            f"{f['n']} intervened images, less than the {f['threshold']:.0%} a swap would have "
+            f"{f.n} intervened images, less than the {f.threshold:.0%} a swap would have "
             "to take away"
         )
     else:
-        acts = f"too few of its images ({f['n']}) got the interventions"
+        acts = f"too few of its images ({f.n}) got the interventions"
     return f"no trusted evidence either way: {maps}, and {acts}"
 
 
-def hotspot_sentence(f: dict[str, Any], names: Sequence[str]) -> str:
+def hotspot_sentence(f: FindingRecord, names: Sequence[str]) -> str:
     """An ``off_object_hotspot`` finding in words: where, how much, against whom."""
-    x0, y0, x1, y1 = f["location"]
-    other = f.get("reference_class")
+    x0, y0, x1, y1 = f.location or (0.0, 0.0, 0.0, 0.0)
+    other = f.reference_class
     closest = class_name(names, other)
     return (
-        f"{f['method']}: a hotspot off the object, at the {where(f['location'])} (x "
+        f"{f.method}: a hotspot off the object, at the {where((x0, y0, x1, y1))} (x "
         f"{x0:.0%}-{x1:.0%}, y {y0:.0%}-{y1:.0%} of the image): on held-out images that leave "
-        f"it free, it draws {f['value']:.1f} times its area's share of the attribution off the "
-        f"object, against {f['reference']:.1f} on {closest}'s, the closest other class (its excess "
-        f"over places as far from the object, one-sided Mann-Whitney against each other class: "
-        f"BH-adjusted p = {f['p']:.1g}, P(more) = {f['effect_size']:.2f})"
+        f"it free, it draws {_v(f.value):.1f} times its area's share of the attribution off "
+        f"the object, against {_v(f.reference):.1f} on {closest}'s, the closest other class (its "
+        f"excess over places as far from the object, one-sided Mann-Whitney against each other "
+        f"class: BH-adjusted p = {_v(f.p):.1g}, P(more) = {_v(f.effect_size):.2f})"
     )
+
+
+def _v(value: float | None) -> float:
+    """A stored statistic for a sentence: NaN where it was undefined (stored as null)."""
+    return math.nan if value is None else value
+
+
+def _pair(values: list[float | None] | None) -> tuple[float, float]:
+    low, high = pair(values)
+    return _v(low), _v(high)
 
 
 def _signed(value: float | None) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from auditor._version import __version__
 from auditor.config import DetectConfig
-from auditor.detect.compare import Comparison, Side, compare
+from auditor.detect.compare import REGRESSION_MARGIN, Comparison, Judgement, Side, compare
 from auditor.errors import RunDirError
 from auditor.history import History, HistoryRun, previous_of
 from auditor.report.compare_report import write_compare_reports
@@ -86,9 +86,6 @@ def side_of(run: AuditRun) -> Side:
             f"{where / 'samples.parquet'}: column(s) {', '.join(missing)} missing (written by "
             f"auditor {version}); compare needs them."
         )
-    for c in run.summary["classes"]:
-        if "index" not in c or "status" not in c:
-            raise RunDirError(f"{where / 'summary.json'}: a class lacks its index or status.")
     detect = run.run_info["config"]["detect"]
     known = {k: v for k, v in detect.items() if k in DetectConfig.__dataclass_fields__}
     try:
@@ -96,7 +93,10 @@ def side_of(run: AuditRun) -> Side:
     except (ValueError, TypeError) as exc:
         raise RunDirError(f"{where / 'run.json'}: config.detect is damaged ({exc})") from None
     inputs = run.run_info.get("inputs", {})
-    return Side(run.summary, run.samples, config, inputs.get("data_sha256"))
+    summary = run.summary
+    classes = [Judgement(c.index, c.name, c.status) for c in summary.classes]
+    return Side(classes, summary.methods, summary.primary_method, run.samples, config,
+                inputs.get("data_sha256"))  # fmt: skip
 
 
 def compare_runs(before: AuditRun, after: AuditRun, *, margin: float) -> Compared:
@@ -118,7 +118,7 @@ def compare_to_dir(
     out: Path | None,
     history: History | None,
     model: str | None = None,
-    margin: float = 0.05,
+    margin: float = REGRESSION_MARGIN,
 ) -> Compared:
     """Compare two runs; with ``out``, write ``compare.json`` and ``compare.html`` there."""
     before, _ = read_side(resolve(ref_before, history, model=model))
@@ -137,11 +137,11 @@ def _run_facts(run: AuditRun) -> dict[str, Any]:
     return {
         "run_dir": str(run.path) if run.path else None,
         "created": run.run_info.get("created"),
-        "model": run.summary["model"].get("spec"),
-        "model_sha256": inputs.get("model_sha256") or run.summary["model"].get("sha256"),
-        "data": run.summary["dataset"].get("spec"),
+        "model": run.summary.model.spec,
+        "model_sha256": inputs.get("model_sha256") or run.summary.model.sha256,
+        "data": run.summary.dataset.spec,
         "data_sha256": inputs.get("data_sha256"),
-        "verdict": run.summary["verdict"],
+        "verdict": run.summary.verdict,
         "auditor_version": run.run_info.get("auditor_version"),
     }
 
