@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 
 from auditor.lab.demo import DemoModel, ensure_dataset, ensure_model
+from auditor.lab.drawing import SHAPES
 from auditor.lab.scenarios import Recipe, Scenario, rates, run_scenario
-from auditor.lab.synthetic import SHAPES, SyntheticSpec
+from auditor.lab.synthetic import SyntheticSpec
 
 FOUR = ("circle", "square", "triangle", "cross")
 WIDE = (0.13, 0.40)  # circumradius / side: a circle covers 5-50% of the image

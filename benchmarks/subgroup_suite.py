@@ -32,7 +32,8 @@ from click.testing import CliRunner
 from auditor.cli import cli
 from auditor.data.transforms import AuditTransform
 from auditor.lab.demo import ARCH, DemoModel, ensure_dataset, ensure_model
-from auditor.lab.synthetic import SyntheticSpec, read_scenes, render
+from auditor.lab.drawing import render
+from auditor.lab.synthetic import SyntheticSpec, read_scenes
 from auditor.lab.training import predict, stack_images
 from auditor.models import load_model
 

@@ -61,7 +61,7 @@ def test_resume_after_interruption_equals_a_full_run(
     resumed = pipeline.audit(loaded, data=coco_dataset, config=CONFIG, checkpoint=checkpoint)
     pd.testing.assert_frame_equal(resumed.samples, full.samples)
     assert exemplar_ids(resumed) == exemplar_ids(full)
-    assert resumed.summary["classes"] == full.summary["classes"]
+    assert resumed.summary.classes == full.summary.classes
 
 
 @pytest.fixture
@@ -248,5 +248,5 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_rows(
     with caplog.at_level(logging.WARNING):
         halved = pipeline.audit(loaded, data=coco_dataset, config=CONFIG)
     pd.testing.assert_frame_equal(halved.samples, full.samples)
-    assert halved.summary["classes"] == full.summary["classes"]
+    assert halved.summary.classes == full.summary.classes
     assert caplog.text.count("Out of memory at a batch of 8 images") == 1

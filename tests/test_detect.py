@@ -12,8 +12,19 @@ from auditor.detect.interventions import (
     fill_region,
     swap_background,
 )
+from auditor.record import ClassRecord, FindingRecord
+from auditor.record.parse import from_dict
 
 NAMES = ["a", "b", "c"]
+
+
+def finding_record(entry: dict) -> FindingRecord:
+    return from_dict(FindingRecord, entry, "findings[0]")
+
+
+def as_record(entry: dict) -> ClassRecord:
+    """A class's stored entry (``ClassResult.to_dict()``) as the report reads it."""
+    return from_dict(ClassRecord, entry, "classes[0]")
 
 
 def frame(
@@ -86,7 +97,7 @@ def test_findings_read_as_sentences():
 
     samples = frame({0: -0.1, 1: 0.5, 2: 0.5}, bg_only={0: 0}, swap_correct={0: False})
     entry = class_results(samples, NAMES, ["gradcam"], DetectConfig())[0].to_dict()
-    said = reasons(entry, NAMES, confidence=0.95)
+    said = reasons(as_record(entry), NAMES, confidence=0.95)
     assert said[1] == (
         "moving the object onto backgrounds that identify no class costs 100% accuracy "
         "(CI [100%, 100%])"
@@ -96,7 +107,7 @@ def test_findings_read_as_sentences():
                               "backgrounds (b; p = ")  # fmt: skip
     assert said[0].startswith("gradcam: mean chance-corrected energy -0.10, 95% CI [")
     warn = class_results(frame({0: -0.1, 1: 0.5, 2: 0.5}), NAMES, ["gradcam"], DetectConfig())
-    assert reasons(warn[0].to_dict(), NAMES, confidence=0.95)[-1] == (
+    assert reasons(as_record(warn[0].to_dict()), NAMES, confidence=0.95)[-1] == (
         "attribution sits off the object, but the interventions show no reliance on the "
         "class's own background"
     )
@@ -119,8 +130,8 @@ def test_maps_of_broken_swaps_confirm_reliance_the_originals_cannot_show():
     missed = class_results(samples, NAMES, ["gradcam"], DetectConfig())[0]
     assert missed.status == "flag"  # both interventions agree: flagged whatever the maps say
     assert [f.kind for f in missed.findings] == ["swap_gap", "background_only", "maps_missed_cue"]
-    assert "did not localise the cue" in sentence(missed.findings[-1].to_dict(), NAMES,
-                                                  confidence=0.95)  # fmt: skip
+    last = finding_record(missed.findings[-1].to_dict())
+    assert "did not localise the cue" in sentence(last, NAMES, confidence=0.95)
     one = frame({0: 0.3, 1: 0.5, 2: 0.5}, swap_correct={0: False})  # one intervention only
     one["swap_chance_corrected"] = np.where(one["label"] == 0, 0.3, np.nan)
     assert class_results(one, NAMES, ["gradcam"], DetectConfig())[0].status == "warn"
@@ -307,13 +318,13 @@ def test_the_welch_difference_matches_a_hand_computation():
 
 
 def test_a_subgroups_relative_finding_reads_as_both_means():
-    from auditor.detect.rule import Finding
+    from auditor.detect.findings import Finding
     from auditor.report.words import sentence
 
     finding = Finding("off_object_vs_class", "mean_chance_corrected_minus_rest_of_class", -0.15,
                       0.5, 103, method="gradcam", ci=(-0.18, -0.12), p=5e-20, effect_size=-1.53,
                       reference=0.35)  # fmt: skip
-    said = sentence(finding.to_dict(), NAMES, confidence=0.95)
+    said = sentence(finding_record(finding.to_dict()), NAMES, confidence=0.95)
     assert "mean chance-corrected energy +0.20 against +0.35 (difference -0.15" in said
 
 
@@ -371,7 +382,7 @@ def test_a_class_taken_over_by_another_class_backgrounds_is_vulnerable():
     # (the swap gap), not vulnerability to one class's backgrounds
     assert "vulnerable" not in {f.kind for f in results[2].findings}
     assert "swap_gap" in {f.kind for f in results[2].findings}
-    said = reasons(results[0].to_dict() | {"status": "warn"}, names, confidence=0.95)
+    said = reasons(as_record(results[0].to_dict() | {"status": "warn"}), names, confidence=0.95)
     assert said == [
         "vulnerable to d's backgrounds: on them the object is called this class 0% of the time, "
         "against 100% on backgrounds that identify no class (drop 100%, CI [82%, 100%]; "
@@ -453,7 +464,7 @@ def test_a_class_with_no_trusted_evidence_is_not_passed():
     assert [r.status for r in results] == ["insufficient_data", "pass", "pass"]
     (missing,) = results[0].findings
     assert missing.kind == "no_evidence" and missing.value == 0.0 and missing.n == 40
-    said = reasons(results[0].to_dict(), NAMES, confidence=0.95)
+    said = reasons(as_record(results[0].to_dict()), NAMES, confidence=0.95)
     assert said == [
         "no trusted evidence either way: no attribution method passed the trust checks (see "
         "Method), and the interventions could not show reliance: the model is right on 0% of "
@@ -467,4 +478,7 @@ def test_a_class_with_no_trusted_evidence_is_not_passed():
     alone = class_results(no_interventions, NAMES, ["gradcam"], DetectConfig(),
                           untrusted=untrusted)  # fmt: skip
     assert {r.status for r in alone} == {"insufficient_data"}
-    assert "no intervention could be run" in reasons(alone[1].to_dict(), NAMES, confidence=0.95)[0]
+    assert (
+        "no intervention could be run"
+        in reasons(as_record(alone[1].to_dict()), NAMES, confidence=0.95)[0]
+    )

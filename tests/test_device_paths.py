@@ -49,7 +49,7 @@ def test_a_channels_last_audit_equals_the_default_one(fitted_tiny_cnn, coco_data
     fast = _audit(fitted_tiny_cnn, coco_dataset, channels_last=True)
 
     def verdicts(run):
-        return [(c["status"], [f["kind"] for f in c["findings"]]) for c in run.summary["classes"]]
+        return [(c.status, [f.kind for f in c.findings]) for c in run.summary.classes]
 
     assert verdicts(fast) == verdicts(plain)
     columns = ["sample", "method", "prediction", "pred_swapped", "pred_background_only"]

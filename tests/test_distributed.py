@@ -101,7 +101,7 @@ def assert_same_run(one, many, size):
 
 @pytest.mark.parametrize("size", [2, 3, 8])  # 8 ranks for 7 batches: one audits nothing
 def test_the_ranks_parts_merge_into_the_one_process_run(ready, one_process, size):
-    assert one_process.summary["flagged_classes"]  # evidence, broken swaps, class models
+    assert one_process.summary.flagged_classes  # evidence, broken swaps, class models
     checked = pipeline.preflight(ready)
     parts = [pipeline.stream(ready, checked, world=World(r, size)) for r in range(size)]
     assert sum(len(p.state.rows) for p in parts) == len(one_process.samples)

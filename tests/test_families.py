@@ -56,7 +56,7 @@ def test_every_family_audits_at_224_with_the_default_layer(family, eight_images)
     layer = run.run_info["target_layer"]
     assert layer["name"] == FAMILIES[family] and min(layer["cells"]) >= 7
     scored = run.samples[run.samples["skip_reason"].isna()]
-    refused = run.summary["method_errors"]
+    refused = run.summary.method_errors
     assert ("guided_backprop" in refused) == (family in NO_RELU), refused
     assert len(scored) == 8 * (3 - len(refused)) and set(refused) <= {"guided_backprop"}
     saliency = scored.loc[scored["method"] == "saliency", "chance_corrected"]

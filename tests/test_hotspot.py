@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from auditor.config import DetectConfig
+from auditor.detect.findings import ClassResult, Finding
 from auditor.detect.hotspot import (
     GRID,
     class_hotspots,
@@ -17,8 +18,10 @@ from auditor.detect.hotspot import (
     where,
     window_lifts,
 )
-from auditor.detect.rule import ClassResult, Finding, has_hotspot, with_hotspots
-from auditor.detect.subgroups import MapSample
+from auditor.detect.maps import MapSample
+from auditor.detect.rule import has_hotspot, with_hotspots
+from auditor.record import FindingRecord
+from auditor.record.parse import from_dict
 from auditor.report.words import sentence
 from auditor.runner.exemplars import ClassEvidence
 
@@ -203,7 +206,8 @@ def test_a_hotspot_is_attribution_evidence_only_for_a_trusted_method():
 def test_a_hotspot_is_said_where_it_is():
     spot = hotspot_of(sampled([TOP_LEFT, None, None, None]))
     result = with_hotspots(ClassResult(0, "circle", 120, 0.9, "pass"), {"m": spot}, ["m"], CONFIG)
-    said = sentence(result.to_dict()["findings"][0], ["circle", "a", "b", "c"], confidence=0.95)
+    finding = from_dict(FindingRecord, result.to_dict()["findings"][0], "findings[0]")
+    said = sentence(finding, ["circle", "a", "b", "c"], confidence=0.95)
     assert "at the top-left corner" in said and "Mann-Whitney" in said
 
 
@@ -237,10 +241,10 @@ def corner_run(tmp_path_factory):
 def test_a_planted_corner_reader_shows_its_hotspot_in_the_summary_and_the_report(corner_run):
     from auditor.report.render import render_html
 
-    circle, *others = corner_run.summary["classes"]
-    spots = {f["method"]: f for f in circle["findings"] if f["kind"] == "off_object_hotspot"}
-    assert where(spots["gradcam"]["location"]) == "top-left corner"  # the mark's place
-    assert circle["hotspots"]["gradcam"]["box_px"][:2] <= [8, 8]
-    assert set(circle["hotspots"]) == {"gradcam", "saliency"}
-    assert not any(f["kind"] == "off_object_hotspot" for c in others for f in c["findings"])
+    circle, *others = corner_run.summary.classes
+    spots = {f.method: f for f in circle.findings if f.kind == "off_object_hotspot"}
+    assert where(spots["gradcam"].location) == "top-left corner"  # the mark's place
+    assert circle.hotspots["gradcam"]["box_px"][:2] <= [8, 8]
+    assert set(circle.hotspots) == {"gradcam", "saliency"}
+    assert not any(f.kind == "off_object_hotspot" for c in others for f in c.findings)
     assert "hotspot boxed in green" in render_html(corner_run)

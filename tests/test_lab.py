@@ -15,21 +15,23 @@ from PIL import Image, ImageDraw
 
 from auditor.errors import ConfigError
 from auditor.lab.demo import ground_truth
-from auditor.lab.models import build_model, file_name, load_backbone
-from auditor.lab.synthetic import (
+from auditor.lab.drawing import (
     FRAME_COLOUR,
     Scene,
-    SyntheticSpec,
     class_hue,
     frame_width,
-    iter_interventions,
     polygon,
-    read_scenes,
     render,
+    watermark_box,
+)
+from auditor.lab.models import build_model, file_name, load_backbone
+from auditor.lab.synthetic import (
+    SyntheticSpec,
+    iter_interventions,
+    read_scenes,
     sample_scenes,
     scene_dict,
     spec_dict,
-    watermark_box,
     with_cue_of,
     write_coco,
 )

@@ -1,5 +1,8 @@
-"""The house's shape: every module imports on its own, and no import circle joins any two
-modules of ``auditor`` (imports inside functions count; ``if TYPE_CHECKING:`` ones do not)."""
+"""The house's shape, written down: the rooms of ``auditor`` in the order of the data flow
+(load -> attribute -> score -> detect -> store -> report, with the runner, the lab and the
+command line on top), and the rule that a module imports only from its own room or the
+rooms below it. Every import counts: inside functions and under ``TYPE_CHECKING`` too. No
+module is over :data:`MAX_LINES` lines, and every module imports on its own."""
 
 from __future__ import annotations
 
@@ -11,6 +14,25 @@ from pathlib import Path
 import auditor
 
 ROOT = Path(auditor.__file__).parent
+MAX_LINES = 400
+
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("_version", "errors"),  # what everything may use
+    ("progress", "rundir"),  # the terminal's progress bar; the run directory on disk
+    ("models",),  # load: the model
+    ("data",),  # load: the data
+    ("attribution",),  # attribute
+    ("scoring",),  # score
+    ("config",),  # the settings of the stages below, read by those above
+    ("detect",),  # detect
+    ("record", "run", "history"),  # store: the typed run record, the run directory, the history
+    ("report",),  # report
+    ("runner",),  # the audit as a whole
+    ("lab",),  # planted-shortcut data and models, the demo
+    ("cli",),  # the command line
+    ("auditor", "__main__"),  # the public API and python -m auditor
+)
+"""Each module's room is its first name under ``auditor`` (``auditor.detect.rule``: detect)."""
 
 
 def module_names() -> dict[str, Path]:
@@ -22,19 +44,12 @@ def module_names() -> dict[str, Path]:
 
 
 def imports(path: Path, name: str, known: set[str]) -> set[str]:
-    """The ``auditor`` modules that ``path`` imports anywhere, except under TYPE_CHECKING."""
+    """The ``auditor`` modules that ``path`` imports anywhere (functions and
+    ``TYPE_CHECKING`` blocks included)."""
     tree = ast.parse(path.read_text())
-    skipped = {
-        id(child)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
-        for child in ast.walk(node)
-    }
     found = set()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name in known}
         elif isinstance(node, ast.ImportFrom):
@@ -46,6 +61,18 @@ def imports(path: Path, name: str, known: set[str]) -> set[str]:
                 target = f"{base}.{alias.name}"
                 found.add(target if target in known else base)
     return {m for m in found if m in known and m != name}
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def floor(module: str) -> int:
+    for number, rooms in enumerate(FLOORS):
+        if room(module) in rooms:
+            return number
+    raise AssertionError(f"{module}: its room {room(module)!r} is on no floor of FLOORS")
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -80,17 +107,37 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_no_import_circle_among_auditor_modules():
+def graph() -> dict[str, set[str]]:
     names = module_names()
-    graph = {name: imports(path, name, set(names)) for name, path in names.items()}
-    assert {"auditor.run", "auditor.runner.batch"} <= graph["auditor.runner.pipeline"]
-    assert "auditor.report.notebook" in graph["auditor.run"]  # imported inside a method
-    assert "auditor.run" not in graph["auditor.report.context"]  # TYPE_CHECKING only
-    assert cycles(graph) == []
+    return {name: imports(path, name, set(names)) for name, path in names.items()}
 
 
-def test_the_circle_finder_finds_a_circle():
+def test_no_import_circle_among_auditor_modules():
+    found = graph()
+    assert {"auditor.run", "auditor.runner.batch"} <= found["auditor.runner.pipeline"]
+    assert cycles(found) == []
+
+
+def test_no_module_imports_a_room_above_its_own():
+    upward = sorted(
+        f"{a} -> {b}" for a, targets in graph().items() for b in targets if floor(b) > floor(a)
+    )
+    assert upward == []
+
+
+def test_no_module_is_over_the_limit():
+    long = {name: n for name, path in module_names().items()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}  # fmt: skip
+    assert long == {}
+
+
+def test_the_rules_find_what_they_forbid(tmp_path):
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert floor("auditor.runner.batch") > floor("auditor.detect.rule") > floor("auditor.data")
+    tree = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from auditor.run import X\n"
+    path = tmp_path / "x.py"
+    path.write_text(tree)
+    assert imports(path, "auditor.detect.x", {"auditor.run"}) == {"auditor.run"}
 
 
 def test_every_module_imports_on_its_own():

@@ -13,8 +13,8 @@ import torch
 from auditor.config import AuditConfig
 from auditor.models import LoadedModel
 from auditor.report.render import render_html
-from auditor.runner.batch import ClassSample, InterventionSample, uniform_hash
 from auditor.runner.pipeline import audit
+from auditor.runner.sample import ClassSample, InterventionSample, uniform_hash
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,9 +42,9 @@ def test_swap_maps_are_scored_exactly_where_the_swap_broke_a_right_answer(tiny_r
     assert np.all(np.abs(scored.loc[finite, "swap_chance_corrected"]) <= 1)
     per_image = broken[scored["method"] == "saliency"]
     labels = scored.loc[per_image.index, "label"]
-    for c in tiny_run.summary["classes"]:
-        assert set(c["swap_metrics"]) == {"gradcam", "saliency"}
-        assert c["swap_metrics"]["saliency"]["n"] == int(per_image[labels == c["index"]].sum())
+    for c in tiny_run.summary.classes:
+        assert set(c.swap_metrics) == {"gradcam", "saliency"}
+        assert c.swap_metrics["saliency"].n == int(per_image[labels == c.index].sum())
 
 
 def test_broken_swaps_get_maps_for_a_seeded_sample_of_each_class(tiny_run, tiny_model,
@@ -73,10 +73,8 @@ def test_broken_swaps_get_maps_for_a_seeded_sample_of_each_class(tiny_run, tiny_
 
 
 def test_report_shows_the_answers_a_swap_broke(tiny_run):
-    summary = copy.deepcopy(tiny_run.summary)
-    for c in summary["classes"]:
-        c["status"] = "warn"  # every class gets its section
-    run = dataclasses.replace(tiny_run, summary=summary)
+    classes = [dataclasses.replace(c, status="warn") for c in tiny_run.summary.classes]
+    run = dataclasses.replace(tiny_run, summary=tiny_run.summary.replace(classes=classes))
     classes = run.evidence["classes"]
     with_broken = [name for name, ev in classes.items() if ev["broken_exemplars"]]
     assert with_broken
@@ -90,10 +88,8 @@ def test_report_shows_the_answers_a_swap_broke(tiny_run):
 def test_a_passing_report_still_shows_every_class(tiny_run):
     """A reviewer signs off on pictures, not on numbers alone: with every class passing, each
     still gets its mean mask, mean maps, histogram and two exemplars."""
-    summary = copy.deepcopy(tiny_run.summary)
-    for c in summary["classes"]:
-        c["status"], c["findings"] = "pass", []
-    summary["verdict"], summary["flagged_classes"] = "pass", []
+    classes = [dataclasses.replace(c, status="pass", findings=[]) for c in tiny_run.summary.classes]
+    summary = tiny_run.summary.replace(classes=classes, verdict="pass", flagged_classes=[])
     html = render_html(dataclasses.replace(tiny_run, summary=summary))
     assert 'class="class-section"' not in html
     overview = html.split('id="overview"')[1].split("</section>")[0]
@@ -148,12 +144,12 @@ def test_sampled_interventions_are_counted_in_the_summary_and_the_report(tiny_mo
                          intervention_images=5)  # fmt: skip
     run = audit(copy.deepcopy(tiny_model), data=coco_dataset, config=config)
     images = run.samples[run.samples["skip_reason"].isna()].drop_duplicates("sample")
-    for c in run.summary["classes"]:
-        own = images[images["label"] == c["index"]]
-        b = c["behaviour"]
-        assert b["intervened"] == int(own["pred_background_only"].notna().sum()) < c["n"]
-        hits = int((own["pred_background_only"] == c["index"]).sum())
-        assert b["background_only_accuracy"] == pytest.approx(hits / b["intervened"])
+    for c in run.summary.classes:
+        own = images[images["label"] == c.index]
+        b = c.behaviour
+        assert b.intervened == int(own["pred_background_only"].notna().sum()) < c.n
+        hits = int((own["pred_background_only"] == c.index).sum())
+        assert b.background_only_accuracy == pytest.approx(hits / b.intervened)
     html = render_html(run)
     assert "images, a seeded sample" in html and "images up to about 5," in html
 

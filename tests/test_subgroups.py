@@ -11,7 +11,8 @@ import torch
 from click.testing import CliRunner
 
 from auditor.cli import cli
-from auditor.detect.subgroups import GRID, MapSample, cluster_count, small_maps, subgroups_of
+from auditor.detect.maps import GRID, MapSample, small_maps
+from auditor.detect.subgroups import cluster_count, subgroups_of
 
 
 def corner_and_centre(n_corner: int, n_centre: int, seed: int = 0) -> torch.Tensor:

@@ -22,7 +22,8 @@ import pandas as pd
 from scipy.stats import chi2_contingency, fisher_exact
 
 from auditor.config import DetectConfig
-from auditor.detect.rule import ClassResult, class_results
+from auditor.detect.findings import ClassResult
+from auditor.detect.rule import class_results
 from auditor.detect.stats_util import finite
 
 

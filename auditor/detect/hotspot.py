@@ -6,7 +6,7 @@ Per class and audited method, while the audit streams: each image's map pooled t
 ``GRID`` x ``GRID`` grid and scaled to unit mass, with the cells that its object (the mask
 dilated as for the interventions) or an ignored region touches set to NaN
 (:func:`off_object_maps`), into a bounded sample that depends neither on the batch order
-nor on a resume (:class:`~auditor.detect.subgroups.MapSample`, one per method, with the same
+nor on a resume (:class:`~auditor.detect.maps.MapSample`, one per method, with the same
 keys, so every method keeps the same images).
 
 After the stream (:func:`class_hotspots`), a window of ``WINDOW`` x ``WINDOW`` cells is
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,12 +39,9 @@ from scipy.stats import mannwhitneyu, wilcoxon
 
 from auditor.config import DetectConfig
 from auditor.detect.interventions import dilate, margin
+from auditor.detect.maps import GRID, MapSample, pooled
 from auditor.detect.stats_util import benjamini_hochberg, finite
 
-if TYPE_CHECKING:
-    from auditor.detect.subgroups import MapSample
-
-GRID = 16
 WINDOW = 2
 SPLIT_STREAM = 14  # the seed stream of the halves, apart from every other seeded draw
 
@@ -63,9 +60,7 @@ def off_object_maps(maps: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     """maps (Tensor[N, H, W], non-negative), cells (Tensor[N, GRID * GRID] bool, from
     :func:`excluded_cells`) -> float32 Tensor[N, GRID * GRID] on the CPU: each map pooled to
     the grid and scaled to unit mass, NaN on ``cells``; an all-zero map is all NaN."""
-    pooled = F.adaptive_avg_pool2d(maps.detach().float()[:, None], GRID).flatten(1)
-    total = pooled.sum(1, keepdim=True)
-    share = pooled / total.clamp_min(1e-12)
+    share, total = pooled(maps)
     return share.masked_fill(cells.to(share.device) | (total <= 0), float("nan")).cpu()
 
 
@@ -175,7 +170,7 @@ class Hotspot:
         }  # fmt: skip
 
 
-def where(box: tuple[float, float, float, float]) -> str:
+def where(box: Sequence[float]) -> str:
     """A box (fractions of the image) in words, by the third of the image its centre is in:
     ``top-left corner``, ``top edge``, ``centre``, ..."""
     x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.detect.behaviour import Identification, identification
+from auditor.detect.findings import Status, Verdict
 from auditor.detect.probe_data import ProbeConfig, ProbeData, Skipped, collect
 from auditor.detect.probe_features import FEATURES, VIEWS
 from auditor.detect.probe_geometry import (
@@ -59,7 +60,6 @@ from auditor.detect.probe_geometry import (
     position_stats,
     size_stats,
 )
-from auditor.detect.rule import Status, Verdict
 from auditor.detect.stats_util import benjamini_hochberg, finite, newcombe, wilson
 
 __all__ = ["ClassProbe", "ProbeConfig", "ProbeData", "collect", "probe", "probe_summary"]

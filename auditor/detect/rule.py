@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -37,7 +36,6 @@ from scipy.stats import ttest_ind
 
 from auditor.config import DetectConfig
 from auditor.detect.behaviour import (
-    BackgroundChallenge,
     BehaviourStats,
     Identification,
     background_challenge,
@@ -46,98 +44,10 @@ from auditor.detect.behaviour import (
     identification,
     vulnerability_tests,
 )
+from auditor.detect.findings import ClassResult, Finding, Status, Verdict
 from auditor.detect.hotspot import Hotspot
 from auditor.detect.stats import MethodStats, adjusted_method_stats
-from auditor.detect.stats_util import benjamini_hochberg, finite
-
-Status = Literal["pass", "warn", "flag", "insufficient_data"]
-Verdict = Literal["pass", "warn", "fail"]
-FindingKind = Literal[
-    "too_few_images",  # fewer scored images than min_n
-    "off_object",  # the label's maps sit off the object
-    "off_object_after_swap",  # the maps of answers a background swap broke sit off the object
-    "off_object_vs_class",  # a part's maps sit further off the object than its class's others
-    "off_object_hotspot",  # one place off the object draws the class's attribution, not others'
-    "swap_gap",  # moving the object onto other backgrounds costs accuracy
-    "background_only",  # the background alone gives the class
-    "maps_missed_cue",  # both interventions show reliance; no attribution map localised it
-    "vulnerable",  # another class's backgrounds take the class over
-    "no_evidence",  # no trusted method scored the class, and no intervention could show reliance
-]
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One piece of evidence, as numbers: ``statistic`` of ``n`` images was ``value`` (with
-    ``ci`` and ``p`` where there are any) against ``threshold``. ``reference`` is what it was
-    compared with (the most similar class's background-only rate, in ``reference_class``)."""
-
-    kind: FindingKind
-    statistic: str
-    value: float
-    threshold: float
-    n: int
-    method: str | None = None
-    ci: tuple[float, float] | None = None
-    p: float | None = None
-    effect_size: float | None = None
-    reference: float | None = None
-    reference_class: int | None = None
-    neutral_donors: bool | None = None
-    location: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1: image fractions
-    follow_rate: float | None = None  # the fraction of images called ``reference_class``
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "method": self.method,
-            "statistic": self.statistic,
-            "value": finite(self.value),
-            "ci95": None if self.ci is None else [finite(v) for v in self.ci],
-            "p": None if self.p is None else finite(self.p),
-            "effect_size": None if self.effect_size is None else finite(self.effect_size),
-            "n": self.n,
-            "threshold": self.threshold,
-            "reference": None if self.reference is None else finite(self.reference),
-            "reference_class": self.reference_class,
-            "neutral_donors": self.neutral_donors,
-            **({} if self.location is None else {"location": [round(v, 4) for v in self.location]}),
-            **({} if self.follow_rate is None else {"follow_rate": finite(self.follow_rate)}),
-        }
-
-
-@dataclass(frozen=True)
-class ClassResult:
-    index: int
-    name: str
-    n: int
-    accuracy: float
-    status: Status
-    findings: list[Finding] = field(default_factory=list)
-    metrics: dict[str, MethodStats] = field(default_factory=dict)
-    behaviour: BehaviourStats | None = None
-    swap_metrics: dict[str, MethodStats] = field(default_factory=dict)
-    challenge: BackgroundChallenge | None = None
-    hotspots: dict[str, Hotspot] = field(default_factory=dict)
-
-    @property
-    def flagged(self) -> bool:
-        return self.status == "flag"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "name": self.name,
-            "n": self.n,
-            "accuracy": finite(self.accuracy),
-            "status": self.status,
-            "flagged": self.flagged,
-            "findings": [f.to_dict() for f in self.findings],
-            "metrics": {m: s.to_dict() for m, s in self.metrics.items()},
-            "behaviour": None if self.behaviour is None else self.behaviour.to_dict(),
-            "swap_metrics": {m: s.to_dict() for m, s in self.swap_metrics.items()},
-            "hotspots": {m: h.to_dict() for m, h in self.hotspots.items()},
-        }
+from auditor.detect.stats_util import benjamini_hochberg
 
 
 def class_results(
@@ -163,8 +73,11 @@ def class_results(
     k = len(class_names)
     per_class = adjusted_method_stats(scored, k, methods, config, "chance_corrected")
     swap = adjusted_method_stats(scored, k, methods, config, "swap_chance_corrected")
-    behaviours = _behaviours(images, k, config, donors)
-    vulnerable = {} if donors is not None else vulnerability(images, k, config)
+    idents = identifications(images, k)
+    neutral = _neutral(idents, config)
+    behaviours = _behaviours(images, idents, neutral if donors is None else set(donors), config,
+                             neutral_only=donors is not None)  # fmt: skip
+    vulnerable = {} if donors is not None else vulnerability(images, k, neutral, config)
     driving = [m for m in methods if m not in (untrusted or {})]
     results = []
     for index, name in enumerate(class_names):
@@ -184,14 +97,15 @@ def class_results(
     return results
 
 
-def vulnerability(images: pd.DataFrame, k: int, config: DetectConfig) -> dict[int, list[Finding]]:
+def vulnerability(
+    images: pd.DataFrame, k: int, neutral: Collection[int], config: DetectConfig
+) -> dict[int, list[Finding]]:
     """``vulnerable`` findings by class: the donor classes on whose backgrounds a class loses
     at least ``min_gap`` accuracy (lower end of the CI) against backgrounds that carry no
-    class's cue, by a one-sided Fisher test BH-adjusted across every class x donor cell."""
+    class's cue (those of the ``neutral`` classes), by a one-sided Fisher test BH-adjusted
+    across every class x donor cell."""
     if not has_behaviour(images) or "pred_same_class" not in images:
         return {}
-    idents = {c: identification(images, c, k) for c in range(k)}
-    neutral = {c for c, ident in idents.items() if not background_identifies(ident, config)}
     tests = [(c, t) for c in range(k) for t in vulnerability_tests(images, c, neutral, config)]
     adjusted = benjamini_hochberg([t.p for _, t in tests])
     found: dict[int, list[Finding]] = {}
@@ -408,32 +322,36 @@ def neutral_classes(samples: pd.DataFrame, k: int, config: DetectConfig) -> froz
     """The classes whose backgrounds alone do not identify their class: the donors whose
     backgrounds carry no other class's cue into a swap."""
     images = samples[samples["skip_reason"].isna()].drop_duplicates("sample")
+    return _neutral(identifications(images, k), config)
+
+
+def identifications(images: pd.DataFrame, k: int) -> dict[int, Identification]:
+    """Per class, how often its background alone gives it (none without interventions)."""
     if not has_behaviour(images):
-        return frozenset()
-    idents = {c: identification(images, c, k) for c in range(k)}
+        return {}
+    return {c: identification(images, c, k) for c in range(k)}
+
+
+def _neutral(idents: Mapping[int, Identification], config: DetectConfig) -> frozenset[int]:
+    """The classes whose backgrounds alone do not identify their class: the donors whose
+    backgrounds carry no other class's cue into a swap. Decided here only."""
     return frozenset(c for c, ident in idents.items() if not background_identifies(ident, config))
 
 
 def _behaviours(
-    images: pd.DataFrame, k: int, config: DetectConfig, donors: Collection[int] | None
+    images: pd.DataFrame,
+    idents: Mapping[int, Identification],
+    donors: Collection[int],
+    config: DetectConfig,
+    *,
+    neutral_only: bool,
 ) -> dict[int, BehaviourStats]:
-    """Swap statistics per class, with donors from the classes whose backgrounds alone do not
-    identify their class (all donors when every class's background does); with ``donors``
-    given, from those alone."""
-    if not has_behaviour(images):
-        return {}
-    idents = {c: identification(images, c, k) for c in range(k)}
-    neutral = (
-        {c for c, ident in idents.items() if not background_identifies(ident, config)}
-        if donors is None
-        else set(donors)
-    )
+    """Swap statistics per class, with backgrounds from the ``donors`` classes (all donors
+    when too few come from them, unless ``neutral_only``)."""
     out = {}
-    for c in range(k):
+    for c, ident in idents.items():
         rng = np.random.default_rng([config.seed, c, 99])
-        stats = behaviour_stats(
-            images, c, idents[c], neutral, config, rng, neutral_only=donors is not None
-        )
+        stats = behaviour_stats(images, c, ident, donors, config, rng, neutral_only=neutral_only)
         if stats is not None:
             out[c] = stats
     return out

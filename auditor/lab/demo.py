@@ -14,12 +14,12 @@ import torch
 
 from auditor.config import AuditConfig
 from auditor.data.transforms import AuditTransform
+from auditor.lab.drawing import render
 from auditor.lab.models import file_name
 from auditor.lab.synthetic import (
     SyntheticSpec,
     iter_interventions,
     read_scenes,
-    render,
     spec_dict,
     with_cue_of,
     write_dataset,

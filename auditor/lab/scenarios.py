@@ -10,8 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from click.testing import CliRunner
+from typing import Any
 
 from auditor.lab.demo import ARCH, EPOCHS, LR, DemoModel, ensure_dataset, ensure_model, ground_truth
 from auditor.lab.synthetic import SyntheticSpec
@@ -82,18 +81,15 @@ def run_scenario(
 def audit(
     model: str, weights: Path, data: Path, out: Path, image_size: int, config: Path | None = None
 ) -> dict:
-    """``auditor audit`` through the CLI (with ``config``, an audit.toml, if given; outside
-    the run history: scenarios are not one model's successive runs); returns its
+    """An audit as ``auditor audit`` runs it (with ``config``, an audit.toml, if given;
+    outside the run history: scenarios are not one model's successive runs); returns its
     ``summary.json``."""
-    from auditor.cli import cli
+    from auditor.config import config_from_dict, load_config
+    from auditor.runner.workflow import audit_to_dir
 
-    result = CliRunner().invoke(cli, [
-        "audit", "--model", model, "--weights", str(weights), "--data", str(data),
-        "--out", str(out), "--image-size", str(image_size), "--batch-size", "64", "--no-history",
-        *(["--config", str(config)] if config else []),
-    ], catch_exceptions=False)  # fmt: skip
-    if result.exit_code != 0:
-        raise SystemExit(f"{out.name}: audit failed\n{result.output}")
+    given: dict[str, Any] = {"image_size": image_size, "batch_size": 64}
+    settings = load_config(config, **given) if config else config_from_dict({}, **given)
+    audit_to_dir(model, weights=weights, data=data, out=out, config=settings, history=None)
     return json.loads((out / "summary.json").read_text())
 
 

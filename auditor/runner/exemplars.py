@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from auditor.data.entries import Record
 from auditor.data.transforms import AuditTransform
 from auditor.detect.hotspot import excluded_cells, off_object_maps
-from auditor.detect.subgroups import MapSample, small_maps
+from auditor.detect.maps import MapSample, small_maps
 
 THUMBNAIL = 96
 MEAN_SIZE = 64

@@ -21,8 +21,8 @@ from auditor.detect.hotspot import (
     excluded_cells,
     off_object_maps,
 )
+from auditor.detect.maps import MapSample
 from auditor.detect.rule import has_hotspot
-from auditor.detect.subgroups import MapSample
 from auditor.models import TargetLayer
 from auditor.runner.preflight import Probe
 

@@ -14,31 +14,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from auditor.attribution.class_model import (
-    ClassModelOptions,
-    class_model_images,
-    displayable,
-)
 from auditor.config import AuditConfig
-from auditor.data.attributes import check_group_by, group_value
+from auditor.data.attributes import check_group_by
 from auditor.data.dataset import AuditDataset
 from auditor.data.entries import Record
 from auditor.data.read import DatasetInfo, read_dataset
 from auditor.data.transforms import AuditTransform
-from auditor.detect.groups import GroupResult, group_column, group_results
-from auditor.detect.hotspot import Hotspot
 from auditor.detect.interventions import DonorPool, remove_object
-from auditor.detect.rule import ClassResult, class_results, neutral_classes, with_hotspots
-from auditor.detect.subgroups import MapSample, Subgroup, class_subgroups
+from auditor.detect.maps import MapSample
 from auditor.errors import DataError
 from auditor.models import LoadedModel, TargetLayer, count_outputs, file_sha256, load_model
 from auditor.progress import progress_bar
+from auditor.record import read_summary
+from auditor.report.words import phrased
 from auditor.run import AuditRun
-from auditor.runner.batch import SAMPLE_COLUMNS, HalvingOnOOM, InterventionSample, audit_batch
+from auditor.runner.batch import SAMPLE_COLUMNS, HalvingOnOOM, audit_batch
 from auditor.runner.checkpoint import Checkpoint, Progress, Rows
 from auditor.runner.distributed import (
     SINGLE,
@@ -52,9 +45,15 @@ from auditor.runner.exemplars import (
     ClassEvidence,
     evidence_payload,
     off_object_samples,
-    thumbnail,
 )
 from auditor.runner.hotspots import controlled_hotspots
+from auditor.runner.judge import (
+    check_scored,
+    class_models,
+    judged,
+    with_class_models,
+    with_groups,
+)
 from auditor.runner.preflight import (
     Probe,
     answered,
@@ -66,9 +65,9 @@ from auditor.runner.preflight import (
     target_layer,
 )
 from auditor.runner.provenance import fingerprint, input_parts, run_info
+from auditor.runner.sample import InterventionSample
 from auditor.runner.summary import (
     group_summary,
-    scored_images,
     subgroup_evidence,
     subgroup_frame,
     summary,
@@ -274,7 +273,7 @@ def assemble(ready: Prepared, streamed: Streamed) -> AuditRun:
     if streamed.shards > 1:
         rows = in_batch_order(rows, config.batch_size)
     samples = with_groups(rows, info, config.group_by)
-    _check_scored(samples, info)
+    check_scored(samples, info)
     data_sha = file_sha256(info.source) if info.source.is_file() else None
     with clock.phase("detection", device):
         spots = controlled_hotspots(
@@ -293,7 +292,9 @@ def assemble(ready: Prepared, streamed: Streamed) -> AuditRun:
     info_json["partial_methods"] = trust.get("partial", {})
     info_json["world_size"] = streamed.shards
     return AuditRun(
-        summary=with_subgroups(assembled, found, info, config),
+        summary=phrased(
+            read_summary(with_subgroups(assembled, found, info, config)), config.detect.confidence
+        ),
         samples=samples,
         run_info=info_json,
         evidence=with_class_models(
@@ -322,64 +323,6 @@ def donor_pool(probe: Probe | None) -> DonorPool | None:
     if probe is None:
         return None
     return DonorPool(remove_object(probe.inputs, probe.masks), probe.labels, probe.positions)
-
-
-def judged(
-    samples: pd.DataFrame,
-    evidence: dict[int, ClassEvidence],
-    info: DatasetInfo,
-    config: AuditConfig,
-    untrusted: dict[str, str],
-    spots: dict[int, dict[str, Hotspot]] | None = None,
-) -> tuple[list[ClassResult], list[GroupResult], list[Subgroup]]:
-    """The rule on every class (with its off-object hotspots ``spots`` as attribution
-    evidence), on every class x group cell of ``group_by``, and on every subgroup of a
-    class's maps."""
-    names, methods, detect = info.class_names, config.methods, config.detect
-    results = class_results(samples, names, methods, detect, untrusted=untrusted)
-    driving = [m for m in methods if m not in untrusted]
-    results = [with_hotspots(r, (spots or {}).get(r.index, {}), driving, detect) for r in results]
-    # a group or subgroup is judged with the donors chosen on all the data: its own few
-    # images cannot tell which backgrounds carry another class's cue into a swap
-    donors = neutral_classes(samples, len(names), detect) or None
-    groups = [
-        group_results(samples, names, methods, detect, g, untrusted=untrusted, donors=donors)
-        for g in config.group_by
-    ]
-    found = [
-        subgroup
-        for c, kept in evidence.items()
-        for subgroup in class_subgroups(
-            samples, kept.small, c, names, methods, detect, untrusted=untrusted, donors=donors
-        )
-    ]
-    return results, groups, found
-
-
-def class_models(
-    net: torch.nn.Module,
-    results: list[ClassResult],
-    config: AuditConfig,
-    device: torch.device,
-) -> dict[str, torch.Tensor]:
-    """What the model draws for each flagged class (Simonyan et al. 2014), as
-    uint8 thumbnails Tensor[3, t, t] by class name."""
-    chosen = [r for r in results if r.status == "flag"]  # each costs `steps` passes
-    if not chosen or config.class_model_steps == 0:
-        return {}
-    options = ClassModelOptions(
-        steps=config.class_model_steps, jitter=config.class_model_jitter,
-        blur=config.class_model_blur, seed=config.detect.seed,
-    )  # fmt: skip
-    images = class_model_images(net, [r.index for r in chosen], image_size=config.image_size,
-                                options=options, device=device)  # fmt: skip
-    return {r.name: image for r, image in zip(chosen, thumbnail(displayable(images)))}
-
-
-def with_class_models(evidence: dict[str, Any], drawn: dict[str, torch.Tensor]) -> dict[str, Any]:
-    for name, image in drawn.items():
-        evidence["classes"][name]["class_model"] = image
-    return evidence
 
 
 def batches(
@@ -412,36 +355,3 @@ def batches(
         for batch in loader:
             bar.update(len(batch["index"]))
             yield batch
-
-
-def with_groups(
-    samples: pd.DataFrame, info: DatasetInfo, group_by: tuple[str, ...]
-) -> pd.DataFrame:
-    """One column ``group.NAME`` per grouped attribute: each row's image's value, or
-    ``missing``."""
-    columns = {
-        group_column(name): [group_value(info.records[i], name) for i in samples["sample"]]
-        for name in group_by
-    }
-    return samples.assign(**columns) if columns else samples
-
-
-def _check_scored(samples: pd.DataFrame, info: DatasetInfo) -> None:
-    """An audit that scored no image is an error, never a verdict: every image skipped, or
-    none with a finite score from any method."""
-    if scored_images(samples):
-        return
-    if samples["skip_reason"].isna().any():
-        raise DataError(
-            f"{info.source}: no image could be scored; the model answered "
-            f"{samples.loc[samples['skip_reason'].isna(), 'sample'].nunique()} image(s), but "
-            "every map of every method was zero on them (is the target layer dead?)."
-        )
-    reasons = samples["skip_reason"].value_counts()
-    reason, count = str(reasons.index[0]), int(reasons.iloc[0])
-    example = samples[samples["skip_reason"] == reason].iloc[0]
-    hint = " (is --images the folder that holds them?)" if reason == "missing_file" else ""
-    raise DataError(
-        f"{info.source}: no image could be audited; all {len(samples)} were skipped, most often "
-        f"{reason} ({count}), e.g. {example['file_name']}: {example['skip_detail']}{hint}"
-    )

@@ -117,33 +117,44 @@ def answered(net: torch.nn.Module, probe: Probe | None, config: AuditConfig) -> 
     )
 
 
+def settled(config: AuditConfig) -> AuditConfig:
+    """``config`` with its primary method written in (:attr:`AuditConfig.primary`), so that
+    every stage, and the stored run, reads one decision."""
+    return dataclasses.replace(config, primary_method=config.primary)
+
+
 def runnable_methods(
     net: torch.nn.Module, probe: Probe | None, layer: TargetLayer | None, config: AuditConfig
 ) -> tuple[AuditConfig, dict[str, str]]:
-    """Try each method on two probe samples; one that cannot run on this model (CAM without
-    a GAP + linear head, guided backprop without ReLUs) is dropped and reported, so it ends
-    as an error entry rather than ending the audit."""
+    """Try each method a batch computes (:attr:`AuditConfig.attributed`) on two probe
+    samples; one that cannot run on this model (CAM without a GAP + linear head, guided
+    backprop without ReLUs) is dropped and reported, so it ends as an error entry rather
+    than ending the audit. A subgroup method that cannot run turns the subgroups off."""
     if probe is None:
-        return config, {}
+        return settled(config), {}
+    inputs, labels = probe.inputs[:2], probe.labels[:2].to(probe.inputs.device)
+    module = layer.module if layer else None
     try:  # one pass for all, the usual case; one per method only to tell which cannot run
-        compute(net, probe.inputs[:2], probe.labels[:2].to(probe.inputs.device),
-                methods=config.methods, target_layer=layer.module if layer else None)  # fmt: skip
-        return config, {}
+        compute(net, inputs, labels, methods=config.attributed, target_layer=module)
+        return settled(config), {}
     except AttributionError:
         pass
     errors = {}
-    for method in config.methods:
+    for method in config.attributed:
         try:
-            compute(net, probe.inputs[:2], probe.labels[:2].to(probe.inputs.device),
-                    methods=(method,), target_layer=layer.module if layer else None)  # fmt: skip
+            compute(net, inputs, labels, methods=(method,), target_layer=module)
         except AttributionError as exc:
             errors[method] = str(exc)
     kept = tuple(m for m in config.methods if m not in errors)
     if not kept:
-        details = "; ".join(f"{m}: {e}" for m, e in errors.items())
+        details = "; ".join(f"{m}: {e}" for m, e in errors.items() if m in config.methods)
         raise AttributionError(f"No requested method can run on this model ({details}).")
     primary = config.primary_method if config.primary_method in kept else None
-    return dataclasses.replace(config, methods=kept, primary_method=primary), errors
+    config = dataclasses.replace(config, methods=kept, primary_method=primary)
+    if config.subgroup_method in errors and config.subgroup_method not in config.methods:
+        errors[config.subgroup_method] += " (so no subgroups were sought)"
+        config = dataclasses.replace(config, subgroup_maps=0)
+    return settled(config), errors
 
 
 def check_cam_maps(maps: dict[str, torch.Tensor], layer: TargetLayer | None) -> None:

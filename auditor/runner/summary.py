@@ -13,13 +13,14 @@ import pandas as pd
 from auditor._version import __version__
 from auditor.config import AuditConfig
 from auditor.data.read import DatasetInfo
+from auditor.detect.findings import ClassResult
 from auditor.detect.groups import GroupResult
-from auditor.detect.rule import ClassResult, verdict
+from auditor.detect.rule import verdict
 from auditor.detect.stats_util import finite
 from auditor.detect.subgroups import Subgroup
 from auditor.errors import DataError
 from auditor.models import LoadedModel
-from auditor.report.words import reasons
+from auditor.record import Summary
 
 
 def summary(
@@ -59,7 +60,7 @@ def summary(
         },
         "methods": list(config.methods),
         "primary_method": config.primary,
-        "classes": [class_entry(r, info.class_names, config) for r in results],
+        "classes": [class_entry(r, info.class_names) for r in results],
         "background_challenge": challenge_summary(results, info.class_names),
     }
 
@@ -125,12 +126,7 @@ def group_summary(
 ) -> dict[str, Any]:
     """``groups`` per attribute, ``subgroups`` per class, and the verdict over all of them."""
     names = info.class_names
-    entries = []
-    for group in groups:
-        entry = group.to_dict(config.primary)
-        for cell in entry["cells"]:
-            cell["reasons"] = reasons(cell, names, confidence=config.detect.confidence)
-        entries.append(entry)
+    entries = [group.to_dict(config.primary) for group in groups]
     cells = [r for g in groups for _, r in g.cells]
     return {
         "verdict": verdict(results, [*cells, *(s.result for s in found)]),
@@ -152,12 +148,12 @@ def with_subgroups(
     return summary
 
 
-def class_entry(result: ClassResult, names: list[str], config: AuditConfig) -> dict[str, Any]:
-    """A class in ``summary.json``: its findings as values, and in words as ``reasons``."""
+def class_entry(result: ClassResult, names: list[str]) -> dict[str, Any]:
+    """A class in ``summary.json``: its findings as values (:func:`with_reasons` adds them in
+    words)."""
     entry = result.to_dict()
     if result.challenge is not None:
         entry["background_challenge"] = result.challenge.to_dict(names)
-    entry["reasons"] = reasons(entry, names, confidence=config.detect.confidence)
     return entry
 
 
@@ -182,24 +178,24 @@ def _subgroup_name(s: Subgroup, names: list[str]) -> str:
 
 
 def _subgroup_entry(s: Subgroup, info: DatasetInfo, config: AuditConfig) -> dict[str, Any]:
-    entry = class_entry(s.result, info.class_names, config)
+    entry = class_entry(s.result, info.class_names)
     return {
         "class": info.class_names[s.label], "index": s.label, "subgroup": s.number, "of": s.of,
         "n": len(s.members), "method": config.subgroup_method, "status": entry["status"],
-        "findings": entry["findings"], "reasons": entry["reasons"], "accuracy": entry["accuracy"],
+        "findings": entry["findings"], "accuracy": entry["accuracy"],
         "metrics": entry["metrics"], "behaviour": entry["behaviour"],
         "members": [info.records[m].image_id for m in s.members],
     }  # fmt: skip
 
 
-def skip_limit_error(summary: dict[str, Any]) -> DataError | None:
+def skip_limit_error(summary: Summary) -> DataError | None:
     """The error to end an audit with when more images were skipped than ``max_skipped``
     allows, else None. The run is still written, so the skips can be read in the report."""
-    dataset = summary["dataset"]
-    if not dataset.get("skip_limit_exceeded"):
+    dataset = summary.dataset
+    if not dataset.skip_limit_exceeded:
         return None
-    reasons = ", ".join(f"{k} {v}" for k, v in dataset["skipped_by_reason"].items())
+    counts = ", ".join(f"{k} {v}" for k, v in dataset.skipped_by_reason.items())
     return DataError(
-        f"{dataset['spec']}: {dataset['n_skipped']} of {dataset['n_images']} images skipped "
-        f"({reasons}), more than --max-skipped {dataset['max_skipped']:g} allows."
+        f"{dataset.spec}: {dataset.n_skipped} of {dataset.n_images} images skipped "
+        f"({counts}), more than --max-skipped {dataset.max_skipped:g} allows."
     )

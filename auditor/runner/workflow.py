@@ -24,9 +24,11 @@ from typing import Any
 import torch
 
 from auditor.config import AuditConfig
+from auditor.detect.compare import REGRESSION_MARGIN
 from auditor.errors import AuditorError, HistoryError
 from auditor.history import History, open_history, previous_of
 from auditor.models import LoadedModel
+from auditor.record.summary import HistoryNote
 from auditor.report.render import render_reports, rerender
 from auditor.run import AUDIT_RUN, AuditRun, load_run, save_run
 from auditor.rundir import RunLock, claim
@@ -69,7 +71,7 @@ def audit_to_dir(
     progress: bool = False,
     history: str | Path | None = None,
     force: bool = False,
-    margin: float = 0.05,
+    margin: float = REGRESSION_MARGIN,
     world: World = SINGLE,
 ) -> AuditRun:
     """Audit, then write summary.json, samples.parquet, run.json, report.html and report.pdf,
@@ -154,7 +156,7 @@ class Ledger:
         if book is not None:
             found = self._guarded(lambda: since_previous(run, book, out, margin))
             if self.error is None:
-                run.summary["since_previous"] = found
+                run.summary = run.summary.replace(since_previous=found)
         self._note(run)
 
     def record(self, run: AuditRun, out: Path, *, pdf: bool) -> None:
@@ -174,7 +176,8 @@ class Ledger:
 
     def _note(self, run: AuditRun) -> None:
         if self.error is not None:
-            run.summary["history"] = {"path": str(self.path), "error": self.error}
+            note = HistoryNote(path=str(self.path), error=self.error)
+            run.summary = run.summary.replace(history=note)
 
     def _guarded(self, step: Callable[[], Any]) -> Any:
         try:
@@ -249,7 +252,7 @@ def since_previous(run: AuditRun, book: History, out: Path, margin: float) -> di
     """The comparison with the newest complete run of the same model name in the history
     (read before this run replaces anything, since it may live in ``out``), and each
     flagged or warned class's trend over the last runs; None without a previous run."""
-    name = str(run.summary["model"]["spec"])
+    name = run.summary.model.spec
     previous = previous_of(book, name)
     if previous is None:
         return None
@@ -263,13 +266,11 @@ def since_previous(run: AuditRun, book: History, out: Path, margin: float) -> di
         return {"previous_run": previous.to_dict(), "error": str(exc)}
     method = compared.comparison.method
     trends = {}
-    for c in run.summary["classes"]:
-        if c["status"] in ("flag", "warn"):
-            points = book.trend(name, c["name"], method, last=TREND_RUNS - 1)
-            metrics = c["metrics"].get(method) or {}
-            behaviour = c.get("behaviour") or {}
-            points.append({"id": "now", "status": c["status"], "accuracy": c.get("accuracy"),
-                           "c": metrics.get("chance_corrected"),
-                           "swap_gap": behaviour.get("swap_gap")})  # fmt: skip
-            trends[c["name"]] = points
+    for c in run.summary.classes:
+        if c.status in ("flag", "warn"):
+            points = book.trend(name, c.name, method, last=TREND_RUNS - 1)
+            gap = None if c.behaviour is None else c.behaviour.swap_gap
+            points.append({"id": "now", "status": c.status, "accuracy": c.accuracy,
+                           "c": c.metric(method), "swap_gap": gap})  # fmt: skip
+            trends[c.name] = points
     return {"previous_run": previous.to_dict(), **compared.payload, "trends": trends}
