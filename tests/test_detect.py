@@ -146,10 +146,10 @@ def test_maps_of_broken_swaps_without_behavioural_evidence_raise_nothing():
 
 
 def test_broken_counts_right_answers_the_swap_made_wrong():
-    from auditor.detect.interventions import Behaviour
+    from auditor.detect.views import Behaviour
 
     swapped = torch.tensor([0, 1, 2, -1, 1])
-    b = Behaviour(swapped, swapped, swapped, swapped, torch.zeros(3, 5), torch.zeros(5, 3, 2, 2))
+    b = Behaviour({"swapped": swapped}, {}, swapped, torch.zeros(5, 3, 2, 2))
     targets, predictions = torch.tensor([0, 0, 1, 0, 0]), torch.tensor([0, 0, 2, 0, 1])
     assert b.broken(targets, predictions).tolist() == [False, True, False, False, False]
 

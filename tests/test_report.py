@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 
 from auditor.config import DetectConfig
+from auditor.detect.views import CORE
 from auditor.record import read_summary
 from auditor.report.render import RunDirFetcher, html_to_pdf, render_html
 from auditor.run import AuditRun
-from auditor.runner.batch import SAMPLE_COLUMNS
+from auditor.runner.batch import sample_columns
 
 EVIL = "<script>alert(1)</script>"
 
@@ -32,7 +33,7 @@ def minimal_run(name: str = EVIL) -> AuditRun:
         "target_layer": {"name": "layer2", "cells": [8, 8], "automatic": True},
         "config": {"detect": dataclasses.asdict(DetectConfig())},
     }  # fmt: skip
-    skipped = {c: None for c in SAMPLE_COLUMNS} | {
+    skipped = {c: None for c in sample_columns(CORE)} | {
         "sample": 0, "image_id": "9", "file_name": f"{EVIL}.png", "label": -1,
         "skip_reason": "missing_file", "skip_detail": "gone",
     }  # fmt: skip

@@ -138,6 +138,10 @@ class AuditConfig:
         200, "About the most images per class that get the interventions (a seeded sample; "
         "0: every image).", low=0,
     )  # fmt: skip
+    extra_interventions: tuple[str, ...] = setting(
+        (), "Further interventions to run, e.g. blurred (the object on its blurred background).",
+        example="blurred",
+    )  # fmt: skip
     broken_swap_maps: int = setting(
         500, "About the most broken swaps per class whose maps are made (a seeded sample).",
         low=0,
@@ -165,7 +169,7 @@ class AuditConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
 
     def __post_init__(self) -> None:
-        for name in ("methods", "group_by"):  # TOML and Python callers give lists
+        for name in ("methods", "group_by", "extra_interventions"):  # TOML, Python give lists
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         check_settings(self)

@@ -16,7 +16,7 @@ Two questions, in order:
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from scipy.stats import binomtest, fisher_exact
 
 from auditor.config import DetectConfig
 from auditor.detect.stats_util import bootstrap_ci, finite, newcombe
+from auditor.detect.views import of_statistic
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,22 @@ class Identification:
 
 
 @dataclass(frozen=True)
+class Drop:
+    """A class's accuracy lost under one intervention (:mod:`auditor.detect.views`'s
+    ``accuracy_drop`` statistic): over its ``n`` images that got the view and an answer, the
+    mean of (right before) - (right after), with its bootstrap CI."""
+
+    n: int
+    accuracy: float  # on the view
+    gap: float
+    ci: tuple[float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "accuracy": finite(self.accuracy), "gap": finite(self.gap),
+                "gap_ci95": [finite(v) for v in self.ci]}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class BehaviourStats:
     n: int
     accuracy_swapped: float
@@ -51,9 +68,11 @@ class BehaviourStats:
     neutral_donors: bool
     background_only: Identification
     intervened: int = 0  # the class's images that got the interventions (all, or a sample)
+    drops: dict[str, Drop] = field(default_factory=dict)  # by extra intervention
 
     def to_dict(self) -> dict[str, Any]:
         ident = self.background_only
+        drops = {"interventions": {k: d.to_dict() for k, d in self.drops.items()}}
         return {
             "n": self.n,
             "intervened": self.intervened,
@@ -68,6 +87,7 @@ class BehaviourStats:
             "background_only_p": finite(ident.p),
             "background_only_chance": finite(ident.chance),
             "background_only_binomial_p": finite(ident.p_chance),
+            **(drops if self.drops else {}),
         }
 
 
@@ -146,7 +166,26 @@ def behaviour_stats(
         neutral_donors=use_neutral,
         background_only=ident,
         intervened=int(((images["label"] == label) & images["pred_background_only"].notna()).sum()),
+        drops={
+            i.name: drop
+            for i in of_statistic("accuracy_drop", images.columns)
+            if (drop := accuracy_drop(images, label, i.prediction, config, rng)) is not None
+        },
     )
+
+
+def accuracy_drop(
+    images: pd.DataFrame, label: int, column: str, config: DetectConfig, rng: np.random.Generator
+) -> Drop | None:
+    """Class ``label``'s accuracy lost when its images are replaced by the view whose
+    predictions are in ``column`` (images without an answer there are not counted)."""
+    own = images[(images["label"] == label) & images[column].notna() & (images[column] >= 0)]
+    if own.empty:
+        return None
+    after = (own[column] == label).to_numpy(dtype=float)
+    gaps = own["correct"].to_numpy(dtype=float) - after
+    ci = bootstrap_ci(gaps, resamples=config.bootstrap, confidence=config.confidence, rng=rng)
+    return Drop(len(own), float(after.mean()), float(gaps.mean()), ci)
 
 
 @dataclass(frozen=True)

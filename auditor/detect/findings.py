@@ -22,6 +22,7 @@ FindingKind = Literal[
     "off_object_hotspot",  # one place off the object draws the class's attribution, not others'
     "swap_gap",  # moving the object onto other backgrounds costs accuracy
     "background_only",  # the background alone gives the class
+    "intervention_gap",  # an extra intervention (``intervention``) costs accuracy
     "maps_missed_cue",  # both interventions show reliance; no attribution map localised it
     "vulnerable",  # another class's backgrounds take the class over
     "no_evidence",  # no trusted method scored the class, and no intervention could show reliance
@@ -48,6 +49,7 @@ class Finding:
     neutral_donors: bool | None = None
     location: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1: image fractions
     follow_rate: float | None = None  # the fraction of images called ``reference_class``
+    intervention: str | None = None  # the extra intervention of an ``intervention_gap``
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,7 @@ class Finding:
             "neutral_donors": self.neutral_donors,
             **({} if self.location is None else {"location": [round(v, 4) for v in self.location]}),
             **({} if self.follow_rate is None else {"follow_rate": finite(self.follow_rate)}),
+            **({} if self.intervention is None else {"intervention": self.intervention}),
         }
 
 

@@ -5,7 +5,11 @@
   been removed first;
 - same-class background (Mixed-Same): the object pasted onto the background of another
   image of its own class;
-- background only: the object removed.
+- background only: the object removed;
+- blurred background: the object on a blurred copy of its own object-free background.
+
+Which view feeds which statistic, and what counts as evidence, is the registry's
+(:mod:`auditor.detect.views`).
 
 Removing an object must not leave its shape behind. Filling exactly the mask with a blur
 leaves a smooth patch in the object's outline inside a textured background, which a model
@@ -148,6 +152,35 @@ def background_only(inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return remove_object(inputs, masks)
 
 
+def blur_background(inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The object on a blurred copy of its own background: the object removed
+    (:func:`remove_object`), the result blurred by a Gaussian of sigma 4% of the image side
+    (fine texture, marks and text are gone; layout and colour stay), the object pasted back
+    in place. A model that needs its background's detail loses the class; one that reads the
+    object does not.
+
+    inputs (Tensor[N, C, H, W]), masks (Tensor[N, H, W] bool) -> Tensor[N, C, H, W]
+    """
+    return swap_background(inputs, masks, gaussian_blur(remove_object(inputs, masks), 0.04))
+
+
+def gaussian_blur(inputs: torch.Tensor, fraction: float) -> torch.Tensor:
+    """A separable Gaussian blur of sigma ``fraction`` of the shorter image side (at least
+    half a pixel), with reflected edges.
+
+    inputs (Tensor[N, C, H, W]) -> Tensor[N, C, H, W]
+    """
+    sigma = max(0.5, fraction * min(inputs.shape[-2:]))
+    radius = min(int(3 * sigma + 0.5), min(inputs.shape[-2:]) - 1)
+    steps = torch.arange(-radius, radius + 1, device=inputs.device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (steps / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(inputs.dtype)
+    c = inputs.shape[1]
+    x = F.pad(inputs, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+
+
 @dataclass(frozen=True)
 class DonorPool:
     """Object-free backgrounds from a spread of dataset images, with their labels and their
@@ -178,63 +211,3 @@ class DonorPool:
         chosen = torch.where(count > 0, chosen, -1)
         donor_labels = torch.where(chosen >= 0, self.labels[chosen.clamp_min(0)], -1)
         return self.backgrounds[chosen.clamp_min(0).to(self.backgrounds.device)], donor_labels
-
-
-@dataclass(frozen=True)
-class Behaviour:
-    """Predictions under each intervention, per sample (Tensor[N] of class indices; -1 where
-    no donor exists or the model's logits were not finite; a swap without a prediction also
-    has donor label -1), the probability of the labelled class under each (Tensor[3, N]:
-    swapped, background only, same-class background), and the background-swapped images
-    themselves (Tensor[N, C, H, W]), so that the predictions the swap changed can be
-    explained on the images that changed them.
-    """
-
-    swapped: torch.Tensor
-    donor_labels: torch.Tensor
-    background_only: torch.Tensor
-    same_class: torch.Tensor
-    label_probability: torch.Tensor
-    swapped_inputs: torch.Tensor
-
-    def broken(self, targets: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
-        """Samples predicted right whose background swap made the prediction wrong: the
-        ones the swap gap counts (Tensor[N] bool)."""
-        return (predictions == targets) & (self.swapped >= 0) & (self.swapped != targets)
-
-
-@torch.no_grad()
-def behaviour(
-    model: torch.nn.Module,
-    inputs: torch.Tensor,
-    masks: torch.Tensor,
-    targets: torch.Tensor,
-    keys: torch.Tensor,
-    pool: DonorPool,
-) -> Behaviour:
-    """Predictions on the three interventions of a batch."""
-    labels, positions = targets.cpu(), keys.cpu()
-    backgrounds, donor_labels = pool.pick(labels, positions)
-    same_backgrounds, same_labels = pool.pick(labels, positions, same_class=True)
-    swapped_inputs = swap_background(inputs, masks, backgrounds.to(inputs.device))
-    views = (
-        swapped_inputs,
-        background_only(inputs, masks),
-        swap_background(inputs, masks, same_backgrounds.to(inputs.device)),
-    )
-    # one forward per view at the caller's batch size: a tripled batch costs more per image
-    # on the CPU (resnet50, 224 px: 16.9 s for 96 images against 3 x 4.7 s for 32)
-    logits = torch.stack([model(view).float() for view in views])
-    predictions = logits.argmax(2)
-    label_probability = logits.softmax(2).gather(2, targets.view(1, -1, 1).expand(3, -1, 1))[..., 0]
-    has_donor = torch.stack([donor_labels >= 0, torch.ones_like(labels, dtype=torch.bool),
-                             same_labels >= 0]).to(inputs.device)  # fmt: skip
-    # a view whose logits are not finite has no prediction: it counts as not intervened
-    answered = has_donor & logits.isfinite().all(2)
-    predictions = torch.where(answered, predictions, -1)
-    label_probability = torch.where(answered, label_probability, torch.nan)
-    donor_labels = torch.where(answered[0].cpu(), donor_labels, -1)
-    return Behaviour(
-        predictions[0], donor_labels.to(inputs.device), predictions[1], predictions[2],
-        label_probability, swapped_inputs,
-    )  # fmt: skip

@@ -48,6 +48,7 @@ from auditor.detect.findings import ClassResult, Finding, Status, Verdict
 from auditor.detect.hotspot import Hotspot
 from auditor.detect.stats import MethodStats, adjusted_method_stats
 from auditor.detect.stats_util import benjamini_hochberg
+from auditor.detect.views import REGISTRY
 
 
 def class_results(
@@ -139,7 +140,7 @@ def judge(
         saliency = _off_object(swap_per_method, driving, config, "off_object_after_swap")
     if saliency and behaviour:
         return "flag", saliency + behaviour
-    if len(behaviour) == 2:  # two independent interventions agree: causal evidence
+    if len(interventions_of(behaviour)) >= 2:  # two independent interventions agree
         missed = Finding("maps_missed_cue", "driving_methods", float(len(driving)), 0.0, n)
         return "flag", [*behaviour, missed]
     if saliency or behaviour:
@@ -172,7 +173,13 @@ def missing_evidence(
 ATTRIBUTION_KINDS = frozenset(
     {"off_object", "off_object_after_swap", "off_object_vs_class", "off_object_hotspot"}
 )
-BEHAVIOUR_KINDS = frozenset({"swap_gap", "background_only"})
+BEHAVIOUR_KINDS = frozenset({"swap_gap", "background_only", "intervention_gap"})
+
+
+def interventions_of(findings: Sequence[Finding]) -> set[str]:
+    """The distinct interventions (registry names) behind behavioural ``findings``."""
+    by_kind = {i.evidence: i.name for i in REGISTRY if i.core and i.evidence}
+    return {f.intervention or by_kind[f.kind] for f in findings if f.kind in BEHAVIOUR_KINDS}
 
 
 def with_attribution(result: ClassResult, attribution: Sequence[Finding]) -> ClassResult:
@@ -274,6 +281,12 @@ def behaviour_findings(acts: BehaviourStats, config: DetectConfig) -> list[Findi
             "background_only", "background_only_rate", ident.rate, config.min_gap, acts.n,
             p=ident.p, reference=ident.baseline, reference_class=ident.baseline_class,
         ))  # fmt: skip
+    for name, drop in acts.drops.items():
+        if drop.ci[0] > config.min_gap:
+            findings.append(Finding(
+                "intervention_gap", f"accuracy_lost_{name}", drop.gap, config.min_gap, drop.n,
+                ci=drop.ci, intervention=name,
+            ))  # fmt: skip
     return findings
 
 

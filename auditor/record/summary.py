@@ -89,6 +89,7 @@ class FindingRecord:
     neutral_donors: bool | None = None
     location: list[float] | None = field(default=None, metadata={"omit_none": True})
     follow_rate: Number = field(default=None, metadata={"omit_none": True})
+    intervention: str | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +130,17 @@ class BehaviourRecord:
     background_only_p: Number = None
     background_only_chance: Number = None
     background_only_binomial_p: Number = None
+    interventions: dict[str, DropRecord] | None = field(default=None, metadata={"omit_none": True})
+
+
+@dataclass(frozen=True, kw_only=True)
+class DropRecord:
+    """Accuracy lost under an extra intervention (see :class:`auditor.detect.behaviour.Drop`)."""
+
+    n: int
+    accuracy: Number = None
+    gap: Number = None
+    gap_ci95: list[Number] = field(default_factory=lambda: [None, None])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from auditor.detect.views import REGISTRY
 from auditor.record import ClassRecord
 from auditor.record.summary import SubgroupRecord
 from auditor.report import figures
@@ -18,11 +19,7 @@ from auditor.report.words import class_name
 if TYPE_CHECKING:
     from auditor.run import AuditRun
 
-INTERVENTIONS = {
-    "swapped": "another class's background",
-    "same_class": "own class's background",
-    "background_only": "background only",
-}
+INTERVENTIONS = {i.name: i.label for i in REGISTRY}  # the exemplars' captions, in order
 
 
 def class_figures(run: AuditRun, c: ClassRecord, primary: str, fonts: Fonts) -> dict[str, Any]:

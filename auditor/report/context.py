@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from auditor.detect.views import REGISTRY
 from auditor.record import Summary
 from auditor.report.breakdowns import MAX_ROWS, challenge_table, group_table, since_previous
 from auditor.report.classes import class_figures, class_section, overview, subgroup_section
@@ -63,6 +64,9 @@ def report_context(run: AuditRun) -> dict[str, Any]:
         "subgroup_method": info["config"].get("subgroup_method", primary),
         "target_layer": info.get("target_layer"),
         "detect": info["config"]["detect"],
+        "extra_interventions": [
+            i.sentence for i in REGISTRY if i.name in info["config"].get("extra_interventions", ())
+        ],
         "trust": _trust(summary),
         "method_errors": summary.method_errors,
         "overview": [

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from auditor.detect.hotspot import where
+from auditor.detect.views import REGISTRY
 from auditor.record import ClassRecord, Summary
 from auditor.record.summary import BehaviourRecord, MetricsRecord, pair
 from auditor.report.words import class_name
@@ -37,7 +38,7 @@ def risk(c: ClassRecord, primary: str) -> tuple[int, float]:
 def _row(
     c: ClassRecord, methods: list[str], untrusted: dict[str, str], names: list[str]
 ) -> dict[str, Any]:
-    deciding = {(f.kind, f.method) for f in c.findings}
+    deciding = {(f.kind, f.method or f.intervention) for f in c.findings}
     return {
         "anchor": f"class-{c.index}",
         "name": c.name,
@@ -86,6 +87,9 @@ def _stat_line(
     }
 
 
+LABELS = {i.name: i.label for i in REGISTRY}
+
+
 def _interventions(
     b: BehaviourRecord | None, deciding: set[Any], names: list[str], n: int
 ) -> list[dict[str, Any]]:
@@ -114,6 +118,15 @@ def _interventions(
             + (f" ({class_name(names, other)})" if isinstance(other, int) else ""),
             "deciding": ("background_only", None) in deciding,
         },
+        *(
+            {
+                "label": LABELS.get(name, name),
+                "value": pct(d.gap),
+                "detail": f"[{pct(pair(d.gap_ci95)[0])}, {pct(pair(d.gap_ci95)[1])}]",
+                "deciding": ("intervention_gap", name) in deciding,
+            }
+            for name, d in (b.interventions or {}).items()
+        ),
         *sampled,
     ]
 

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from auditor.detect.hotspot import where
+from auditor.detect.views import REGISTRY
 from auditor.record import FindingRecord, Judged, Summary
 from auditor.record.summary import pair
 from auditor.report.templating import MAX_NAME, shorten
 
 SWAPPED = "on the {n} swapped images whose prediction the swap broke, the new prediction's map: "
 SALIENCY = ("off_object", "off_object_after_swap", "off_object_vs_class", "off_object_hotspot")
-BEHAVIOUR = ("swap_gap", "background_only")
+BEHAVIOUR = ("swap_gap", "background_only", "intervention_gap")
 
 
 def reasons(c: Judged, names: Sequence[str], *, confidence: float) -> list[str]:
@@ -61,7 +62,7 @@ def sentence(f: FindingRecord, names: Sequence[str], *, confidence: float) -> st
         return no_evidence_sentence(f)
     if kind == "maps_missed_cue":
         return (
-            "both interventions show reliance, which is causal evidence enough to flag; the "
+            "two interventions show reliance, which is causal evidence enough to flag; the "
             "attribution maps did not localise the cue (a finding about the methods: they "
             "missed what the model uses)"
         )
@@ -113,6 +114,10 @@ def sentence(f: FindingRecord, names: Sequence[str], *, confidence: float) -> st
             f"{_v(f.value):.0%} of the time, against at most {_v(f.reference):.0%} for another "
             f"class's backgrounds ({other_name}; p = {_v(f.p):.1g})"
         )
+    if kind == "intervention_gap":
+        low, high = _pair(f.ci95)
+        view = next((i.sentence for i in REGISTRY if i.name == f.intervention), f.statistic)
+        return f"{view} costs {_v(f.value):.0%} accuracy (CI [{low:.0%}, {high:.0%}])"
     return f"{kind}: {f.statistic} = {f.value}"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,8 @@ from auditor.config import AuditConfig
 from auditor.data.dataset import parse_skip
 from auditor.data.entries import Record, SkipReason
 from auditor.data.transforms import AuditTransform
-from auditor.detect.interventions import Behaviour, DonorPool, behaviour
+from auditor.detect.interventions import DonorPool
+from auditor.detect.views import Behaviour, Intervention, active, behaviour, columns
 from auditor.models import TargetLayer
 from auditor.runner.exemplars import BrokenSwaps, ClassEvidence, ScoredBatch, collect_evidence
 from auditor.runner.sample import InterventionSample
@@ -26,12 +27,14 @@ from auditor.scoring import METRICS, chance_corrected, pointing_zone, score_all
 
 log = logging.getLogger(__name__)
 
-SAMPLE_COLUMNS = [
-    "sample", "image_id", "file_name", "label", "label_name", "prediction", "correct", "method",
-    *METRICS, "mask_fraction", "swap_chance_corrected", "pred_swapped", "donor_label",
-    "pred_background_only", "pred_same_class", "prob_label", "prob_label_swapped",
-    "prob_label_background_only", "prob_label_same_class", "skip_reason", "skip_detail",
-]  # fmt: skip
+
+def sample_columns(interventions: Sequence[Intervention]) -> list[str]:
+    """The columns of ``samples.parquet`` in an audit running ``interventions``."""
+    return [
+        "sample", "image_id", "file_name", "label", "label_name", "prediction", "correct",
+        "method", *METRICS, "mask_fraction", "swap_chance_corrected", *columns(interventions),
+        "skip_reason", "skip_detail",
+    ]  # fmt: skip
 
 
 def audit_batch(
@@ -93,6 +96,7 @@ def audit_batch(
     acts: dict[str, list[Any]] = {"prob_label": label_probability.tolist()}
     broken = None
     if pool is not None:
+        interventions = active(config.extra_interventions)
         labels = [records[i].label for i in indices]
         chosen = (
             torch.ones(len(indices), dtype=torch.bool)
@@ -107,8 +111,8 @@ def audit_batch(
             )
             keys = torch.tensor(indices)[chosen]
             with clock.phase("interventions", device), autocast(device, config.precision):
-                b = behaviour(net, p_inputs, p_masks, p_targets, keys, pool)
-                acts |= part.columns(_behaviour_columns(b))
+                b = behaviour(net, p_inputs, p_masks, p_targets, keys, pool, interventions)
+                acts |= part.columns(b.columns())
             with clock.phase("broken_swaps", device):
                 mapped = None
                 if sample is not None:
@@ -191,17 +195,6 @@ class HalvingOnOOM:
 def split_batch(batch: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
     """Samples ``start:stop`` of a collated batch (tensors and lists alike)."""
     return {k: v[start:stop] if isinstance(v, torch.Tensor | list) else v for k, v in batch.items()}
-
-
-def _behaviour_columns(b: Behaviour) -> dict[str, list[Any]]:
-    probability = b.label_probability.tolist()
-    return {
-        "pred_swapped": b.swapped.tolist(), "donor_label": b.donor_labels.tolist(),
-        "pred_background_only": [None if p < 0 else p for p in b.background_only.tolist()],
-        "pred_same_class": b.same_class.tolist(),
-        "prob_label_swapped": probability[0], "prob_label_background_only": probability[1],
-        "prob_label_same_class": probability[2],
-    }  # fmt: skip
 
 
 @dataclass(frozen=True)

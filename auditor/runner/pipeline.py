@@ -25,13 +25,14 @@ from auditor.data.read import DatasetInfo, read_dataset
 from auditor.data.transforms import AuditTransform
 from auditor.detect.interventions import DonorPool, remove_object
 from auditor.detect.maps import MapSample
+from auditor.detect.views import active
 from auditor.errors import DataError
 from auditor.models import LoadedModel, TargetLayer, count_outputs, file_sha256, load_model
 from auditor.progress import progress_bar
 from auditor.record import read_summary
 from auditor.report.words import phrased
 from auditor.run import AuditRun
-from auditor.runner.batch import SAMPLE_COLUMNS, HalvingOnOOM, audit_batch
+from auditor.runner.batch import HalvingOnOOM, audit_batch, sample_columns
 from auditor.runner.checkpoint import Checkpoint, Progress, Rows
 from auditor.runner.distributed import (
     SINGLE,
@@ -232,7 +233,8 @@ def stream(
         for i in range(len(info.class_names))
     }
     saver = Checkpoint(checkpoint, ready.parts)
-    state = saver.load(Progress(rows=Rows(tuple(SAMPLE_COLUMNS)), evidence=fresh))
+    columns = sample_columns(active(config.extra_interventions))
+    state = saver.load(Progress(rows=Rows(tuple(columns)), evidence=fresh))
     clock = Phases(dict(checked.clock.seconds))
     positions = None
     if world.sharded:

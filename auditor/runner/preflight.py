@@ -17,6 +17,7 @@ from auditor.data.entries import Record
 from auditor.data.read import DatasetInfo
 from auditor.data.transforms import AuditTransform
 from auditor.detect.sanity import randomization_check, resolution_check
+from auditor.detect.views import active
 from auditor.errors import AttributionError, ConfigError, DataError, ModelError
 from auditor.models import TargetLayer, is_scripted, resolve_target_layer
 
@@ -119,7 +120,9 @@ def answered(net: torch.nn.Module, probe: Probe | None, config: AuditConfig) -> 
 
 def settled(config: AuditConfig) -> AuditConfig:
     """``config`` with its primary method written in (:attr:`AuditConfig.primary`), so that
-    every stage, and the stored run, reads one decision."""
+    every stage, and the stored run, reads one decision; its extra interventions must be
+    known ones (:func:`auditor.detect.views.active`)."""
+    active(config.extra_interventions)
     return dataclasses.replace(config, primary_method=config.primary)
 
 
