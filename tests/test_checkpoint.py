@@ -16,6 +16,7 @@ from PIL import Image
 from auditor.config import AuditConfig
 from auditor.models import load_model
 from auditor.runner import pipeline
+from auditor.runner.provenance import PART_NAMES
 
 CONFIG = AuditConfig(image_size=32, batch_size=8)
 
@@ -76,30 +77,35 @@ def wrong_images(coco_dataset, tmp_path):
 
 
 def test_resume_with_another_images_folder_starts_afresh(
-    coco_dataset, resnet_weights, tmp_path, wrong_images, interrupt_at, caplog
+    coco_dataset, resnet_weights, tmp_path, wrong_images, interrupt_at
 ):
     """The issue's report: a wrong --images, Ctrl-C, the right --images. The second run must
     not take the first one's rows."""
     loaded = load_model("resnet18", resnet_weights)
     checkpoint = tmp_path / ".partial.pt"
     audit_interrupted(loaded, checkpoint, interrupt_at, data=coco_dataset, images=wrong_images)
-    with caplog.at_level(logging.WARNING):
-        resumed = pipeline.audit(loaded, data=coco_dataset, config=CONFIG, checkpoint=checkpoint)
+    resumed = pipeline.audit(loaded, data=coco_dataset, config=CONFIG, checkpoint=checkpoint)
     clean = pipeline.audit(loaded, data=coco_dataset, config=CONFIG)
     pd.testing.assert_frame_equal(resumed.samples, clean.samples)
     assert resumed.summary == clean.summary
-    assert "image paths" in caplog.text and "resuming" not in caplog.text
+    assert resumed.run_info["checkpoint"] == {
+        "outcome": "set_aside",
+        "done": 0,
+        "changed": ["image_paths", "image_files"],
+        "unreadable": None,
+    }
+    assert clean.run_info["checkpoint"]["outcome"] == "fresh"
     assert (tmp_path / ".partial.pt.stale").is_file()
 
 
-@pytest.mark.parametrize("change,named", [
-    ("images", "image files"),
-    ("weights", "model or its weights"),
+@pytest.mark.parametrize("change,part", [
+    ("images", "image_files"),
+    ("weights", "model"),
     ("settings", "settings"),
     ("annotations", "annotations"),
 ])  # fmt: skip
 def test_a_checkpoint_of_other_inputs_is_set_aside_naming_what_changed(
-    change, named, coco_dataset, resnet_weights, tmp_path, interrupt_at, caplog
+    change, part, coco_dataset, resnet_weights, tmp_path, interrupt_at, caplog
 ):
     data = tmp_path / "data"
     shutil.copytree(coco_dataset.parent, data)
@@ -124,34 +130,35 @@ def test_a_checkpoint_of_other_inputs_is_set_aside_naming_what_changed(
     with caplog.at_level(logging.WARNING):
         run = pipeline.audit(load_model("resnet18", weights), data=annotations, config=config,
                              checkpoint=checkpoint)  # fmt: skip
-    assert f"{named}" in caplog.text and "resuming" not in caplog.text
+    assert run.run_info["checkpoint"]["changed"] == [part]
+    assert PART_NAMES[part] in caplog.text  # the one log line says it in words
     assert (tmp_path / ".partial.pt.stale").is_file()
     clean = pipeline.audit(load_model("resnet18", weights), data=annotations, config=config)
     pd.testing.assert_frame_equal(run.samples, clean.samples)
 
 
-def test_damaged_checkpoint_is_set_aside(coco_dataset, resnet_weights, tmp_path, caplog):
+def test_damaged_checkpoint_is_set_aside(coco_dataset, resnet_weights, tmp_path):
     checkpoint = tmp_path / ".partial.pt"
     checkpoint.write_bytes(b"not a checkpoint")
     loaded = load_model("resnet18", resnet_weights)
     config = AuditConfig(image_size=32, batch_size=16, methods=("saliency",))
-    with caplog.at_level(logging.WARNING):
-        run = pipeline.audit(loaded, data=coco_dataset, config=config, checkpoint=checkpoint)
-    assert len(run.samples) == 48 and "cannot be read" in caplog.text
+    run = pipeline.audit(loaded, data=coco_dataset, config=config, checkpoint=checkpoint)
+    assert len(run.samples) == 48 and run.run_info["checkpoint"]["outcome"] == "set_aside"
+    assert run.run_info["checkpoint"]["unreadable"] is not None
     assert (tmp_path / ".partial.pt.stale").read_bytes() == b"not a checkpoint"
 
 
 def test_worker_count_does_not_discard_a_checkpoint(
-    coco_dataset, resnet_weights, tmp_path, interrupt_at, caplog
+    coco_dataset, resnet_weights, tmp_path, interrupt_at
 ):
     """Worker processes load the same samples in the same order: a resume may change them."""
     loaded = load_model("resnet18", resnet_weights)
     checkpoint = tmp_path / ".partial.pt"
     audit_interrupted(loaded, checkpoint, interrupt_at, data=coco_dataset)
     config = AuditConfig(image_size=32, batch_size=8, num_workers=1)
-    with caplog.at_level(logging.WARNING):
-        pipeline.audit(loaded, data=coco_dataset, config=config, checkpoint=checkpoint)
-    assert "resuming after 16 samples" in caplog.text
+    run = pipeline.audit(loaded, data=coco_dataset, config=config, checkpoint=checkpoint)
+    assert run.run_info["checkpoint"] == {"outcome": "resumed", "done": 16, "changed": [],
+                                          "unreadable": None}  # fmt: skip
 
 
 def test_sigterm_keeps_progress_like_ctrl_c(coco_dataset, resnet_weights, tmp_path):

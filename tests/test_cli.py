@@ -227,6 +227,15 @@ def test_a_method_that_cannot_run_is_reported_not_fatal(coco_dataset, tmp_path):
     alone = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "b"), "--methods",
                                      "guided_backprop"])  # fmt: skip
     assert alone.exit_code == 1 and "No requested method can run" in alone.output
+    # the subgroup method is tried before the stream too: one the model cannot run turns
+    # the subgroups off, with its reason, instead of failing the first batch
+    result = run(*common, "--out", str(tmp_path / "c"), "--methods", "saliency",
+                 "--subgroup-method", "guided_backprop")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["method_errors"]["guided_backprop"].endswith("(so no subgroups were sought)")
+    config = json.loads((tmp_path / "c" / "run.json").read_text())["config"]
+    assert config["subgroup_maps"] == 0 and config["methods"] == ["saliency"]
 
 
 def test_samples_record_label_probability_under_each_intervention(planted):

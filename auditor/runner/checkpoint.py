@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -34,7 +34,7 @@ import torch
 from auditor.run import torch_bytes
 from auditor.rundir import atomic_write
 from auditor.runner.exemplars import ClassEvidence
-from auditor.runner.provenance import changed_parts
+from auditor.runner.provenance import PART_NAMES, changed_parts
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,29 @@ class Progress:
     done: int = 0
 
 
+@dataclass(frozen=True)
+class Resume:
+    """What loading a checkpoint found: none (``fresh``), one it ``resumed`` after ``done``
+    samples, or one it ``set_aside`` because it was ``unreadable`` (the error's type) or
+    the ``changed`` parts of its inputs differ (keys of
+    :data:`~auditor.runner.provenance.PART_NAMES`). Kept in ``run.json`` as ``checkpoint``."""
+
+    outcome: Literal["fresh", "resumed", "set_aside"]
+    done: int = 0
+    changed: tuple[str, ...] = ()
+    unreadable: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "done": self.done, "changed": list(self.changed),
+                "unreadable": self.unreadable}  # fmt: skip
+
+
 @dataclass
 class Checkpoint:
     path: Path | None
     parts: dict[str, str]
     every_s: float = 30.0
+    found: Resume = Resume("fresh")  # what the last load found
     _last: float = field(default_factory=time.monotonic)
     _saved_parts: int = 0  # row part files that belong to the current head
     _saved_chunks: int = 0  # in-memory chunks already in those part files
@@ -128,13 +146,17 @@ class Checkpoint:
                 rows.chunks.append(dict(torch.load(self._part(i), weights_only=True)))
             progress = Progress(rows, evidence, done=int(state["done"]))
         except Exception as exc:  # a damaged or older checkpoint only costs the time to redo it
+            self.found = Resume("set_aside", unreadable=type(exc).__name__)
             self._set_aside(f"it cannot be read ({type(exc).__name__})")
             return fresh
         changed = changed_parts(saved, self.parts)
         if changed:
-            self._set_aside(f"{', '.join(changed)} changed since it was written")
+            self.found = Resume("set_aside", changed=tuple(changed))
+            words = ", ".join(PART_NAMES[k] for k in changed)
+            self._set_aside(f"{words} changed since it was written")
             return fresh
         self._saved_parts, self._saved_chunks = n_parts, len(rows.chunks)
+        self.found = Resume("resumed", done=progress.done)
         log.warning("%s: resuming after %d samples", self.path, progress.done)
         return progress
 

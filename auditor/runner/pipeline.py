@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from auditor.record import read_summary
 from auditor.report.words import phrased
 from auditor.run import AuditRun
 from auditor.runner.batch import HalvingOnOOM, audit_batch, sample_columns
-from auditor.runner.checkpoint import Checkpoint, Progress, Rows
+from auditor.runner.checkpoint import Checkpoint, Progress, Resume, Rows
 from auditor.runner.distributed import (
     SINGLE,
     World,
@@ -209,6 +209,7 @@ class Streamed:
     trust: dict[str, Any]
     clock: Phases
     shards: int = 1
+    resume: Resume = field(default_factory=lambda: Resume("fresh"))
 
 
 def stream(
@@ -254,7 +255,7 @@ def stream(
             saver.maybe_save(state)
     finally:  # kept whatever happens next: another rank or the detection may still fail
         saver.maybe_save(state, force=True)
-    return Streamed(state, config, checked.method_errors, checked.trust, clock)
+    return Streamed(state, config, checked.method_errors, checked.trust, clock, resume=saver.found)
 
 
 def merged(parts: list[Streamed]) -> Streamed:
@@ -293,6 +294,7 @@ def assemble(ready: Prepared, streamed: Streamed) -> AuditRun:
     info_json["inputs"] = {**ready.fingerprint, "parts": ready.parts}
     info_json["partial_methods"] = trust.get("partial", {})
     info_json["world_size"] = streamed.shards
+    info_json["checkpoint"] = streamed.resume.to_dict()
     return AuditRun(
         summary=phrased(
             read_summary(with_subgroups(assembled, found, info, config)), config.detect.confidence

@@ -89,9 +89,8 @@ def fingerprint(parts: dict[str, str], weights_sha256: str | None) -> dict[str, 
 
 
 def changed_parts(saved: dict[str, str], now: dict[str, str]) -> list[str]:
-    """The names of the parts that differ, in words."""
-    names = [k for k in PART_NAMES if saved.get(k) != now.get(k)]
-    return [PART_NAMES[k] for k in names]
+    """The parts that differ (keys of :data:`PART_NAMES`, which has their words)."""
+    return [k for k in PART_NAMES if saved.get(k) != now.get(k)]
 
 
 def _record_identity(record: Record) -> list[Any]:
