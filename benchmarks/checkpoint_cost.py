@@ -4,8 +4,8 @@ the current one (columns per batch; a save writes only the rows since the last o
 
     .venv/bin/python benchmarks/checkpoint_cost.py --images 10000 50000
 
-Rows are synthetic but shaped as the pipeline's (``SAMPLE_COLUMNS``, two methods per
-image); both forms are timed in the same run, in a temporary folder.
+Rows are synthetic but shaped as the pipeline's (the columns of an audit with the core
+interventions, two methods per image); both forms are timed in the same run, in a temporary folder.
 """
 
 from __future__ import annotations
@@ -19,8 +19,12 @@ from pathlib import Path
 
 import torch
 
-from auditor.runner.batch import SAMPLE_COLUMNS
+from auditor.accumulate import Keyed
+from auditor.detect.views import CORE
+from auditor.runner.batch import sample_columns
 from auditor.runner.checkpoint import Checkpoint, Progress, Rows
+
+COLUMNS = tuple(sample_columns(CORE))
 
 BATCH = 32
 
@@ -29,7 +33,7 @@ def batch_rows(start: int) -> list[dict]:
     rows = []
     for i in range(start, start + BATCH):
         for method in ("gradcam", "saliency"):
-            row = {c: i / 7 for c in SAMPLE_COLUMNS}
+            row = {c: i / 7 for c in COLUMNS}
             row.update(sample=i, image_id=str(i), file_name=f"{i:06d}.jpg", label=i % 10,
                        label_name=f"class{i % 10}", prediction=(i * 7) % 10,
                        correct=i % 3 != 0, method=method, donor_label=i % 10,
@@ -54,16 +58,16 @@ def measure(n_images: int, folder: Path) -> dict[str, float]:
     del dicts
 
     tracemalloc.start()
-    rows = Rows(tuple(SAMPLE_COLUMNS))
+    rows = Rows(COLUMNS)
     for b in range(batches):
-        rows.add(batch_rows(b * BATCH))
+        rows.update(batch_rows(b * BATCH))
     python_mb = tracemalloc.get_traced_memory()[0] / 2**20  # tensors' storage is not traced
     tracemalloc.stop()
     tensor_bytes = sum(t.numel() * t.element_size() for c in rows.chunks for t in c.values()
                        if isinstance(t, torch.Tensor))  # fmt: skip
     column_mb = python_mb + tensor_bytes / 2**20
     saver = Checkpoint(folder / ".partial.pt", {"model": "m"})
-    progress = Progress(Rows(rows.columns, rows.chunks[:-30]), {}, done=0)
+    progress = Progress(Rows(rows.columns, rows.chunks[:-30]), Keyed(), done=0)
     saver.maybe_save(progress, force=True)  # everything but the last 30 batches
     progress.rows.chunks = rows.chunks  # 30 more batches (960 images) arrive
     started = time.perf_counter()

@@ -52,6 +52,7 @@ def audit_interrupted(loaded, checkpoint, arm, **kwargs):
     assert torch.load(checkpoint, weights_only=True)["done"] == 16
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_equals_a_full_run(
     coco_dataset, resnet_weights, tmp_path, interrupt_at
 ):
@@ -76,6 +77,7 @@ def wrong_images(coco_dataset, tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_resume_with_another_images_folder_starts_afresh(
     coco_dataset, resnet_weights, tmp_path, wrong_images, interrupt_at
 ):
@@ -104,6 +106,7 @@ def test_resume_with_another_images_folder_starts_afresh(
     ("settings", "settings"),
     ("annotations", "annotations"),
 ])  # fmt: skip
+@pytest.mark.slow
 def test_a_checkpoint_of_other_inputs_is_set_aside_naming_what_changed(
     change, part, coco_dataset, resnet_weights, tmp_path, interrupt_at, caplog
 ):
@@ -161,6 +164,7 @@ def test_worker_count_does_not_discard_a_checkpoint(
                                           "unreadable": None}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_sigterm_keeps_progress_like_ctrl_c(coco_dataset, resnet_weights, tmp_path):
     """A scheduler stops a job with SIGTERM; the real entry point saves the checkpoint."""
     out = tmp_path / "out"
@@ -205,31 +209,32 @@ def test_columnar_rows_give_the_frame_the_row_dicts_give():
     rows = Rows(COLUMNS)
     batches = [_rows(0, 10), _rows(10, 1), [], _rows(11, 30)]
     for batch in batches:
-        rows.add(batch)
+        rows.update(batch)
     expected = pd.DataFrame([r for b in batches for r in b], columns=list(COLUMNS))
     pd.testing.assert_frame_equal(rows.frame(), expected)
     assert len(rows) == 41
 
 
 def test_a_save_writes_only_the_new_rows_and_a_torn_save_is_ignored(tmp_path):
+    from auditor.accumulate import Keyed
     from auditor.runner.checkpoint import Checkpoint, Progress, Rows
 
     path = tmp_path / ".partial.pt"
     saver = Checkpoint(path, {"model": "m"})
-    progress = Progress(Rows(COLUMNS), {}, done=0)
-    progress.rows.add(_rows(0, 20))
+    progress = Progress(Rows(COLUMNS), Keyed(), done=0)
+    progress.rows.update(_rows(0, 20))
     progress.done = 20
     saver.maybe_save(progress, force=True)
     first = (tmp_path / ".partial.rows-00001.pt").read_bytes()
-    progress.rows.add(_rows(20, 5))
-    progress.rows.add(_rows(25, 5))
+    progress.rows.update(_rows(20, 5))
+    progress.rows.update(_rows(25, 5))
     progress.done = 30
     saver.maybe_save(progress, force=True)
     assert (tmp_path / ".partial.rows-00001.pt").read_bytes() == first  # never rewritten
     second = torch.load(tmp_path / ".partial.rows-00002.pt", weights_only=True)
     assert second["sample"].tolist() == list(range(20, 30))  # only what was new
     torch.save({"sample": [999]}, tmp_path / ".partial.rows-00003.pt")  # killed before the head
-    loaded = Checkpoint(path, {"model": "m"}).load(Progress(Rows(COLUMNS), {}))
+    loaded = Checkpoint(path, {"model": "m"}).load(Progress(Rows(COLUMNS), Keyed()))
     assert loaded.done == 30
     expected = pd.DataFrame(_rows(0, 30), columns=list(COLUMNS))
     pd.testing.assert_frame_equal(loaded.rows.frame(), expected)
@@ -237,6 +242,7 @@ def test_a_save_writes_only_the_new_rows_and_a_torn_save_is_ignored(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_the_batch_and_gives_the_same_rows(
     coco_dataset, resnet_weights, monkeypatch, caplog
 ):

@@ -97,7 +97,7 @@ def test_the_hot_loop_runs_without_host_synchronisation(fitted_tiny_cnn, coco_da
                     config=config)  # fmt: skip
     transform = AuditTransform(32)
     probe = probe_samples(ready.info.records, transform, size=16, device=ready.device)
-    evidence = {c: ClassEvidence(2) for c in range(4)}
+    evidence = {c: ClassEvidence.bounded(2) for c in range(4)}
     batch = next(batches(ready.info.records, transform, config, ready.device, False))
     torch.cuda.set_sync_debug_mode("error")
     try:

@@ -234,6 +234,7 @@ def _comparable(value):
     return value
 
 
+@pytest.mark.slow
 def test_torchrun_on_two_processes_writes_the_one_process_run(
     planted_dataset, planted_weights, tmp_path
 ):

@@ -57,7 +57,7 @@ def sampled(spots: list[tuple[slice, slice] | None], *, n: int = 120, seed: int 
     for c, spot in enumerate(spots):
         samples, maps, masks = scene(n, spot, seed=seed * 100 + c, first=c * n, **kw)
         kept[c] = {"m": MapSample(1000, 0)}
-        kept[c]["m"].offer(samples, off_object_maps(maps, excluded_cells(masks)))
+        kept[c]["m"].update(samples, off_object_maps(maps, excluded_cells(masks)))
     return kept
 
 
@@ -124,7 +124,7 @@ def test_maps_that_spread_further_from_the_object_than_others_give_no_hotspot():
         near = torch.nn.functional.max_pool2d(grid.isnan().float()[:, None], 5, 1, 2)[:, 0]
         halo = torch.where(grid.isnan(), grid, grid * (0.1 + 5 * near))
         kept[c]["m"] = MapSample(1000, 0)
-        kept[c]["m"].offer(samples, halo.flatten(1) / halo.nansum((1, 2))[:, None])
+        kept[c]["m"].update(samples, halo.flatten(1) / halo.nansum((1, 2))[:, None])
     plain = window_lifts(kept[0]["m"].ordered()[1].numpy())[:, 0]  # the top-left window
     halos = window_lifts(kept[1]["m"].ordered()[1].numpy())[:, 0]
     assert np.nanmean(plain) > 2 * np.nanmean(halos)  # plain lifts would find a "hotspot"
@@ -169,11 +169,13 @@ def test_the_result_depends_neither_on_the_batch_order_nor_on_a_resume():
     again = {}
     for c, by_method in kept.items():
         samples, maps = by_method["m"].ordered()
-        evidence = ClassEvidence(2, off_object={"m": MapSample(1000, 0)})
+        evidence = ClassEvidence.bounded(2, off_object={"m": MapSample(1000, 0)})
         for start in range(len(samples) - 30, -30, -30):  # other batches, other order
             part = slice(max(start, 0), start + 30)
-            evidence.off_object["m"].offer(samples[part], maps[part])
-        again[c] = ClassEvidence.from_state(evidence.state()).off_object
+            evidence.off_object["m"].update(samples[part], maps[part])
+        resumed = evidence.empty()
+        resumed.load(evidence.state())
+        again[c] = resumed.off_object
 
     def described(spots):  # NaN is not equal to itself; the dicts hold None
         return {c: {m: h.to_dict() for m, h in by.items()} for c, by in spots.items()}
@@ -238,6 +240,7 @@ def corner_run(tmp_path_factory):
     return audit(LoadedModel(net.eval(), "corner", None), data=data, config=config)
 
 
+@pytest.mark.slow
 def test_a_planted_corner_reader_shows_its_hotspot_in_the_summary_and_the_report(corner_run):
     from auditor.report.render import render_html
 

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import auditor
 
 ROOT = Path(auditor.__file__).parent
@@ -18,7 +20,7 @@ MAX_LINES = 400
 
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("_version", "errors"),  # what everything may use
-    ("progress", "rundir"),  # the terminal's progress bar; the run directory on disk
+    ("progress", "rundir", "accumulate"),  # progress bar; run directory; streamed state
     ("models",),  # load: the model
     ("data",),  # load: the data
     ("attribution",),  # attribute
@@ -140,6 +142,7 @@ def test_the_rules_find_what_they_forbid(tmp_path):
     assert imports(path, "auditor.detect.x", {"auditor.run"}) == {"auditor.run"}
 
 
+@pytest.mark.slow
 def test_every_module_imports_on_its_own():
     """Each module in a clean interpreter state of ``auditor`` (third-party modules stay)."""
     script = (

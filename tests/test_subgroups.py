@@ -33,15 +33,16 @@ def test_small_maps_have_unit_mass_and_the_grid_size():
 def test_the_map_sample_is_bounded_and_independent_of_arrival_order():
     maps = corner_and_centre(30, 30)
     forward, backward = MapSample(keep=10, seed=3), MapSample(keep=10, seed=3)
-    forward.offer(list(range(60)), maps)
+    forward.update(list(range(60)), maps)
     for start in range(50, -10, -10):  # other batches, other order
-        backward.offer(list(range(start, start + 10)), maps[start : start + 10])
+        backward.update(list(range(start, start + 10)), maps[start : start + 10])
     assert len(forward.samples) == 10 and forward.ordered()[0] == backward.ordered()[0]
-    again = MapSample.from_state(forward.state())
+    again = forward.empty()
+    again.load(forward.state())
     assert again.ordered()[0] == forward.ordered()[0]
     torch.testing.assert_close(again.ordered()[1], forward.ordered()[1])
     other_seed = MapSample(keep=10, seed=4)
-    other_seed.offer(list(range(60)), maps)
+    other_seed.update(list(range(60)), maps)
     assert other_seed.ordered()[0] != forward.ordered()[0]
 
 
@@ -80,6 +81,7 @@ def mixed_run(planted_weights, tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.slow
 def test_subgroups_are_written_to_the_summary_and_a_parquet(mixed_run):
     import pandas as pd
 

@@ -32,7 +32,8 @@ def small_maps(maps: torch.Tensor) -> torch.Tensor:
 @dataclass
 class MapSample:
     """At most ``keep`` small maps of one class: the images with the smallest seeded random
-    keys (bottom-k sampling), a uniform sample whatever the order they arrive in."""
+    keys (bottom-k sampling), a uniform sample whatever the order they arrive in. An
+    :class:`~auditor.accumulate.Accumulator`: merged, it is the sample of both streams."""
 
     keep: int
     seed: int
@@ -40,7 +41,7 @@ class MapSample:
     samples: list[int] = field(default_factory=list)
     maps: list[torch.Tensor] = field(default_factory=list)
 
-    def offer(self, samples: list[int], maps: torch.Tensor) -> None:
+    def update(self, samples: list[int], maps: torch.Tensor) -> None:
         """samples (dataset positions) with their small maps (Tensor[n, GRID * GRID])."""
         for sample, small in zip(samples, maps):
             key = float(np.random.default_rng([self.seed, sample]).random())
@@ -52,13 +53,19 @@ class MapSample:
                     column.pop(drop)
                 self._insert(key, sample, small)
 
-    def empty_like(self) -> MapSample:
+    def empty(self) -> MapSample:
         return MapSample(self.keep, self.seed)
 
-    def absorb(self, other: MapSample) -> None:
-        """Offer ``other``'s maps: the result is the sample of both streams together."""
+    def merge(self, other: MapSample) -> None:
         if other.samples:
-            self.offer(other.samples, torch.stack(other.maps))
+            self.update(other.samples, torch.stack(other.maps))
+
+    def state(self) -> dict[str, Any]:
+        samples, maps = self.ordered()
+        return {"samples": samples, "maps": maps}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.update([int(s) for s in state["samples"]], state["maps"])
 
     def _insert(self, key: float, sample: int, small: torch.Tensor) -> None:
         self.keys.append(key)
@@ -71,13 +78,3 @@ class MapSample:
         samples = [self.samples[i] for i in order]
         maps = torch.stack([self.maps[i] for i in order]) if samples else torch.zeros(0, GRID**2)
         return samples, maps
-
-    def state(self) -> dict[str, Any]:
-        samples, maps = self.ordered()
-        return {"keep": self.keep, "seed": self.seed, "samples": samples, "maps": maps}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> MapSample:
-        sample = cls(int(state["keep"]), int(state["seed"]))
-        sample.offer([int(s) for s in state["samples"]], state["maps"])
-        return sample

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import pandas as pd
 import torch
 
+from auditor.accumulate import Composite, Keyed
 from auditor.run import torch_bytes
 from auditor.rundir import atomic_write
 from auditor.runner.exemplars import ClassEvidence
@@ -58,14 +59,30 @@ def columnar(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dict[str
 
 @dataclass
 class Rows:
-    """The rows audited so far, as columnar chunks (one per batch, or per saved part)."""
+    """The rows audited so far, as columnar chunks (one per batch, or per saved part). An
+    :class:`~auditor.accumulate.Accumulator` whose merge appends: rows of ranks merged
+    rank after rank are put back in batch order by
+    :func:`~auditor.runner.distributed.in_batch_order`. The checkpoint saves its state in
+    parts, only what is new each time (:meth:`merged`)."""
 
     columns: tuple[str, ...]
     chunks: list[dict[str, Column]] = field(default_factory=list)
 
-    def add(self, rows: Sequence[dict[str, Any]]) -> None:
+    def update(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self.chunks.append(columnar(rows, self.columns))
+
+    def empty(self) -> Rows:
+        return Rows(self.columns)
+
+    def merge(self, other: Rows) -> None:
+        self.chunks.extend(other.chunks)
+
+    def state(self) -> dict[str, Column]:
+        return self.merged(0)
+
+    def load(self, state: dict[str, Column]) -> None:
+        self.chunks.append(dict(state))
 
     def frame(self) -> pd.DataFrame:
         """All rows as one frame, typed as a frame made from the row dicts would be."""
@@ -96,11 +113,11 @@ def _values(column: Column) -> list[Any]:
 
 
 @dataclass
-class Progress:
+class Progress(Composite):
     """What has been audited so far: rows, evidence per class, and samples done."""
 
     rows: Rows
-    evidence: dict[int, ClassEvidence]
+    evidence: Keyed[ClassEvidence]
     done: int = 0
 
 
@@ -136,15 +153,15 @@ class Checkpoint:
         if self.path is None or not self.path.is_file():
             self.discard_parts()
             return fresh
+        progress = fresh.empty()
         try:
             state = torch.load(self.path, weights_only=True)
             saved = dict(state["parts"])
-            evidence = {int(k): ClassEvidence.from_state(v) for k, v in state["evidence"].items()}
+            progress.evidence.load(state["evidence"])
+            progress.done = int(state["done"])
             n_parts = int(state["row_parts"])
-            rows = Rows(fresh.rows.columns)
             for i in range(1, n_parts + 1):
-                rows.chunks.append(dict(torch.load(self._part(i), weights_only=True)))
-            progress = Progress(rows, evidence, done=int(state["done"]))
+                progress.rows.load(torch.load(self._part(i), weights_only=True))
         except Exception as exc:  # a damaged or older checkpoint only costs the time to redo it
             self.found = Resume("set_aside", unreadable=type(exc).__name__)
             self._set_aside(f"it cannot be read ({type(exc).__name__})")
@@ -155,7 +172,7 @@ class Checkpoint:
             words = ", ".join(PART_NAMES[k] for k in changed)
             self._set_aside(f"{words} changed since it was written")
             return fresh
-        self._saved_parts, self._saved_chunks = n_parts, len(rows.chunks)
+        self._saved_parts, self._saved_chunks = n_parts, len(progress.rows.chunks)
         self.found = Resume("resumed", done=progress.done)
         log.warning("%s: resuming after %d samples", self.path, progress.done)
         return progress
@@ -174,7 +191,7 @@ class Checkpoint:
             "parts": self.parts,
             "done": progress.done,
             "row_parts": parts,
-            "evidence": {k: v.state() for k, v in progress.evidence.items()},
+            "evidence": progress.evidence.state(),
         }
         atomic_write(self.path, torch_bytes(state))
         self._saved_parts, self._saved_chunks = parts, len(progress.rows.chunks)

@@ -7,7 +7,7 @@ batch holds exactly the images it holds in one process: the same maps, scores an
 exemplar candidates, bit for bit. Rank 0 puts the rows back in batch order
 (:func:`in_batch_order`); the per-class evidence merges exactly, since the exemplars and the
 map sample are chosen by order-independent rules
-(:meth:`~auditor.runner.exemplars.ClassEvidence.absorb`).
+(:class:`~auditor.accumulate.Accumulator`).
 
 From rank 0's preflight on, every rank reaches every collective, also after a failure: a
 rank that fails sends its failure in place of its part, rank 0 sends the outcome to all,
@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 from auditor.errors import AuditorError, ConfigError, DistributedError
-from auditor.runner.checkpoint import Progress, Rows
+from auditor.runner.checkpoint import Progress
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -147,17 +147,12 @@ def in_batch_order(samples: pd.DataFrame, batch_size: int) -> pd.DataFrame:
 
 
 def merged_progress(parts: Sequence[Progress]) -> Progress:
-    """The progress of every rank as one (rows rank after rank: see :func:`in_batch_order`),
-    with each class's evidence absorbed from every rank. ``parts`` are not changed."""
-    columns = parts[0].rows.columns
-    rows = Rows(columns, [chunk for p in parts for chunk in p.rows.chunks])
-    evidence = {}
-    for label, first in parts[0].evidence.items():
-        whole = first.empty_like()
-        for p in parts:
-            whole.absorb(p.evidence[label])
-        evidence[label] = whole
-    return Progress(rows, evidence, done=sum(p.done for p in parts))
+    """The progress of every rank as one: rows rank after rank (see :func:`in_batch_order`),
+    each class's evidence merged from every rank. ``parts`` are not changed."""
+    whole = parts[0].empty()
+    for part in parts:
+        whole.merge(part)
+    return whole
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from auditor.accumulate import Composite, Keyed, Total
 from auditor.data.entries import Record
 from auditor.data.transforms import AuditTransform
 from auditor.detect.hotspot import excluded_cells, off_object_maps
@@ -39,128 +40,85 @@ class Exemplar:
 
 
 @dataclass
-class ClassEvidence:
-    """Running evidence for one class; memory is bounded by ``keep`` exemplars."""
+class Exemplars:
+    """The ``keep`` images with the lowest score (most background-reliant), the image's
+    dataset position breaking ties, so the choice depends neither on the order they come in
+    nor on how the stream was split (an :class:`~auditor.accumulate.Accumulator`)."""
 
     keep: int
     heap: list[tuple[float, int, Exemplar]] = field(default_factory=list)
-    map_sums: dict[str, torch.Tensor] = field(default_factory=dict)
-    mask_sum: torch.Tensor | None = None
-    count: int = 0
-    broken_heap: list[tuple[float, int, Exemplar]] = field(default_factory=list)
-    small: MapSample = field(default_factory=lambda: MapSample(0, 0))
-    off_object: dict[str, MapSample] = field(default_factory=dict)  # per method, for hotspots
+
+    def update(self, exemplar: Exemplar, position: int) -> None:
+        self._push((-exemplar.score, position, exemplar))
+
+    def ranked(self) -> list[Exemplar]:
+        """Lowest score first."""
+        return [e for _, _, e in sorted(self.heap, key=lambda t: (-t[0], t[1]))]
+
+    def empty(self) -> Exemplars:
+        return Exemplars(self.keep)
+
+    def merge(self, other: Exemplars) -> None:
+        for item in other.heap:
+            self._push(item)
+
+    def state(self) -> list[list[Any]]:
+        return [[score, position, e.to_dict()] for score, position, e in self.heap]
+
+    def load(self, state: list[list[Any]]) -> None:
+        for score, position, e in state:
+            self._push((score, position, Exemplar(**e)))
+
+    def _push(self, item: tuple[float, int, Exemplar]) -> None:
+        if len(self.heap) < self.keep:
+            heapq.heappush(self.heap, item)
+        elif item > self.heap[0]:
+            heapq.heapreplace(self.heap, item)
+
+
+@dataclass
+class ClassEvidence(Composite):
+    """Running evidence for one class, bounded in memory: its exemplars, the swapped images
+    whose answer the swap broke, the sums behind its mean maps and mean mask, a sample of
+    its small maps (for subgroups) and of its off-object maps per method (for hotspots)."""
+
+    exemplars: Exemplars
+    broken: Exemplars
+    maps: Keyed[Total]  # per method: each map's share of its mass, at MEAN_SIZE
+    masks: Total  # the masks at MEAN_SIZE, and how many images
+    small: MapSample
+    off_object: Keyed[MapSample]
+
+    @classmethod
+    def bounded(
+        cls, keep: int, *, small: MapSample | None = None,
+        off_object: dict[str, MapSample] | None = None,
+    ) -> ClassEvidence:  # fmt: skip
+        """No evidence yet: ``keep`` exemplars of each kind, the given map samples."""
+        return cls(
+            Exemplars(keep), Exemplars(keep), Keyed(make=Total), Total(),
+            small or MapSample(0, 0), Keyed(off_object),
+        )  # fmt: skip
 
     def add_means(self, maps: dict[str, torch.Tensor], masks: torch.Tensor) -> None:
         """maps {method: Tensor[n, H, W]}, masks (Tensor[n, H, W] bool) of this class's images."""
-        self.count += masks.shape[0]
-        small_masks = _resize(masks.float(), MEAN_SIZE).sum(0).cpu()
-        self.mask_sum = small_masks if self.mask_sum is None else self.mask_sum + small_masks
+        self.masks.update(_resize(masks.float(), MEAN_SIZE).sum(0).cpu(), masks.shape[0])
         for method, m in maps.items():
             share = m / m.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
-            small = _resize(share, MEAN_SIZE).sum(0).cpu()
-            self.map_sums[method] = self.map_sums.get(method, 0) + small
-
-    def offer(self, exemplar: Exemplar, tiebreak: int, *, broken: bool = False) -> None:
-        """Keep the ``keep`` exemplars with the lowest score (most background-reliant), of
-        the original images or (``broken``) of the swapped images whose answer broke."""
-        self._push(self.broken_heap if broken else self.heap, (-exemplar.score, tiebreak, exemplar))
-
-    def _push(
-        self, heap: list[tuple[float, int, Exemplar]], item: tuple[float, int, Exemplar]
-    ) -> None:
-        if len(heap) < self.keep:
-            heapq.heappush(heap, item)
-        elif item > heap[0]:
-            heapq.heapreplace(heap, item)
-
-    def empty_like(self) -> ClassEvidence:
-        """No evidence yet, kept to the same bounds."""
-        return ClassEvidence(
-            self.keep,
-            small=self.small.empty_like(),
-            off_object={m: s.empty_like() for m, s in self.off_object.items()},
-        )
-
-    def absorb(self, other: ClassEvidence) -> None:
-        """Add ``other``'s evidence, of other images of the class (another rank's): the
-        exemplars kept are the ``keep`` best of both by the rule of :meth:`offer` (lowest
-        score, the image's position breaking ties), the map sample the bottom-k of both, so
-        neither depends on the order; only the sums' float rounding does. ``other`` is not
-        changed."""
-        for item in other.heap:
-            self._push(self.heap, item)
-        for item in other.broken_heap:
-            self._push(self.broken_heap, item)
-        for method, total in other.map_sums.items():
-            self.map_sums[method] = self.map_sums.get(method, 0) + total
-        if other.mask_sum is not None:
-            self.mask_sum = (
-                other.mask_sum if self.mask_sum is None else self.mask_sum + other.mask_sum
-            )
-        self.count += other.count
-        self.small.absorb(other.small)
-        for method, sample in other.off_object.items():
-            self.off_object.setdefault(method, sample.empty_like()).absorb(sample)
-
-    def exemplars(self) -> list[Exemplar]:
-        return _ranked(self.heap)
-
-    def broken_exemplars(self) -> list[Exemplar]:
-        return _ranked(self.broken_heap)
-
-    def state(self) -> dict[str, Any]:
-        """Plain values and tensors only, for a ``weights_only`` checkpoint."""
-        return {
-            "keep": self.keep,
-            "heap": _plain(self.heap),
-            "map_sums": dict(self.map_sums),
-            "mask_sum": self.mask_sum,
-            "count": self.count,
-            "broken_heap": _plain(self.broken_heap),
-            "small": self.small.state(),
-            "off_object": {m: s.state() for m, s in self.off_object.items()},
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> ClassEvidence:
-        return cls(
-            state["keep"],
-            _heap(state["heap"]),
-            dict(state["map_sums"]),
-            state["mask_sum"],
-            state["count"],
-            _heap(state.get("broken_heap", [])),
-            MapSample.from_state(state["small"]) if "small" in state else MapSample(0, 0),
-            {m: MapSample.from_state(s) for m, s in state.get("off_object", {}).items()},
-        )
+            self.maps.at(method).update(_resize(share, MEAN_SIZE).sum(0).cpu(), masks.shape[0])
 
     def means(self) -> dict[str, torch.Tensor]:
-        if not self.count or self.mask_sum is None:
+        mask = self.masks.mean()
+        if mask is None:
             return {}
-        out = {m: s / self.count for m, s in self.map_sums.items()}
-        out["mask"] = self.mask_sum / self.count
-        return out
+        maps = {m: total.mean() for m, total in self.maps.items()}  # each of masks.n images
+        return {**{m: v for m, v in maps.items() if v is not None}, "mask": mask}
 
 
 def off_object_samples(methods: tuple[str, ...], keep: int, seed: int) -> dict[str, MapSample]:
     """One bounded sample of off-object maps per method (none when ``keep`` is 0), all with
     the same keys, so every method keeps the same images."""
     return {m: MapSample(keep, seed) for m in methods} if keep else {}
-
-
-def _ranked(heap: list[tuple[float, int, Exemplar]]) -> list[Exemplar]:
-    return [e for _, _, e in sorted(heap, key=lambda t: (-t[0], t[1]))]
-
-
-def _plain(heap: list[tuple[float, int, Exemplar]]) -> list[list[Any]]:
-    return [[score, tiebreak, e.to_dict()] for score, tiebreak, e in heap]
-
-
-def _heap(items: list[list[Any]]) -> list[tuple[float, int, Exemplar]]:
-    heap = [(score, tiebreak, Exemplar(**e)) for score, tiebreak, e in items]
-    heapq.heapify(heap)
-    return heap
 
 
 def thumbnail(images: torch.Tensor) -> torch.Tensor:
@@ -234,7 +192,7 @@ def collect_evidence(
         evidence[label].add_means(maps, batch.masks[picked])
         if batch.clustered is not None:
             samples = [batch.indices[j] for j in picked.tolist()]
-            evidence[label].small.offer(samples, small_maps(batch.clustered[picked]))
+            evidence[label].small.update(samples, small_maps(batch.clustered[picked]))
         if evidence[label].off_object:
             _offer_off_object(evidence[label], batch, picked)
     candidates = _worst_per_class(batch.targets, primary, keep)
@@ -249,7 +207,7 @@ def collect_evidence(
             int(batch.predictions[j]), thumb, mask, maps, scores,
             {name: values[j] for name, values in batch.acts.items()},
         )  # fmt: skip
-        evidence[record.label].offer(exemplar, tiebreak=batch.indices[j])
+        evidence[record.label].exemplars.update(exemplar, batch.indices[j])
     if batch.broken is not None:
         _offer_broken(evidence, batch, batch.broken, records, transform, method=method, keep=keep)
 
@@ -260,7 +218,7 @@ def _offer_off_object(ev: ClassEvidence, batch: ScoredBatch, picked: torch.Tenso
     valid = None if batch.valid is None else batch.valid[picked]
     cells = excluded_cells(batch.masks[picked], valid)
     for method, kept in ev.off_object.items():
-        kept.offer(samples, off_object_maps(batch.maps[method][picked], cells))
+        kept.update(samples, off_object_maps(batch.maps[method][picked], cells))
 
 
 def _offer_broken(
@@ -288,7 +246,7 @@ def _offer_broken(
             primary[k], record.image_id, str(record.path.name), record.label,
             int(broken.predictions[k]), thumb, mask, maps, scores, {},
         )  # fmt: skip
-        evidence[record.label].offer(exemplar, tiebreak=batch.indices[j], broken=True)
+        evidence[record.label].broken.update(exemplar, batch.indices[j])
 
 
 def _exemplars(
@@ -330,8 +288,8 @@ def evidence_payload(evidence: dict[int, ClassEvidence], names: list[str]) -> di
     return {
         "classes": {
             names[i]: {
-                "exemplars": [e.to_dict() for e in ev.exemplars()],
-                "broken_exemplars": [e.to_dict() for e in ev.broken_exemplars()],
+                "exemplars": [e.to_dict() for e in ev.exemplars.ranked()],
+                "broken_exemplars": [e.to_dict() for e in ev.broken.ranked()],
                 "means": ev.means(),
             }
             for i, ev in evidence.items()

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from auditor.accumulate import Keyed
 from auditor.config import AuditConfig
 from auditor.data.attributes import check_group_by
 from auditor.data.dataset import AuditDataset
@@ -225,14 +226,14 @@ def stream(
     info, config, device = ready.info, checked.config, ready.device
     net, layer, pool = ready.loaded.model, ready.layer, checked.pool
     transform = transform_of(config)
-    fresh = {
-        i: ClassEvidence(
+    fresh = Keyed({
+        i: ClassEvidence.bounded(
             config.exemplars_per_class,
             small=MapSample(config.subgroup_maps, 0),
             off_object=off_object_samples(config.methods, config.hotspot_maps, config.detect.seed),
         )
         for i in range(len(info.class_names))
-    }
+    })  # fmt: skip
     saver = Checkpoint(checkpoint, ready.parts)
     columns = sample_columns(active(config.extra_interventions))
     state = saver.load(Progress(rows=Rows(tuple(columns)), evidence=fresh))
@@ -247,7 +248,7 @@ def stream(
     sample = InterventionSample.of([r.label for r in info.records], len(info.class_names), config)
     try:
         for batch in stream:
-            state.rows.add(fitted(batch, lambda part: audit_batch(
+            state.rows.update(fitted(batch, lambda part: audit_batch(
                 net, part, info.records, layer, transform, state.evidence, config, pool, clock,
                 sample,
             )))  # fmt: skip
