@@ -12,7 +12,12 @@ from torch import nn
 
 from auditor.config import AuditConfig, DetectConfig
 from auditor.detect import class_results
-from auditor.detect.interventions import DonorPool, blur_background, gaussian_blur
+from auditor.detect.interventions import (
+    DonorPool,
+    blur_background,
+    flat_background,
+    gaussian_blur,
+)
 from auditor.detect.views import CORE, REGISTRY, active, behaviour, columns, named
 from auditor.errors import ConfigError
 from auditor.models import LoadedModel
@@ -78,10 +83,32 @@ def test_a_texture_reader_loses_its_class_on_the_blurred_view_only():
     assert set(core.predictions) == {i.name for i in CORE}
 
 
+def test_the_flat_view_keeps_the_object_on_its_backgrounds_mean_colour():
+    inputs, masks = scenes([True, False])
+    inputs[1] += torch.tensor([0.3, -0.2, 0.1])[:, None, None] * ~masks[1]  # a coloured one
+    view = flat_background(inputs, masks)
+    inside = masks[:, None].expand_as(inputs)
+    assert torch.equal(view[inside], inputs[inside])
+    for i in range(2):
+        outside = view[i][:, ~masks[i]]
+        expected = inputs[i][:, ~masks[i]].double().mean(1, keepdim=True)
+        torch.testing.assert_close(outside.double(), expected.expand_as(outside), atol=1e-6,
+                                   rtol=0)  # fmt: skip
+    whole = torch.ones(1, 32, 32, dtype=torch.bool)  # no background: the image's mean
+    torch.testing.assert_close(flat_background(inputs[:1], whole), inputs[:1])
+    model = TextureReader()  # reads detail: the flat fill has none, class 1 is lost
+    targets = torch.tensor([1] * 4 + [0] * 4)
+    x, m = scenes([True] * 4 + [False] * 4)
+    b = behaviour(model, x, m, targets, torch.arange(8), DonorPool(x.clone(), targets.clone()),
+                  active(["flat"]))  # fmt: skip
+    assert b.predictions["flat"].tolist() == [0] * 8
+    assert "pred_flat" in sample_columns(active(["flat"]))
+
+
 def test_extra_interventions_are_named_ones_in_registry_order():
     assert active() == CORE
     assert [i.name for i in active(["blurred"])] == [*(i.name for i in CORE), "blurred"]
-    with pytest.raises(ConfigError, match="unknown 'fog'; known: blurred"):
+    with pytest.raises(ConfigError, match="unknown 'fog'; known: blurred, flat"):
         active(["fog"])
     with pytest.raises(ConfigError, match="unknown 'swapped'"):
         active(["swapped"])  # a core one always runs: naming it is a mistake

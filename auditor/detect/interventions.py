@@ -164,6 +164,20 @@ def blur_background(inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return swap_background(inputs, masks, gaussian_blur(remove_object(inputs, masks), 0.04))
 
 
+def flat_background(inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The object on a flat fill of its own background's mean colour (per image and channel;
+    the whole image's mean when the object covers it): texture, layout and marks are gone,
+    only the background's average colour stays.
+
+    inputs (Tensor[N, C, H, W]), masks (Tensor[N, H, W] bool) -> Tensor[N, C, H, W]
+    """
+    outside = (~masks)[:, None].to(inputs.dtype)
+    count = outside.sum((2, 3), keepdim=True)
+    mean = (inputs * outside).sum((2, 3), keepdim=True) / count.clamp_min(1)
+    mean = torch.where(count > 0, mean, inputs.mean((2, 3), keepdim=True))
+    return swap_background(inputs, masks, mean.expand_as(inputs))
+
+
 def gaussian_blur(inputs: torch.Tensor, fraction: float) -> torch.Tensor:
     """A separable Gaussian blur of sigma ``fraction`` of the shorter image side (at least
     half a pixel), with reflected edges.

@@ -26,6 +26,7 @@ from auditor.detect.interventions import (
     DonorPool,
     background_only,
     blur_background,
+    flat_background,
     swap_background,
 )
 from auditor.errors import ConfigError
@@ -88,6 +89,12 @@ REGISTRY: tuple[Intervention, ...] = (
         "blurred", "blurred background",
         "the object on a blurred copy of its own background (Gaussian, sigma 4% of the side)",
         lambda x, m, bg: blur_background(x, m),
+        "accuracy_drop", "intervention_gap",
+    ),
+    Intervention(
+        "flat", "flat background",
+        "the object on a flat fill of its own background's mean colour",
+        lambda x, m, bg: flat_background(x, m),
         "accuracy_drop", "intervention_gap",
     ),
 )  # fmt: skip
