@@ -18,6 +18,7 @@ def test_saliency_matches_captum(tiny_cnn):
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,layer", [("resnet18", "layer4"), ("vgg11_bn", "features")])
 def test_gradcam_matches_captum_on_torchvision(arch, layer):
     torch.manual_seed(0)

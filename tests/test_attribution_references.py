@@ -70,6 +70,7 @@ def _has_relu(model: nn.Module) -> bool:
     return any(isinstance(m, nn.ReLU) for m in model.modules())
 
 
+@pytest.mark.slow
 def test_plain_gradient_methods_match_captum(zoo):
     model, layer, inputs, targets = zoo
     methods = ("saliency", "gradient_x_input", "gradcam", "integrated_gradients")
@@ -152,6 +153,7 @@ def _grad_cam_raw(model: nn.Module, layer: nn.Module, inputs, targets) -> dict[s
     return maps
 
 
+@pytest.mark.slow
 def test_cams_match_pytorch_grad_cam_before_its_normalisation(zoo):
     """Compared at the layer's resolution, upsampled by the same bilinear function, because
     pytorch-grad-cam min-max normalises and resizes with cv2. Grad-CAM++: pytorch-grad-cam adds

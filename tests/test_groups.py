@@ -40,6 +40,7 @@ def grouped(planted_weights, tmp_path_factory):
     return result, out
 
 
+@pytest.mark.slow
 def test_the_worst_group_is_the_one_the_model_fails_by_construction(grouped):
     result, out = grouped
     assert result.exit_code == 0, result.output
@@ -143,6 +144,7 @@ def test_bad_group_inputs_give_one_line(setup, words, coco_dataset, resnet_weigh
     assert all(w in result.output for w in words), result.output
 
 
+@pytest.mark.slow
 def test_images_without_the_attribute_form_the_missing_group(coco_dataset, resnet_weights,
                                                               tmp_path):  # fmt: skip
     coco = json.loads(coco_dataset.read_text())
@@ -162,6 +164,7 @@ def test_images_without_the_attribute_form_the_missing_group(coco_dataset, resne
     assert sum(c["n"] for c in group["cells"] if c["value"] == "missing") == 24
 
 
+@pytest.mark.slow
 def test_a_class_with_one_image_is_insufficient_everywhere(coco_dataset, resnet_weights, tmp_path):
     coco = json.loads(coco_dataset.read_text())
     stars = [a["image_id"] for a in coco["annotations"] if a["category_id"] == 4][1:]

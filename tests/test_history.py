@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from catalogue import report_of
 from click.testing import CliRunner
 
 from auditor.cli import cli
@@ -72,6 +73,7 @@ def three_runs(coloured, weights, tmp_path_factory):
     return root, history, results
 
 
+@pytest.mark.slow
 def test_a_regression_exits_4_and_the_recovery_0(three_runs):
     _, _, results = three_runs
     assert [r.exit_code for r in results] == [0, 4, 0], [r.output for r in results]
@@ -120,8 +122,11 @@ def test_the_report_says_what_changed_since_the_previous_run(three_runs):
     since = summary["since_previous"]
     assert since["previous_run"]["id"] == 1 and "circle" in since["regressed_classes"]
     assert [p["id"] for p in since["trends"]["circle"]] == [1, "now"]
-    html = (root / "run1" / "report.html").read_text()
-    assert "Since the previous run" in html and "over the last 2 runs" in html
+    shown = report_of(root / "run1")["since"]
+    assert shown["error"] is None and "circle" in {r["name"] for r in shown["rows"]}
+    assert {"name": "circle", "runs": 2} in [
+        {k: t[k] for k in ("name", "runs")} for t in shown["trends"]
+    ]
     assert "since_previous" not in json.loads((root / "run0" / "summary.json").read_text()) or (
         json.loads((root / "run0" / "summary.json").read_text())["since_previous"] is None
     )
@@ -144,6 +149,7 @@ def test_paired_differences_match_a_hand_computation(three_runs):
     assert change.c.n_before == change.c.n_after == 40
 
 
+@pytest.mark.slow
 def test_unchanged_inputs_reuse_the_run_unless_forced(coloured, weights, tmp_path):
     out, history = tmp_path / "out", tmp_path / "history.sqlite"
     assert audit(coloured, weights["clean"], out, history).exit_code == 0
@@ -188,6 +194,7 @@ def _audit_process(data: Path, weights: Path, out: Path, history: Path, patch: s
                             stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_audits_sharing_a_history_both_land(coloured, weights, tmp_path):
     history = tmp_path / "history.sqlite"
     procs = [_audit_process(coloured, weights[n], tmp_path / n, history)
@@ -199,6 +206,7 @@ def test_two_audits_sharing_a_history_both_land(coloured, weights, tmp_path):
         assert db.execute("SELECT count(*) FROM class_results").fetchone()[0] == 2 * 4 * 2
 
 
+@pytest.mark.slow
 def test_two_audits_into_one_folder_one_runs_the_other_is_refused(coloured, weights, tmp_path):
     slow = """
         import auditor.runner.pipeline as p, time
@@ -254,6 +262,7 @@ KILL_POINTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_kill_9_leaves_the_previous_run_or_a_marked_resumable_one(
     point, coloured, weights, tmp_path
@@ -284,6 +293,7 @@ def test_kill_9_leaves_the_previous_run_or_a_marked_resumable_one(
     assert json.loads((out / "summary.json").read_text())["verdict"] == "fail"
 
 
+@pytest.mark.slow
 def test_bad_history_and_runs_are_one_line(coloured, weights, three_runs, tmp_path):
     root, history, _ = three_runs
     not_sqlite = tmp_path / "h.sqlite"

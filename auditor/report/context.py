@@ -6,6 +6,7 @@ they look is the templates' business. The parts: the class table (:mod:`.table`)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -86,39 +87,53 @@ def report_context(run: AuditRun) -> dict[str, Any]:
     }
 
 
-def _notices(run: AuditRun) -> list[str]:
+@dataclass(frozen=True)
+class Notice:
+    """What a reader must know before trusting the rest of the report: its ``kind``
+    (``incomplete``, ``shared_files``, ``history``, ``no_evidence``, ``undrawable``) and
+    the ``text`` the report shows."""
+
+    kind: str
+    text: str
+
+
+def _notices(run: AuditRun) -> list[Notice]:
     """What a reader must know before trusting the rest of the report."""
     notices = []
     dataset = run.summary.dataset
     if dataset.skip_limit_exceeded:
-        notices.append(
+        notices.append(Notice(
+            "incomplete",
             f"Incomplete audit: {dataset.n_skipped} of {dataset.n_images} images were "
             f"skipped, more than the limit of {100 * dataset.max_skipped:.0f}% "
-            "(max_skipped); the audit ended with an error. See Data issues."
-        )
+            "(max_skipped); the audit ended with an error. See Data issues.",
+        ))  # fmt: skip
     shared = dataset.shared_files
     if shared.n and shared.examples:
         example = shared.examples[0]
-        notices.append(
+        notices.append(Notice(
+            "shared_files",
             f"{shared.n} image file(s) are listed under more than one image id, so each "
             f"was audited once per id and counts that many times (e.g. "
             f"{shorten(example.file_name, MAX_NAME)}: ids "
-            f"{shorten(', '.join(example.image_ids), MAX_NAME)})."
-        )
+            f"{shorten(', '.join(example.image_ids), MAX_NAME)}).",
+        ))  # fmt: skip
     if run.summary.history is not None:
-        notices.append(
+        notices.append(Notice(
+            "history",
             f"This run is not in the run history, and was not compared with the previous run: "
-            f"{run.summary.history.error} The run itself is complete."
-        )
+            f"{run.summary.history.error} The run itself is complete.",
+        ))  # fmt: skip
     if not run.evidence:
-        notices.append(
+        notices.append(Notice(
+            "no_evidence",
             "evidence.pt is missing from this run directory: this report shows no exemplar "
-            "images and no mean maps."
-        )
+            "images and no mean maps.",
+        ))  # fmt: skip
     return notices
 
 
-def undrawable(summary: Summary, fonts: Fonts) -> list[str]:
+def undrawable(summary: Summary, fonts: Fonts) -> list[Notice]:
     """A notice naming the names (classes, groups, the model) that hold characters no font
     on this machine can draw: the PDF prints those as empty boxes, the charts as □."""
     names = [summary.model.spec, *summary.names]
@@ -132,13 +147,14 @@ def undrawable(summary: Summary, fonts: Fonts) -> list[str]:
         return []
     examples = [f"“{shorten(n, 40)}” ({m[:8]})" for n, m in list(lacking.items())[:5]]
     more = f" and {len(lacking) - 5} more" if len(lacking) > 5 else ""
-    return [
+    return [Notice(
+        "undrawable",
         f"{len(lacking)} name(s) hold characters that no font on the machine that rendered "
         f"this report can draw, so the PDF shows them as empty boxes and the charts as □: "
         f"{', '.join(examples)}{more}. The HTML report and summary.json hold them whole; "
         "install a font that covers them (for Chinese, Japanese and Korean, Debian's "
-        "fonts-noto-cjk) and run auditor report on this folder to draw them."
-    ]
+        "fonts-noto-cjk) and run auditor report on this folder to draw them.",
+    )]  # fmt: skip
 
 
 def _verdict_sentence(summary: Summary) -> str:
