@@ -48,6 +48,31 @@ def background_reader() -> BackgroundReader:
     return BackgroundReader()
 
 
+class TupleReader(BackgroundReader):
+    """The same model, returning ``(logits, features)`` as many research models do."""
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        features = self.pool(self.relu(self.match(inputs))).flatten(1)
+        return self.fc(features), features
+
+
+class DictReader(BackgroundReader):
+    """The same model, returning ``{"features": ..., "scores": logits}``: the logits are not
+    the first tensor, so an audit needs ``--output-key scores``."""
+
+    def forward(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        features = self.pool(self.relu(self.match(inputs))).flatten(1)
+        return {"features": features, "scores": self.fc(features)}
+
+
+def tuple_reader() -> TupleReader:
+    return TupleReader()
+
+
+def dict_reader() -> DictReader:
+    return DictReader()
+
+
 @torch.no_grad()
 def fit_background_reader(annotations: Path, *, image_size: int) -> BackgroundReader:
     """Prototypes from the mean colour of each class's pixels outside its objects."""

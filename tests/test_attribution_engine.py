@@ -191,6 +191,34 @@ def test_without_a_layer_the_api_chooses_the_clis_and_says_which(mixed):
     both = attribute_many(resnet, torch.randn(2, 3, 64, 64), {"label": [0, 1]},
                           methods=("gradcam",))  # fmt: skip
     assert both["label"].target_layer.name == "layer2"  # 8x8 cells; layer4 has 2x2 at 64 px
+
+
+def test_the_automatic_layer_is_resolved_once_per_model_and_input_size(monkeypatch):
+    """A loop over batches pays for the layer search once: later calls on the same model
+    and input size reuse it, say so, and give the same maps; another size searches again."""
+    import copy
+
+    import torchvision
+
+    from auditor.attribution import engine
+
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(num_classes=3).eval()
+    calls = []
+    search = engine.resolve_target_layer
+    monkeypatch.setattr(
+        engine, "resolve_target_layer", lambda *a, **k: calls.append(1) or search(*a, **k)
+    )
+    batch = torch.randn(2, 3, 64, 64)
+    first = attribute(resnet, batch, [0, 1], methods=("gradcam",))
+    again = attribute(resnet, batch, [0, 1], methods=("gradcam",))
+    assert (first.layer_reused, again.layer_reused, len(calls)) == (False, True, 1)
+    assert again.target_layer == first.target_layer
+    assert torch.equal(first["gradcam"], again["gradcam"])
+    larger = attribute(resnet, torch.randn(2, 3, 128, 128), [0, 1], methods=("gradcam",))
+    assert (larger.layer_reused, larger.target_layer.name, len(calls)) == (False, "layer3", 2)
+    resnet.layer2 = copy.deepcopy(resnet.layer2)  # the reused layer left the model: search again
+    assert not attribute(resnet, batch, [0, 1], methods=("gradcam",)).layer_reused
     no_map = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
     with pytest.raises(AttributionError, match="gradcam: No spatial feature map"):
         attribute(no_map, _inputs(), [0] * 4, methods=("gradcam",))

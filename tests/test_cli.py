@@ -304,22 +304,33 @@ def test_a_transformer_layer_after_the_last_attention_stops_the_audit(planted_da
     assert info["target_layer"]["name"] == "encoder.layers.encoder_layer_1.ln_1"
 
 
-def test_a_channels_last_layer_is_refused_and_the_working_ones_named():
+def test_a_channels_last_layer_is_read_in_its_own_layout():
+    """Swin's stages are channels-last: named, such a layer is found to be [N, H, W, C] and
+    read as such, so Grad-CAM on its final norm equals Grad-CAM on the permute after it,
+    the same tensor in [N, C, H, W]."""
     import torchvision
 
+    import auditor
     from auditor.errors import ModelError
     from auditor.models import resolve_target_layer
 
     torch.manual_seed(0)
     swin = torchvision.models.swin_t(num_classes=3).eval()
     assert resolve_target_layer(swin, None, image_size=224).name == "permute"
-    for name in ("features", "norm", "features.5"):
-        with pytest.raises(ModelError, match=r"channels-last .* layers that work: permute"):
-            resolve_target_layer(swin, name, image_size=224)
+    norm = resolve_target_layer(swin, "norm", image_size=224)
+    assert (norm.layout, norm.cells) == ("nhwc", (7, 7))
+    images = torch.randn(2, 3, 224, 224)
+    permute = resolve_target_layer(swin, "permute", image_size=224)
+    on_norm = auditor.attribute(swin, images, [1, 2], methods=("gradcam",), target_layer=norm)
+    on_permute = auditor.attribute(swin, images, [1, 2], methods=("gradcam",), target_layer=permute)
+    assert on_norm["gradcam"].abs().sum() > 0
+    torch.testing.assert_close(on_norm["gradcam"], on_permute["gradcam"])
     convnext = torchvision.models.convnext_tiny(num_classes=3).eval()
     assert resolve_target_layer(convnext, None, image_size=224).name == "features"
-    with pytest.raises(ModelError, match="channels-last"):
-        resolve_target_layer(convnext, "features.1.0.block.2", image_size=224)  # its LayerNorm
+    inner = resolve_target_layer(convnext, "features.1.0.block.2", image_size=224)  # LayerNorm
+    assert inner.layout == "nhwc"
+    with pytest.raises(ModelError, match=r"not a spatial feature map .* layers that work: "):
+        resolve_target_layer(convnext, "classifier.2", image_size=224)
 
 
 @pytest.mark.slow

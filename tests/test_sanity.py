@@ -9,6 +9,7 @@ from auditor.detect.sanity import (
     resolution_check,
     spearman,
 )
+from auditor.models import resolve_target_layer
 from auditor.scoring import average_ranks
 
 
@@ -58,7 +59,8 @@ def test_randomization_check_reports_every_method(tiny_cnn):
     inputs = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     similarity, failed = randomization_check(
         tiny_cnn, inputs, torch.tensor([0, 1, 2, 0]), ("gradcam", "saliency"),
-        target_layer="features", max_similarity=0.5,
+        target_layer=resolve_target_layer(tiny_cnn, "features", image_size=12),
+        max_similarity=0.5,
     )  # fmt: skip
     assert set(similarity) == {"gradcam", "saliency"}
     assert all(-1 <= s <= 1 for s in similarity.values())

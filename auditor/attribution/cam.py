@@ -6,10 +6,13 @@ returns ``Tensor[N, h, w]``, non-negative (the ReLU of the weighted sum, as in t
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from auditor.errors import AttributionError
+from auditor.models.layers import token_prefix
 
 
 def gradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
@@ -57,18 +60,19 @@ def class_activation_map(activations: torch.Tensor, weights: torch.Tensor) -> to
 
 
 def token_grid(tokens: torch.Tensor) -> torch.Tensor:
-    """A transformer's tokens as a feature map, the class token dropped.
+    """A transformer's tokens as a feature map, the class (and distillation) tokens dropped.
 
-    tokens (Tensor[N, 1 + h*w, C]) -> Tensor[N, C, h, w] (square grid)
+    tokens (Tensor[N, P + h*w, C], P = 0-2) -> Tensor[N, C, h, w] (square grid)
     """
-    cells = tokens.shape[1] - 1
-    side = round(cells**0.5)
-    if tokens.dim() != 3 or side * side != cells:
+    prefix = token_prefix(tokens.shape[1]) if tokens.dim() == 3 else None
+    if prefix is None:
         raise AttributionError(
-            "Expected tokens of shape (N, 1 + h*w, C) with a square grid, "
-            f"got {tuple(tokens.shape)}."
+            "Expected tokens of shape (N, P + h*w, C) with a square grid after P = 0-2 "
+            f"class tokens, got {tuple(tokens.shape)}."
         )
-    return tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+    side = math.isqrt(tokens.shape[1] - prefix)
+    grid = tokens[:, prefix:].transpose(1, 2)
+    return grid.reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

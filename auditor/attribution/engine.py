@@ -20,6 +20,7 @@ the mode are removed even when the model raises.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,32 +66,54 @@ class Maps(dict[str, torch.Tensor]):
     """``{method: Tensor[N, H, W]}`` as :func:`attribute` returns it, with the layer the CAM
     methods read in ``target_layer`` (None when none of them ran; ``automatic`` says
     whether it was chosen by :func:`auditor.models.resolve_target_layer`), and in
-    ``partial`` the methods whose rule reached only some nonlinearities, with why."""
+    ``partial`` the methods whose rule reached only some nonlinearities, with why.
+    ``layer_reused``: the automatic layer was resolved by an earlier call on the same model
+    and input size, and taken from there (it is resolved once per model and size)."""
 
     target_layer: TargetLayer | None = None
     partial: dict[str, str] = {}  # noqa: RUF012 - replaced per instance, never mutated
+    layer_reused: bool = False
+
+
+LayerKey = tuple[tuple[int, ...], str]
+#: The automatic layer per model and (input size, device): resolving it costs two forward
+#: passes and a backward, more than the attribution of a batch. Weak keys: a model that is
+#: gone takes its entry with it.
+_RESOLVED: weakref.WeakKeyDictionary[nn.Module, dict[LayerKey, TargetLayer]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _auto_layer(
     model: nn.Module,
     inputs: torch.Tensor,
     methods: Sequence[str],
-    target_layer: nn.Module | None,
+    target_layer: nn.Module | TargetLayer | None,
     registry: MethodRegistry,
-) -> TargetLayer | None:
-    """The given layer, or, when a requested method needs one and none was given, the one
-    the CLI would choose (the 7x7-cell rule, a transformer's token grid)."""
+) -> tuple[TargetLayer | None, bool]:
+    """(The given layer, or, when a requested method needs one and none was given, the one
+    the CLI would choose (the 7x7-cell rule, a transformer's token grid); whether that was
+    resolved by an earlier call)."""
     needs = [m for m in methods if m in registry and registry.get(m).layer]
     if not needs:
-        return None
+        return None, False
+    if isinstance(target_layer, TargetLayer):
+        return target_layer, False
     if target_layer is not None:
         names = {id(module): name for name, module in model.named_modules()}
         name = names.get(id(target_layer), type(target_layer).__name__)
-        return TargetLayer(name, target_layer, (0, 0), automatic=False)
+        return TargetLayer(name, target_layer, (0, 0), automatic=False), False
+    known = _RESOLVED.setdefault(model, {})
+    key = (tuple(inputs.shape[1:]), str(inputs.device))
+    layer = known.get(key)
+    if layer is not None and any(module is layer.module for module in model.modules()):
+        return layer, True
     try:
-        return resolve_target_layer(model, None, image_size=inputs.shape[-2], device=inputs.device)
+        size = inputs.shape[-2]
+        known[key] = resolve_target_layer(model, None, image_size=size, device=inputs.device)
     except ModelError as exc:
         raise AttributionError(f"{', '.join(needs)}: {exc}") from None
+    return known[key], False
 
 
 def attribute(
@@ -99,7 +122,7 @@ def attribute(
     targets: TargetSpec,
     *,
     methods: Sequence[str] = ("gradcam", "saliency"),
-    target_layer: nn.Module | None = None,
+    target_layer: nn.Module | TargetLayer | None = None,
     options: Options | None = None,
     registry: MethodRegistry = REGISTRY,
 ) -> Maps:
@@ -114,8 +137,11 @@ def attribute(
     (see ``options.py``); the pipeline scores the non-negative defaults. ``registry`` holds the
     methods that can be asked for (``methods.REGISTRY``, or one extended with more).
 
-    Without ``target_layer``, a CAM method reads the layer the CLI would choose; the
-    returned :class:`Maps` names it in ``.target_layer``.
+    Without ``target_layer``, a CAM method reads the layer the CLI would choose, resolved on
+    the first call for this model and input size and reused by later ones; the returned
+    :class:`Maps` names it in ``.target_layer`` (and ``.layer_reused`` says it was reused).
+    ``target_layer`` may also be a :class:`~auditor.models.TargetLayer`, for a
+    channels-last layer (``layout="nhwc"``).
 
     A sample's maps do not depend on the rest of its batch (the model runs in eval mode, and
     SmoothGrad draws the same noise for every sample).
@@ -137,7 +163,7 @@ def compute(
     targets: TargetSpec,
     *,
     methods: Sequence[str] = ("gradcam", "saliency"),
-    target_layer: nn.Module | None = None,
+    target_layer: nn.Module | TargetLayer | None = None,
     options: Options | None = None,
     registry: MethodRegistry = REGISTRY,
     precision: str = "fp32",
@@ -161,7 +187,7 @@ def attribute_many(
     targets: Mapping[str, TargetSpec],
     *,
     methods: Sequence[str] = ("gradcam", "saliency"),
-    target_layer: nn.Module | None = None,
+    target_layer: nn.Module | TargetLayer | None = None,
     options: Options | None = None,
     registry: MethodRegistry = REGISTRY,
 ) -> dict[str, Maps]:
@@ -171,13 +197,13 @@ def attribute_many(
     -> {target name: {method: Tensor[N, H, W]}}; the targets share one forward pass. Without
     ``target_layer``, as :func:`attribute`.
     """
-    layer = _auto_layer(model, inputs, methods, target_layer, registry)
+    layer, reused = _auto_layer(model, inputs, methods, target_layer, registry)
     found = compute_many(
         model,
         inputs,
         targets,
         methods=methods,
-        target_layer=None if layer is None else layer.module,
+        target_layer=layer,
         options=options,
         registry=registry,
     )
@@ -185,6 +211,7 @@ def attribute_many(
     for name, result in found.items():
         out[name] = Maps(result.maps)
         out[name].target_layer, out[name].partial = layer, result.partial
+        out[name].layer_reused = reused
     return out
 
 
@@ -194,7 +221,7 @@ def compute_many(
     targets: Mapping[str, TargetSpec],
     *,
     methods: Sequence[str] = ("gradcam", "saliency"),
-    target_layer: nn.Module | None = None,
+    target_layer: nn.Module | TargetLayer | None = None,
     options: Options | None = None,
     registry: MethodRegistry = REGISTRY,
     precision: str = "fp32",
@@ -238,7 +265,7 @@ def _filter_layer(targets: Mapping[str, TargetSpec]) -> nn.Module | None:
 
 def _checked_specs(
     methods: tuple[str, ...],
-    target_layer: nn.Module | None,
+    target_layer: nn.Module | TargetLayer | None,
     model: nn.Module,
     registry: MethodRegistry,
 ) -> tuple[MethodSpec[Any], ...]:

@@ -20,6 +20,7 @@ from auditor.attribution.registry import FusedPass, MethodRegistry, MethodSpec, 
 from auditor.attribution.rules import RULES, ForwardRecorder, HeadRecord, RuleSwitch
 from auditor.attribution.targets import Objective, TargetSpec, objective
 from auditor.errors import AttributionError
+from auditor.models import TargetLayer, logits_of
 
 
 def partial_methods(specs: Sequence[MethodSpec[Any]], switch: RuleSwitch) -> dict[str, str]:
@@ -69,7 +70,7 @@ def forward_pass(
     leaf = inputs.detach().clone().requires_grad_(needs_input)
     with recorder, torch.set_grad_enabled(any(spec.needs for spec in specs)):
         with autocast(inputs.device, precision):
-            logits = _checked_logits(model(leaf))
+            logits = _checked_logits(logits_of(model(leaf)))
         logits = _widened(logits)  # the objective and its gradients from here in float32
     found = objective(targets, logits.detach())
     total = found.scores(logits, captured.get("filter")).sum()
@@ -191,21 +192,28 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def capture(layers: dict[str, nn.Module | None]) -> Iterator[dict[str, torch.Tensor]]:
+def capture(
+    layers: dict[str, nn.Module | TargetLayer | None],
+) -> Iterator[dict[str, torch.Tensor]]:
     """Keep each layer's latest output under its key; the hooks go when the block ends.
 
     The model goes on with a copy, so that a later in-place op (``ReLU(inplace=True)``) cannot
-    change the kept output, and gradients reach the output as it left the layer.
+    change the kept output, and gradients reach the output as it left the layer. A
+    channels-last layer (``layout="nhwc"``) is kept as Tensor[N, C, H, W], and the model goes
+    on from that.
     """
     captured: dict[str, torch.Tensor] = {}
     handles = []
 
-    def keeper(key: str):
+    def keeper(key: str, channels_last: bool):
         def hook(_module: nn.Module, _inputs: object, output: Any) -> Any:
             if not isinstance(output, torch.Tensor):
                 raise AttributionError(
                     f"Expected the {key} layer to return a tensor, got {type(output).__name__}."
                 )
+            if channels_last:
+                captured[key] = output.permute(0, 3, 1, 2)
+                return captured[key].permute(0, 2, 3, 1).clone()
             captured[key] = output
             return output.clone()
 
@@ -213,8 +221,11 @@ def capture(layers: dict[str, nn.Module | None]) -> Iterator[dict[str, torch.Ten
 
     try:
         for key, layer in layers.items():
-            if layer is not None:
-                handles.append(layer.register_forward_hook(keeper(key)))
+            if isinstance(layer, TargetLayer):
+                hook = keeper(key, layer.layout == "nhwc")
+                handles.append(layer.module.register_forward_hook(hook))
+            elif layer is not None:
+                handles.append(layer.register_forward_hook(keeper(key, False)))
         yield captured
     finally:
         for handle in handles:

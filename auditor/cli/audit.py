@@ -23,9 +23,10 @@ from auditor.record import Summary
     "--model",
     "model_spec",
     required=True,
-    help="torchvision name (with --weights), TorchScript file, or module:factory.",
+    help="torchvision name or timm:NAME (with --weights), hf:DIR (a local Hugging Face "
+    "folder), TorchScript file, or module:factory.",
 )
-@click.option("--weights", type=click.Path(dir_okay=False), help="state_dict file.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="state_dict or safetensors file.")
 @click.option(
     "--data",
     required=True,

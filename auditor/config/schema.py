@@ -79,6 +79,10 @@ class AuditConfig:
         None, "Dotted module name CAM methods read (unset: last map with >= 7x7 cells).",
         example="layer4",
     )  # fmt: skip
+    output_key: str | None = setting(
+        None, "Where a tuple or dict output holds the logits (unset: logits, else 1st tensor).",
+        example="scores",
+    )  # fmt: skip
     image_size: int = setting(
         224, "Side, in pixels, the images are resized to for the model.", low=16
     )

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from auditor.attribution import compute
 from auditor.attribution.engine import CAM_METHODS
+from auditor.models import TargetLayer
 from auditor.scoring import average_ranks
 
 
@@ -98,7 +100,7 @@ def randomization_check(
     targets: torch.Tensor,
     methods: Sequence[str],
     *,
-    target_layer: str | None,
+    target_layer: TargetLayer | None,
     max_similarity: float,
     seed: int = 0,
     original: Mapping[str, torch.Tensor] | None = None,
@@ -132,5 +134,8 @@ def randomization_check(
     return similarity, failed
 
 
-def _layer(model: nn.Module, name: str | None) -> nn.Module | None:
-    return dict(model.named_modules())[name] if name else None
+def _layer(model: nn.Module, layer: TargetLayer | None) -> TargetLayer | None:
+    """The same layer (name and layout) in ``model``, a copy of the model it was found in."""
+    if layer is None:
+        return None
+    return dataclasses.replace(layer, module=dict(model.named_modules())[layer.name])

@@ -280,7 +280,7 @@ def _attribution(
 ) -> Attribution:
     """``methods``' maps of ``targets`` at the audit's layer and precision."""
     return compute(net, inputs, targets, methods=methods,
-                   target_layer=layer.module if layer else None,
+                   target_layer=layer,
                    precision=config.precision)  # fmt: skip
 
 

@@ -71,7 +71,7 @@ def prior_maps(
     methods = tuple(dict.fromkeys(m for ms in candidates.values() for m in ms))
     maps = compute_many(
         net, probe.inputs, targets, methods=methods,
-        target_layer=layer.module if layer else None, precision=config.precision,
+        target_layer=layer, precision=config.precision,
     )  # fmt: skip
     cells = excluded_cells(probe.masks)
     out = {}

@@ -28,7 +28,14 @@ from auditor.detect.interventions import DonorPool, remove_object
 from auditor.detect.maps import MapSample
 from auditor.detect.views import active
 from auditor.errors import DataError
-from auditor.models import LoadedModel, TargetLayer, count_outputs, file_sha256, load_model
+from auditor.models import (
+    LoadedModel,
+    TargetLayer,
+    count_outputs,
+    file_sha256,
+    load_model,
+    select_logits,
+)
 from auditor.progress import progress_bar
 from auditor.record import read_summary
 from auditor.report.words import phrased
@@ -60,6 +67,7 @@ from auditor.runner.preflight import (
     Probe,
     answered,
     check_classes,
+    check_labels,
     method_trust,
     probe_samples,
     resolve_device,
@@ -127,11 +135,12 @@ def prepare(
         raise DataError(f"{info.source}: the dataset lists no image to audit.")
     check_group_by(info.records, config.group_by, source=info.source)
     device = rank_device(resolve_device(config.device), world)
-    net = loaded.model.to(device)
+    net = select_logits(loaded.model.to(device), config.output_key)
     if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     outputs = count_outputs(net, image_size=config.image_size, device=device)
     check_classes(outputs, info, explicit_map=config.class_map is not None)
+    check_labels(loaded, info, explicit_map=config.class_map is not None)
     layer = target_layer(net, config, device)
     parts = input_parts(net, spec=loaded.spec, info=info, config=config)
     return Prepared(loaded, info, data, config, device, outputs, layer, parts, started)

@@ -19,7 +19,7 @@ from auditor.data.transforms import AuditTransform
 from auditor.detect.sanity import randomization_check, resolution_check
 from auditor.detect.views import active
 from auditor.errors import AttributionError, ConfigError, DataError, ModelError
-from auditor.models import TargetLayer, is_scripted, resolve_target_layer
+from auditor.models import LoadedModel, TargetLayer, is_scripted, resolve_target_layer
 
 
 def resolve_device(device: str) -> torch.device:
@@ -40,6 +40,29 @@ def check_classes(outputs: int, info: DatasetInfo, *, explicit_map: bool) -> Non
         raise DataError(
             f"{info.source}: the model has {outputs} outputs but the dataset has {n} categories; "
             "give --class-map to say which output each category is (auditor does not guess)."
+        )
+
+
+def check_labels(loaded: LoadedModel, info: DatasetInfo, *, explicit_map: bool) -> None:
+    """A model that names its outputs (a Hugging Face config's ``id2label``) must name them
+    as the dataset does, output by output, unless a class map says which output each
+    category is. Case, spaces and underscores do not count."""
+    if loaded.labels is None or explicit_map:
+        return
+
+    def plain(name: str) -> str:
+        return " ".join(name.replace("_", " ").lower().split())
+
+    pairs = zip(loaded.labels, info.class_names)
+    differ = [(i, m, d) for i, (m, d) in enumerate(pairs) if plain(m) != plain(d)]
+    if differ:
+        shown = "; ".join(f"output {i} is {m!r} in the model, {d!r} in the data"
+                          for i, m, d in differ[:3])  # fmt: skip
+        more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+        raise DataError(
+            f"{info.source}: the model's labels ({loaded.spec}, id2label) disagree with the "
+            f"dataset's categories: {shown}{more}; give --class-map to say which output each "
+            "category is."
         )
 
 
@@ -136,16 +159,15 @@ def runnable_methods(
     if probe is None:
         return settled(config), {}
     inputs, labels = probe.inputs[:2], probe.labels[:2].to(probe.inputs.device)
-    module = layer.module if layer else None
     try:  # one pass for all, the usual case; one per method only to tell which cannot run
-        compute(net, inputs, labels, methods=config.attributed, target_layer=module)
+        compute(net, inputs, labels, methods=config.attributed, target_layer=layer)
         return settled(config), {}
     except AttributionError:
         pass
     errors = {}
     for method in config.attributed:
         try:
-            compute(net, inputs, labels, methods=(method,), target_layer=module)
+            compute(net, inputs, labels, methods=(method,), target_layer=layer)
         except AttributionError as exc:
             errors[method] = str(exc)
     kept = tuple(m for m in config.methods if m not in errors)
@@ -189,7 +211,7 @@ def method_trust(
     n = config.detect.sanity_samples
     first = compute(  # the trained model's maps, for every check below
         net, probe.inputs[: max(n, 8)], probe.labels[: max(n, 8)].to(probe.inputs.device),
-        methods=config.methods, target_layer=layer.module if layer else None,
+        methods=config.methods, target_layer=layer,
     )  # fmt: skip
     check_cam_maps(first.maps, layer)
     partial = first.partial
@@ -200,7 +222,7 @@ def method_trust(
     )  # fmt: skip
     similarity, failed = randomization_check(
         net, probe.inputs[:n], probe.labels[:n].to(probe.inputs.device), config.methods,
-        target_layer=layer.name if layer else None,
+        target_layer=layer,
         max_similarity=config.detect.sanity_max_similarity, seed=config.detect.seed,
         original={m: maps[:n] for m, maps in first.maps.items()},
     )  # fmt: skip

@@ -152,6 +152,7 @@ def run_info(
         "data": {"spec": str(data), "class_names": info.class_names},
         "target_layer": None if layer is None else {
             "name": layer.name, "cells": list(layer.cells), "automatic": layer.automatic,
+            "layout": layer.layout,
         },
         "device": str(device),
         "versions": {
