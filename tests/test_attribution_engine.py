@@ -401,3 +401,31 @@ def test_bf16_autocast_keeps_the_maps_of_fp32(tiny_cnn):
         assert not torch.equal(half.maps[method], full.maps[method])  # bf16 really ran
         similarity = spearman(full.maps[method].flatten(1), half.maps[method].flatten(1))
         assert similarity.median() >= 0.99 and (similarity >= 0.98).all(), (method, similarity)
+
+
+class _SharedActivation(nn.Module):
+    """EfficientNet-Lite's pattern: one activation module at the stem and after the head's
+    batch norm, and a padding module in front of a convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.SiLU()
+        self.pad = nn.ZeroPad2d(1)
+        self.head = nn.Conv2d(8, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn(self.head(self.pad(self.act(self.stem(x))))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_the_automatic_layer_is_never_a_reused_module_or_a_padding_layer():
+    """The shared activation finishes last, but a hook on it would keep whichever call ran
+    last; the padding layer's grid has a border the image lacks. Both stay nameable."""
+    from auditor.models import resolve_target_layer
+
+    model = _SharedActivation().eval()
+    assert resolve_target_layer(model, None, image_size=16).name == "bn"
+    assert resolve_target_layer(model, "pad", image_size=16).cells == (18, 18)

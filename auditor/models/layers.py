@@ -23,6 +23,7 @@ MIN_CAM_CELLS = 7
 MAX_PREFIX_TOKENS = 2  # class token, and a distillation token (DeiT)
 
 Layout = Literal["nchw", "nhwc", "tokens"]
+PADDING = (nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.CircularPad2d)
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,16 @@ class TargetLayer:
 
 @dataclass(frozen=True)
 class _Seen:
-    """A module's output as a feature map: its grid, layout, and whether a normalisation
-    layer made it (a transformer's CAM reads the normalised tokens that enter a block)."""
+    """A module's output as a feature map: its grid, layout, whether a normalisation layer
+    made it (a transformer's CAM reads the normalised tokens that enter a block), and
+    whether it can be chosen by itself: not a padding layer (its grid has a border that
+    is not the image's), and called once per forward pass (an activation module reused
+    at the stem and the head would be read wherever it ran last)."""
 
     cells: tuple[int, int]
     layout: Layout
     norm: bool
+    choosable: bool = True
 
 
 def resolve_target_layer(
@@ -51,10 +56,11 @@ def resolve_target_layer(
 
     With ``name``, the module of that dotted name, in whichever layout its output has.
     Otherwise the deepest feature map whose every position still reaches the logits (a
-    backward pass tells): the last convolutional map before global pooling; for a Swin
-    transformer its last channels-last stage; for a transformer that reads its class token,
-    the normalised token grid that enters its last block, since after the last attention
-    only the class token reaches the head. Transformer tokens count only as a normalisation
+    backward pass tells), made by a module called once that is not a padding layer: the
+    last convolutional map before global pooling; for a Swin transformer its last
+    channels-last stage; for a transformer that reads its class token, the normalised token
+    grid that enters its last block, since after the last attention only the class token
+    reaches the head. Transformer tokens count only as a normalisation
     layer's output. When the chosen map is coarser than 7x7 cells (resnet18 at 64 px ends at
     2x2), the deepest such layer that still has at least 7x7 cells, since a CAM cannot
     localise below its layer's resolution.
@@ -72,7 +78,7 @@ def resolve_target_layer(
             )
         found = seen[name]
         return TargetLayer(name, modules[name], found.cells, False, found.layout)
-    candidates = {n: s for n, s in seen.items() if s.layout != "tokens" or s.norm}
+    candidates = {n: s for n, s in seen.items() if s.choosable and (s.layout != "tokens" or s.norm)}
     reaching = _reaching(model, candidates, image_size=image_size, device=device)
     spatial = [n for n in candidates if n in reaching and math.prod(candidates[n].cells) > 1]
     if not spatial:
@@ -151,14 +157,16 @@ def _feature_maps(
         if not bool(change.any()):  # made from parameters alone (a position bias table)
             continue
         norm = _is_norm(modules[name])
+        choosable = len(outputs[name]) == 1 and not isinstance(modules[name], PADDING)
         if out.dim() == 4:  # a square input makes a square map: [N, heads, tokens, d] is none
             nhwc = _channels_last(change)
             h, w = (out.shape[1], out.shape[2]) if nhwc else (out.shape[2], out.shape[3])
             if h == w:
-                seen[name] = _Seen((int(h), int(w)), "nhwc" if nhwc else "nchw", norm)
+                layout: Layout = "nhwc" if nhwc else "nchw"
+                seen[name] = _Seen((int(h), int(w)), layout, norm, choosable)
         elif (prefix := token_prefix(int(out.shape[1]))) is not None:
             side = math.isqrt(int(out.shape[1]) - prefix)
-            seen[name] = _Seen((side, side), "tokens", norm)
+            seen[name] = _Seen((side, side), "tokens", norm, choosable)
     return seen
 
 
