@@ -8,6 +8,11 @@ itself (class-coloured objects: nothing may be flagged).
     .venv/bin/python benchmarks/ladder.py              # the whole ladder
     .venv/bin/python benchmarks/ladder.py --quick      # the 64 px resnet18 rungs
     .venv/bin/python benchmarks/ladder.py --seed-offset 100   # the held-out draw
+    .venv/bin/python benchmarks/ladder.py --photos            # ... and the photo rungs
+    .venv/bin/python benchmarks/ladder.py --photos --only lite0-photo   # only those
+
+``--photos`` adds the rungs of ``benchmarks/photo_rung.py`` (issue 23: real photographs,
+EfficientNet-Lite0 with its ImageNet weights fine-tuned at 128 and 224 px) after the others.
 
 Models are cached under ``--root`` by data spec and recipe. Prints per rung precision,
 recall, the false-flag rate (flags on classes the intervention found not reliant), the
@@ -27,6 +32,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import photo_rung
 import torch
 
 from auditor.lab.demo import DemoModel, ensure_dataset, ensure_model
@@ -226,6 +232,8 @@ def main() -> None:
     parser.add_argument("--only", help="Run only rungs whose name contains this text.")
     parser.add_argument("--scenario", default="", help="... and scenarios whose name does.")
     parser.add_argument("--reliance-drop", type=float, default=0.3)
+    parser.add_argument("--photos", action="store_true",
+                        help="Also the photo rungs (benchmarks/photo_rung.py).")  # fmt: skip
     parser.add_argument("--table", type=Path, nargs="+", help="Only print these suite.json.")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="Shift every seed: fresh data and models (held-out).")  # fmt: skip
@@ -242,6 +250,13 @@ def main() -> None:
     for rung in rungs:
         results.append(run_rung(rung, root, args.out, seed_offset=args.seed_offset,
                                 drop=args.reliance_drop, scenario=args.scenario))  # fmt: skip
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "suite.json").write_text(json.dumps(results, indent=2))
+    photos = [r for r in photo_rung.RUNGS if args.photos and (args.only or "") in r.name]
+    for photo in photos:
+        result = photo_rung.run_rung(photo, root, args.out, seed_offset=args.seed_offset,
+                                     drop=args.reliance_drop, scenario=args.scenario)  # fmt: skip
+        results.append({**result, **_totals(result["scenarios"])})
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "suite.json").write_text(json.dumps(results, indent=2))
     print("\n" + table(results))
