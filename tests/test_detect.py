@@ -84,11 +84,20 @@ def test_flag_needs_saliency_and_behaviour():
     assert verdict(results) == "fail"
 
 
-def test_saliency_alone_warns():
+def test_saliency_alone_warns_only_where_no_intervention_could_show_survival():
+    """Without interventions, maps off the object are the only evidence: a warning. With
+    interventions that show the class keeps its accuracy on other backgrounds, the same maps
+    are a note: the class passes and the verdict is left alone."""
     samples = frame({0: -0.1, 1: 0.5, 2: 0.5})
-    results = class_results(samples, NAMES, ["gradcam"], DetectConfig())
+    blind = samples.drop(columns=["pred_swapped", "donor_label", "pred_background_only"])
+    results = class_results(blind, NAMES, ["gradcam"], DetectConfig())
     assert results[0].status == "warn" and verdict(results) == "warn"
     assert [f.kind for f in results[0].findings] == ["off_object"]
+    results = class_results(samples, NAMES, ["gradcam"], DetectConfig())
+    assert [r.status for r in results] == ["pass"] * 3 and verdict(results) == "pass"
+    assert results[0].findings == [] and [f.kind for f in results[0].notes] == ["off_object"]
+    entry = results[0].to_dict()
+    assert entry["notes"][0]["kind"] == "off_object" and entry["findings"] == []
 
 
 def test_findings_read_as_sentences():
@@ -106,11 +115,14 @@ def test_findings_read_as_sentences():
                               "class 75% of the time, against at most 35% for another class's "
                               "backgrounds (b; p = ")  # fmt: skip
     assert said[0].startswith("gradcam: mean chance-corrected energy -0.10, 95% CI [")
-    warn = class_results(frame({0: -0.1, 1: 0.5, 2: 0.5}), NAMES, ["gradcam"], DetectConfig())
-    assert reasons(as_record(warn[0].to_dict()), NAMES, confidence=0.95)[-1] == (
-        "attribution sits off the object, but the interventions show no reliance on the "
-        "class's own background"
-    )
+    from auditor.report.words import notes
+
+    noted = class_results(frame({0: -0.1, 1: 0.5, 2: 0.5}), NAMES, ["gradcam"], DetectConfig())
+    record = as_record(noted[0].to_dict())
+    assert reasons(record, NAMES, confidence=0.95) == []
+    said = notes(record, NAMES, confidence=0.95)
+    assert said[0].startswith("gradcam: mean chance-corrected energy -0.10, 95% CI [")
+    assert said[-1].startswith("noted, not counted: the class's own images keep their accuracy")
 
 
 def test_maps_of_broken_swaps_confirm_reliance_the_originals_cannot_show():
@@ -135,6 +147,11 @@ def test_maps_of_broken_swaps_confirm_reliance_the_originals_cannot_show():
     one = frame({0: 0.3, 1: 0.5, 2: 0.5}, swap_correct={0: False})  # one intervention only
     one["swap_chance_corrected"] = np.where(one["label"] == 0, 0.3, np.nan)
     assert class_results(one, NAMES, ["gradcam"], DetectConfig())[0].status == "warn"
+    # broken-swap maps no further off than the other classes' maps are no evidence
+    level = frame({0: 0.3, 1: 0.3, 2: 0.3}, bg_only={0: 0}, swap_correct={0: False})
+    level["swap_chance_corrected"] = np.where(level["label"] == 0, 0.25, np.nan)
+    level_result = class_results(level, NAMES, ["gradcam"], DetectConfig())[0]
+    assert "off_object_after_swap" not in {f.kind for f in level_result.findings}
 
 
 def test_maps_of_broken_swaps_without_behavioural_evidence_raise_nothing():
@@ -294,19 +311,21 @@ def test_a_part_whose_maps_sit_further_off_the_object_than_its_class_shows_attri
     samples = frame({0: 0.5, 1: 0.5, 2: 0.5}, swap_correct={0: False})
     warned = class_results(samples, NAMES, ["gradcam"], config)[0]
     assert warned.status == "warn"
-    flagged = with_attribution(warned, [finding])
-    assert flagged.status == "flag" and flagged.findings[-1] is finding
-    calm = class_results(frame({0: 0.5, 1: 0.5, 2: 0.5}), NAMES, ["gradcam"], config)[0]
-    assert with_attribution(calm, [finding]).status == "warn"
+    flagged = with_attribution(warned, [finding], config)
+    assert flagged.status == "flag" and finding in flagged.findings
+    # a class that keeps its accuracy on other backgrounds: the part's maps are a note
+    calm = class_results(frame({0: 0.5, 1: 0.5, 2: 0.5}), NAMES, ["gradcam"], DetectConfig())[0]
+    noted = with_attribution(calm, [finding], config)
+    assert noted.status == "pass" and noted.notes == [finding]
 
 
 def test_the_welch_difference_matches_a_hand_computation():
     from scipy import stats
 
-    from auditor.detect.rule import _welch_below
+    from auditor.detect.stats_util import welch_below
 
     a, b = np.array([0.1, 0.2, 0.15, 0.3, 0.05]), np.array([0.4, 0.35, 0.5, 0.45, 0.3, 0.42])
-    difference, (low, high), d, p = _welch_below(a, b, 0.95)
+    difference, (low, high), d, p = welch_below(a, b, 0.95)
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
     df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
     half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)
@@ -372,9 +391,10 @@ def test_a_class_taken_over_by_another_class_backgrounds_is_vulnerable():
     names = ["a", "b", "c", "d"]
     results = class_results(challenge_frame(), names, ["gradcam"], DetectConfig())
     status = {r.name: r.status for r in results}
-    assert status["a"] == "warn" and status["b"] == "pass"
-    assert [f.kind for f in results[3].findings] == ["background_only"]  # d's own cue
-    (finding,) = results[0].findings
+    # a's vulnerability is a note (d's hijack, not a's reliance): it leaves the status alone
+    assert status["a"] == "pass" and status["b"] == "pass" and results[0].findings == []
+    assert "background_only" in [f.kind for f in results[3].findings]  # d's own cue
+    (finding,) = results[0].notes
     assert finding.kind == "vulnerable" and finding.reference_class == 3
     assert finding.value == pytest.approx(1.0) and finding.follow_rate == pytest.approx(1.0)
     assert finding.neutral_donors  # compared with b's and c's backgrounds
@@ -382,7 +402,10 @@ def test_a_class_taken_over_by_another_class_backgrounds_is_vulnerable():
     # (the swap gap), not vulnerability to one class's backgrounds
     assert "vulnerable" not in {f.kind for f in results[2].findings}
     assert "swap_gap" in {f.kind for f in results[2].findings}
-    said = reasons(as_record(results[0].to_dict() | {"status": "warn"}), names, confidence=0.95)
+    from auditor.report.words import notes
+
+    said = notes(as_record(results[0].to_dict()), names, confidence=0.95)
+    assert reasons(as_record(results[0].to_dict()), names, confidence=0.95) == []
     assert said == [
         "vulnerable to d's backgrounds: on them the object is called this class 0% of the time, "
         "against 100% on backgrounds that identify no class (drop 100%, CI [82%, 100%]; "

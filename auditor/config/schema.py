@@ -51,6 +51,18 @@ class DetectConfig:
     min_effect_vs_class: float = setting(
         0.5, "Least Cohen's d of a subgroup's maps against its class's.", low=0
     )
+    min_effect_vs_others: float = setting(
+        0.5, "Least Cohen's d of a class's maps below the other classes' to sit off the object.",
+        low=0,
+    )  # fmt: skip
+    max_survival_gap: float = setting(
+        0.25, "A class survives other backgrounds when its swap gap's CI ends below this.",
+        low=0, high=1,
+    )  # fmt: skip
+    faithfulness_samples: int = setting(
+        32, "Images of each method's ROAD faithfulness check against a random map; 0: off.",
+        low=0,
+    )  # fmt: skip
     min_hotspot_superiority: float = setting(
         0.64, "Least chance a class's image draws more to its hotspot than another class's "
         "does (0.5: none).", low=0.5, high=1,

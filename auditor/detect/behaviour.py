@@ -325,3 +325,66 @@ def vulnerability_tests(
         ci = newcombe((hits, n), (cell.correct, cell.n), config.confidence)
         tests.append(VulnerabilityTest(donor, cell, kind, n, hits, p, ci))
     return tests
+
+
+@dataclass(frozen=True)
+class HijackTest:
+    """The other classes' objects, those the model got right, pasted onto class ``donor``'s
+    backgrounds: ``called`` of
+    ``n`` are called ``donor`` (the follow rate), against ``reference_called`` of
+    ``reference_n`` of the other classes' objects pasted onto backgrounds that carry no
+    class's cue (neutral donor classes other than ``donor``; every other donor when too few)
+    and called *those* backgrounds' class: how far any background pulls an object, so that
+    objects that follow every background (a class that lost its own cue) are no evidence
+    against one. ``p``: one-sided Fisher test, unadjusted; ``ci``: the Newcombe CI of the
+    follow rate's lift over the reference."""
+
+    donor: int
+    n: int
+    called: int
+    reference: str
+    reference_n: int
+    reference_called: int
+    p: float
+    ci: tuple[float, float]
+
+    @property
+    def follow_rate(self) -> float:
+        return self.called / self.n
+
+    @property
+    def reference_rate(self) -> float:
+        return self.reference_called / self.reference_n
+
+
+def hijack_test(
+    images: pd.DataFrame,
+    donor: int,
+    neutral: Collection[int],
+    config: DetectConfig,
+    *,
+    min_cell: int = 5,
+) -> HijackTest | None:
+    """Do class ``donor``'s backgrounds move other classes' objects to ``donor``? Over the
+    swapped images of every other class (each object on one donor image's background): the
+    rate called ``donor`` on ``donor``'s backgrounds against the rate called the donor's
+    class on reference backgrounds (:class:`HijackTest`). None without the swap columns or
+    with fewer than ``min_cell`` images on a side."""
+    if not has_behaviour(images) or "donor_label" not in images:
+        return None
+    swapped = images[(images["label"] != donor) & (images["donor_label"] >= 0) & images["correct"]]
+    swapped = swapped[swapped["donor_label"] != swapped["label"]]
+    on_donor = swapped[swapped["donor_label"] == donor]
+    elsewhere = swapped[swapped["donor_label"] != donor]
+    neutral_rows = elsewhere[elsewhere["donor_label"].isin(list(neutral))]
+    kind, reference = ("neutral", neutral_rows) if len(neutral_rows) >= min_cell else (
+        "other", elsewhere)  # fmt: skip
+    if min(len(on_donor), len(reference)) < min_cell:
+        return None
+    called = int((on_donor["pred_swapped"] == donor).sum())
+    ref_called = int((reference["pred_swapped"] == reference["donor_label"]).sum())
+    n, ref_n = len(on_donor), len(reference)
+    table = [[called, n - called], [ref_called, ref_n - ref_called]]
+    p = float(fisher_exact(table, alternative="greater").pvalue)
+    ci = newcombe((called, n), (ref_called, ref_n), config.confidence)
+    return HijackTest(donor, n, called, kind, ref_n, ref_called, p, ci)

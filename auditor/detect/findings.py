@@ -1,6 +1,8 @@
 """What the rule finds, as values: a :class:`Finding` is one piece of evidence (kind,
 method, statistic, CI, p, n and the threshold it was held against), a :class:`ClassResult`
-a class's status with the findings that decided it. The report turns them into sentences."""
+a class's status with the findings that decided it, and its **notes**: findings worth
+knowing that are not evidence of reliance, counted in neither the status nor the verdict.
+The report turns them into sentences."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ FindingKind = Literal[
     "intervention_gap",  # an extra intervention (``intervention``) costs accuracy
     "maps_missed_cue",  # both interventions show reliance; no attribution map localised it
     "vulnerable",  # another class's backgrounds take the class over
+    "hijack",  # the class's backgrounds take other classes' objects over
     "no_evidence",  # no trusted method scored the class, and no intervention could show reliance
 ]
 
@@ -50,6 +53,7 @@ class Finding:
     location: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1: image fractions
     follow_rate: float | None = None  # the fraction of images called ``reference_class``
     intervention: str | None = None  # the extra intervention of an ``intervention_gap``
+    untrusted: str | None = None  # why the method may not drive a flag (notes only)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +72,7 @@ class Finding:
             **({} if self.location is None else {"location": [round(v, 4) for v in self.location]}),
             **({} if self.follow_rate is None else {"follow_rate": finite(self.follow_rate)}),
             **({} if self.intervention is None else {"intervention": self.intervention}),
+            **({} if self.untrusted is None else {"untrusted": self.untrusted}),
         }
 
 
@@ -84,6 +89,7 @@ class ClassResult:
     swap_metrics: dict[str, MethodStats] = field(default_factory=dict)
     challenge: BackgroundChallenge | None = None
     hotspots: dict[str, Hotspot] = field(default_factory=dict)
+    notes: list[Finding] = field(default_factory=list)
 
     @property
     def flagged(self) -> bool:
@@ -98,6 +104,7 @@ class ClassResult:
             "status": self.status,
             "flagged": self.flagged,
             "findings": [f.to_dict() for f in self.findings],
+            "notes": [f.to_dict() for f in self.notes],
             "metrics": {m: s.to_dict() for m, s in self.metrics.items()},
             "behaviour": None if self.behaviour is None else self.behaviour.to_dict(),
             "swap_metrics": {m: s.to_dict() for m, s in self.swap_metrics.items()},

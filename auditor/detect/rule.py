@@ -1,27 +1,21 @@
-"""The flag rule: per-class statistics in, a status and the findings that decided it out.
+"""The class rule: per-class statistics in, findings out, and a status and notes from them
+(the scale itself, flag / warn / note, is :mod:`auditor.detect.decide`).
 
 Every threshold of :class:`~auditor.config.DetectConfig` is held against a statistic here
 and nowhere else. A :class:`Finding` is a value (kind, method, statistic, CI, p, n and the
-threshold it was held against); the report turns findings into sentences.
+threshold it was held against); the report turns findings into sentences. The evidence:
 
-- **flag**: attribution and interventions agree that the class relies on cues off the object,
-  or both interventions do (the swap costs accuracy *and* the background alone gives the
-  class): two independent interventions that agree are causal evidence, and attribution
-  maps are known to miss spurious signals (Adebayo et al. 2022); the findings then say
-  that the maps did not localise the cue (``maps_missed_cue``), a finding about the methods;
-- **warn**: one kind of evidence without the other; or the class is **vulnerable**: robust
-  to backgrounds that carry no class's cue, it loses accuracy on another class's
-  backgrounds (recognised by the absence of that class's cue, or hijacked by it), a finding
-  distinct from reliance on its own background;
+- **attribution**: the label's maps sit off the object on the original images, further off
+  than the same method's maps of the other classes; or, once the interventions show
+  reliance, the maps of the predictions a background swap broke do (the wrong answers were
+  read off the new background: a class recognised by the *absence* of another class's cue
+  has nothing to point at on its own images; its failures do); or an off-object hotspot;
+- **interventions**: the swap costs accuracy, the background alone gives the class, an
+  extra intervention costs accuracy;
+- **hijack**: the class's backgrounds make the model call other classes' objects by its
+  name; **vulnerable** (a note): another class's backgrounds take this class's objects over;
 - **insufficient data**: fewer than ``min_n`` scored images, or no line of evidence that
-  could have shown reliance (:func:`missing_evidence`); never pass;
-- **pass**: neither shows it.
-
-Attribution agrees when the label's maps sit off the object on the original images, or,
-once the interventions show reliance, when the maps of the predictions a background swap
-broke sit off the object on the swapped images: the wrong answers were read off the new
-background (a class recognised by the *absence* of another class's cue has nothing to point
-at on its own images; its failures do).
+  could have shown reliance (:func:`missing_evidence`); never pass.
 """
 
 from __future__ import annotations
@@ -32,7 +26,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy.stats import ttest_ind
 
 from auditor.config import DetectConfig
 from auditor.detect.behaviour import (
@@ -41,14 +34,15 @@ from auditor.detect.behaviour import (
     background_challenge,
     behaviour_stats,
     has_behaviour,
+    hijack_test,
     identification,
     vulnerability_tests,
 )
+from auditor.detect.decide import ATTRIBUTION_KINDS, BEHAVIOUR_KINDS, decide
 from auditor.detect.findings import ClassResult, Finding, Status, Verdict
 from auditor.detect.hotspot import Hotspot
 from auditor.detect.stats import MethodStats, adjusted_method_stats
-from auditor.detect.stats_util import benjamini_hochberg
-from auditor.detect.views import REGISTRY
+from auditor.detect.stats_util import benjamini_hochberg, welch_below
 
 
 def class_results(
@@ -62,12 +56,12 @@ def class_results(
 ) -> list[ClassResult]:
     """One result per class from the scored rows of ``samples``.
 
-    ``untrusted`` maps methods that may not drive a flag (failed sanity or resolution
-    checks) to the reason; they are still reported. ``donors``: the classes whose
-    backgrounds may stand in a swap, when a part of the data (a group, a subgroup) is judged
-    with the donor choice made on all of it (:func:`neutral_classes`); default: chosen here.
-    Only whole classes (no ``donors``) are tested for vulnerability: a part's cells, one per
-    donor class, are too small.
+    ``untrusted`` maps methods that may not drive a flag (failed sanity, faithfulness or
+    resolution checks) to the reason; their findings become notes. ``donors``: the classes
+    whose backgrounds may stand in a swap, when a part of the data (a group, a subgroup) is
+    judged with the donor choice made on all of it (:func:`neutral_classes`); default: chosen
+    here. Only whole classes (no ``donors``) are tested for hijacks and vulnerability: a
+    part's cells, one per donor class, are too small.
     """
     scored = samples[samples["skip_reason"].isna()]
     images = scored.drop_duplicates("sample")
@@ -78,22 +72,21 @@ def class_results(
     neutral = _neutral(idents, config)
     behaviours = _behaviours(images, idents, neutral if donors is None else set(donors), config,
                              neutral_only=donors is not None)  # fmt: skip
-    vulnerable = {} if donors is not None else vulnerability(images, k, neutral, config)
-    driving = [m for m in methods if m not in (untrusted or {})]
+    whole = donors is None
+    vulnerable = vulnerability(images, k, neutral, config) if whole else {}
+    hijacks = hijack_findings(images, k, neutral, config) if whole else {}
     results = []
     for index, name in enumerate(class_names):
         own = images[images["label"] == index]
         accuracy = float(own["correct"].mean()) if len(own) else float("nan")
         acts = behaviours.get(index)
-        status, findings = judge(per_class[index], swap[index], acts, driving, config)
-        if vulnerable.get(index) and status != "insufficient_data":
-            status, findings = (
-                ("flag" if status == "flag" else "warn"),
-                findings + vulnerable[index],
-            )
+        status, findings, notes = judge(
+            per_class[index], swap[index], acts, methods, config, untrusted=untrusted or {},
+            hijack=hijacks.get(index),
+        )  # fmt: skip
         results.append(ClassResult(
             index, name, len(own), accuracy, status, findings, per_class[index], acts, swap[index],
-            background_challenge(images, index),
+            background_challenge(images, index), notes=notes + vulnerable.get(index, []),
         ))  # fmt: skip
     return results
 
@@ -101,10 +94,10 @@ def class_results(
 def vulnerability(
     images: pd.DataFrame, k: int, neutral: Collection[int], config: DetectConfig
 ) -> dict[int, list[Finding]]:
-    """``vulnerable`` findings by class: the donor classes on whose backgrounds a class loses
-    at least ``min_gap`` accuracy (lower end of the CI) against backgrounds that carry no
-    class's cue (those of the ``neutral`` classes), by a one-sided Fisher test BH-adjusted
-    across every class x donor cell."""
+    """``vulnerable`` findings (notes) by class: the donor classes on whose backgrounds a
+    class loses at least ``min_gap`` accuracy (lower end of the CI) against backgrounds that
+    carry no class's cue (those of the ``neutral`` classes), by a one-sided Fisher test
+    BH-adjusted across every class x donor cell."""
     if not has_behaviour(images) or "pred_same_class" not in images:
         return {}
     tests = [(c, t) for c in range(k) for t in vulnerability_tests(images, c, neutral, config)]
@@ -121,32 +114,58 @@ def vulnerability(
     return found
 
 
+def hijack_findings(
+    images: pd.DataFrame, k: int, neutral: Collection[int], config: DetectConfig
+) -> dict[int, Finding]:
+    """``hijack`` findings by class: the classes whose backgrounds make the model call other
+    classes' objects by their name at least ``min_gap`` more often (lower end of the Newcombe
+    CI) than backgrounds that carry no class's cue, by a one-sided Fisher test BH-adjusted
+    across classes. ``value``: the follow rate; ``reference``: the rate on the reference
+    backgrounds."""
+    tests = [t for c in range(k) if (t := hijack_test(images, c, neutral, config)) is not None]
+    adjusted = benjamini_hochberg([t.p for t in tests])
+    return {
+        t.donor: Finding(
+            "hijack", "other_objects_called_class_on_its_backgrounds", t.follow_rate,
+            config.min_gap, t.n, ci=t.ci, p=p, reference=t.reference_rate,
+            neutral_donors=t.reference == "neutral", follow_rate=t.follow_rate,
+        )
+        for t, p in zip(tests, adjusted)
+        if p < config.q and t.ci[0] > config.min_gap
+    }  # fmt: skip
+
+
 def judge(
     per_method: Mapping[str, MethodStats],
     swap_per_method: Mapping[str, MethodStats],
     acts: BehaviourStats | None,
-    driving: Sequence[str],
+    methods: Sequence[str],
     config: DetectConfig,
-) -> tuple[Status, list[Finding]]:
-    """A class's status and the findings that decided it."""
+    *,
+    untrusted: Mapping[str, str],
+    hijack: Finding | None = None,
+) -> tuple[Status, list[Finding], list[Finding]]:
+    """A class's status, the findings that decided it and its notes (:mod:`decide`)."""
     n = max((s.n for s in per_method.values()), default=0)
     if n < config.min_n:
         return "insufficient_data", [
             Finding("too_few_images", "n", float(n), float(config.min_n), n)
-        ]
-    saliency = _off_object(per_method, driving, config, "off_object")
+        ], []  # fmt: skip
+    driving = [m for m in methods if m not in untrusted]
+    maps = _off_object(per_method, methods, config, "off_object", untrusted)
     behaviour = behaviour_findings(acts, config) if acts is not None else []
-    if behaviour and not saliency:
-        saliency = _off_object(swap_per_method, driving, config, "off_object_after_swap")
-    if saliency and behaviour:
-        return "flag", saliency + behaviour
-    if len(interventions_of(behaviour)) >= 2:  # two independent interventions agree
-        missed = Finding("maps_missed_cue", "driving_methods", float(len(driving)), 0.0, n)
-        return "flag", [*behaviour, missed]
-    if saliency or behaviour:
-        return "warn", saliency + behaviour
-    missing = missing_evidence(per_method, acts, driving, config)
-    return ("insufficient_data", [missing]) if missing is not None else ("pass", [])
+    if behaviour and not [f for f in maps if f.untrusted is None]:
+        maps += _off_object(swap_per_method, methods, config, "off_object_after_swap", untrusted)
+    trusted = [f for f in maps if f.untrusted is None]
+    distrusted = [f for f in maps if f.untrusted is not None]
+    status, findings, notes = decide(
+        trusted, behaviour, hijack, acts, config, driving=len(driving)
+    )  # fmt: skip
+    if status == "pass" and not findings:
+        missing = missing_evidence(per_method, acts, driving, config)
+        if missing is not None:
+            return "insufficient_data", [missing], notes + distrusted
+    return status, findings, notes + distrusted
 
 
 def missing_evidence(
@@ -170,27 +189,25 @@ def missing_evidence(
     )  # fmt: skip
 
 
-ATTRIBUTION_KINDS = frozenset(
-    {"off_object", "off_object_after_swap", "off_object_vs_class", "off_object_hotspot"}
-)
-BEHAVIOUR_KINDS = frozenset({"swap_gap", "background_only", "intervention_gap"})
-
-
-def interventions_of(findings: Sequence[Finding]) -> set[str]:
-    """The distinct interventions (registry names) behind behavioural ``findings``."""
-    by_kind = {i.evidence: i.name for i in REGISTRY if i.core and i.evidence}
-    return {f.intervention or by_kind[f.kind] for f in findings if f.kind in BEHAVIOUR_KINDS}
-
-
-def with_attribution(result: ClassResult, attribution: Sequence[Finding]) -> ClassResult:
+def with_attribution(
+    result: ClassResult, attribution: Sequence[Finding], config: DetectConfig
+) -> ClassResult:
     """``result`` judged again with more attribution evidence (for a part of a class: its
-    maps against the rest of the class's, :func:`off_object_vs_class`), by the same rule."""
+    maps against the rest of the class's, :func:`off_object_vs_class`; for a class: its
+    hotspots), by the same scale (:func:`~auditor.detect.decide.decide`)."""
     if result.status == "insufficient_data" or not attribution:
         return result
-    findings = [*(f for f in result.findings if f.kind != "maps_missed_cue"), *attribution]
-    kinds = {f.kind for f in findings}
-    both = bool(kinds & ATTRIBUTION_KINDS) and bool(kinds & BEHAVIOUR_KINDS)
-    return dataclasses.replace(result, status="flag" if both else "warn", findings=findings)
+    known = [*result.findings, *result.notes]
+    maps = [f for f in known if f.kind in ATTRIBUTION_KINDS and f.untrusted is None]
+    behaviour = [f for f in known if f.kind in BEHAVIOUR_KINDS]
+    hijack = next((f for f in known if f.kind == "hijack"), None)
+    kept = [f for f in result.notes if f.kind not in ATTRIBUTION_KINDS | BEHAVIOUR_KINDS]
+    kept += [f for f in result.notes if f.kind in ATTRIBUTION_KINDS and f.untrusted is not None]
+    driving = next((f.value for f in known if f.kind == "maps_missed_cue"), 1.0)
+    status, findings, notes = decide(
+        [*maps, *attribution], behaviour, hijack, result.behaviour, config, driving=int(driving)
+    )  # fmt: skip
+    return dataclasses.replace(result, status=status, findings=findings, notes=notes + kept)
 
 
 def with_hotspots(
@@ -211,7 +228,8 @@ def with_hotspots(
         for m, h in hotspots.items()
         if m in driving and has_hotspot(h, config)
     ]  # fmt: skip
-    return dataclasses.replace(with_attribution(result, found), hotspots=dict(hotspots))
+    judged = with_attribution(result, found, config)
+    return dataclasses.replace(judged, hotspots=dict(hotspots))
 
 
 def has_hotspot(h: Hotspot, config: DetectConfig) -> bool:
@@ -237,7 +255,7 @@ def off_object_vs_class(
         a = part.loc[part["method"] == method, "chance_corrected"].dropna().to_numpy(float)
         b = rest.loc[rest["method"] == method, "chance_corrected"].dropna().to_numpy(float)
         if min(a.size, b.size) >= config.min_n:
-            tests[method] = _welch_below(a, b, config.confidence)
+            tests[method] = welch_below(a, b, config.confidence)
     adjusted = benjamini_hochberg([t[3] for t in tests.values()])
     findings = []
     for (method, (difference, ci, d, _)), p in zip(tests.items(), adjusted):
@@ -249,22 +267,6 @@ def off_object_vs_class(
                 reference=float(rest.loc[rest["method"] == method, "chance_corrected"].mean()),
             ))  # fmt: skip
     return findings
-
-
-def _welch_below(
-    a: np.ndarray, b: np.ndarray, confidence: float
-) -> tuple[float, tuple[float, float], float, float]:
-    """(mean a - mean b, its Welch CI, Cohen's d with the pooled SD, one-sided p that a's
-    mean is lower)."""
-    result = ttest_ind(a, b, equal_var=False, alternative="less")
-    interval = ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
-    pooled = np.sqrt(
-        ((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2)
-    )
-    difference = float(a.mean() - b.mean())
-    d = difference / pooled if pooled > 0 else 0.0
-    p = float(result.pvalue) if np.isfinite(result.pvalue) else 1.0
-    return difference, (float(interval.low), float(interval.high)), float(d), p
 
 
 def behaviour_findings(acts: BehaviourStats, config: DetectConfig) -> list[Finding]:
@@ -298,24 +300,31 @@ def background_identifies(ident: Identification, config: DetectConfig) -> bool:
 
 def off_object(stats: MethodStats, config: DetectConfig) -> bool:
     """A method's maps sit off the object: enough images, the CI's upper end below the
-    threshold, and the BH-adjusted one-sided test below ``q``."""
+    threshold, the BH-adjusted one-sided test below ``q``, and further off than the same
+    method's maps of the other classes (one-sided Welch, BH-adjusted below ``q``, Cohen's d
+    at most ``-min_effect_vs_others``): the model's own baseline, not only an absolute one."""
+    other = stats.vs_others
     return (
         stats.n >= config.min_n
         and stats.ci_high < config.max_chance_corrected
         and stats.p_adjusted < config.q
+        and other is not None
+        and other.p_adjusted < config.q
+        and other.effect_size <= -config.min_effect_vs_others
     )
 
 
 def _off_object(
     per_method: Mapping[str, MethodStats],
-    driving: Sequence[str],
+    methods: Sequence[str],
     config: DetectConfig,
     kind: Literal["off_object", "off_object_after_swap"],
+    untrusted: Mapping[str, str],
 ) -> list[Finding]:
     return [
-        _saliency_finding(kind, m, s, config)
+        dataclasses.replace(_saliency_finding(kind, m, s, config), untrusted=untrusted.get(m))
         for m, s in per_method.items()
-        if m in driving and off_object(s, config)
+        if m in methods and off_object(s, config)
     ]
 
 
@@ -325,9 +334,11 @@ def _saliency_finding(
     s: MethodStats,
     config: DetectConfig,
 ) -> Finding:
+    other = s.vs_others
     return Finding(
         kind, "mean_chance_corrected", s.mean, config.max_chance_corrected, s.n, method=method,
         ci=(s.ci_low, s.ci_high), p=s.p_adjusted, effect_size=s.effect_size,
+        reference=None if other is None else other.others,
     )  # fmt: skip
 
 

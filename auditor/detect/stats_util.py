@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, ttest_ind
 
 
 def bootstrap_ci(
@@ -55,3 +57,21 @@ def wilson(hits: int, n: int, confidence: float) -> tuple[float, float]:
         return float("nan"), float("nan")
     interval = binomtest(hits, n).proportion_ci(confidence_level=confidence, method="wilson")
     return float(interval.low), float(interval.high)
+
+
+def welch_below(
+    a: np.ndarray, b: np.ndarray, confidence: float
+) -> tuple[float, tuple[float, float], float, float]:
+    """(mean a - mean b, its Welch CI, Cohen's d with the pooled SD, one-sided p that a's
+    mean is lower). Constant samples are valid here (scipy's precision warning is muted)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = ttest_ind(a, b, equal_var=False, alternative="less")
+        interval = ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+    pooled = np.sqrt(
+        ((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2)
+    )
+    difference = float(a.mean() - b.mean())
+    d = difference / pooled if pooled > 0 else 0.0
+    p = float(result.pvalue) if np.isfinite(result.pvalue) else 1.0
+    return difference, (float(interval.low), float(interval.high)), float(d), p

@@ -116,7 +116,7 @@ def class_subgroups(
         )[label]
         result = with_attribution(result, off_object_vs_class(
             own[own["sample"].isin(members)], own[~own["sample"].isin(members)], driving, config
-        ))  # fmt: skip
+        ), config)  # fmt: skip
         mean = maps[chosen].mean(0).view(GRID, GRID)
         found.append(Subgroup(label, number + 1, k, members, mean, result))
     return found

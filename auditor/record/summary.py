@@ -90,6 +90,7 @@ class FindingRecord:
     location: list[float] | None = field(default=None, metadata={"omit_none": True})
     follow_rate: Number = field(default=None, metadata={"omit_none": True})
     intervention: str | None = field(default=None, metadata={"omit_none": True})
+    untrusted: str | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +112,18 @@ class MetricsRecord:
     effect_size: Number = None
     by_outcome: dict[str, Outcome] = field(default_factory=dict)
     means: dict[str, Number] = field(default_factory=dict)
+    vs_other_classes: VsOthersRecord | None = field(default=None, metadata={"omit_none": True})
+
+
+@dataclass(frozen=True, kw_only=True)
+class VsOthersRecord:
+    """A class's C against the other classes' (see :class:`auditor.detect.stats.VsOthers`)."""
+
+    difference: Number = None
+    ci95: list[Number] = field(default_factory=lambda: [None, None])
+    effect_size: Number = None
+    p_adjusted: Number = None
+    others: Number = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,6 +185,8 @@ class Judged:
     findings: list[FindingRecord] = field(default_factory=list)
     behaviour: BehaviourRecord | None = None
     reasons: list[str] = field(default_factory=list)
+    notes: list[FindingRecord] = field(default_factory=list)
+    noted: list[str] = field(default_factory=list)  # the notes in words
 
     def kinds(self) -> set[str]:
         return {f.kind for f in self.findings}
@@ -283,6 +298,7 @@ class Summary:
     classes: list[ClassRecord]
     schema_version: int = SCHEMA_VERSION
     auditor_version: str = "?"
+    noted_classes: list[str] = field(default_factory=list)  # classes with notes
     primary_method: str = ""  # "" for a run from before it was stored: see read_summary
     background_challenge: ChallengeTable | None = None
     flagged_groups: list[str] = field(default_factory=list)

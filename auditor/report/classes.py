@@ -71,6 +71,7 @@ def class_section(run: AuditRun, c: ClassRecord, drawn: dict[str, Any]) -> dict[
         "name": c.name,
         "status": c.status,
         "reasons": c.reasons,
+        "notes": c.noted,
         **drawn,
         "class_model": figures.overlay(evidence["class_model"], None, None)
         if "class_model" in evidence

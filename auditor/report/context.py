@@ -76,6 +76,12 @@ def report_context(run: AuditRun) -> dict[str, Any]:
         "overview_left_out": len(classes) - len(shown),
         "sections": [class_section(run, c, drawn[c.index]) for c in sectioned],
         "sections_left_out": sum(c.status != "pass" for c in classes) - len(sectioned),
+        "noted": [
+            {"name": c.name, "status": c.status, "notes": c.noted}
+            for c in summary.classes
+            if c.noted
+        ][:MAX_SECTIONS],
+        "noted_left_out": max(sum(bool(c.noted) for c in summary.classes) - MAX_SECTIONS, 0),
         "since": since_previous(summary.since_previous, fonts),
         "challenge": challenge_table(summary),
         "groups": [group_table(g, fonts) for g in summary.groups],
@@ -170,8 +176,9 @@ def _verdict_sentence(summary: Summary) -> str:
     warned = [c.name for c in summary.classes if c.status == "warn"]
     if warned:
         return (
-            f"No class is flagged, but {len(warned)} class(es) show one kind of evidence of "
-            f"reliance without the other: {named(warned)}."
+            f"No class is flagged, but {len(warned)} class(es) show evidence a reviewer must "
+            f"act on (one kind of evidence of reliance without the other, or backgrounds that "
+            f"take other objects over): {named(warned)}."
         )
     unjudged = [c.name for c in summary.classes if c.status == "insufficient_data"]
     if unjudged:

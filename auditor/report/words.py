@@ -37,12 +37,34 @@ def reasons(c: Judged, names: Sequence[str], *, confidence: float) -> list[str]:
     return said
 
 
+def notes(c: Judged, names: Sequence[str], *, confidence: float) -> list[str]:
+    """The sentences of a class's notes: facts worth knowing that decided nothing."""
+    said = []
+    for f in c.notes:
+        text = sentence(f, names, confidence=confidence)
+        if f.untrusted:
+            text += f" (not evidence: {f.method} {f.untrusted})"
+        said.append(text)
+    kinds = {f.kind for f in c.notes if not f.untrusted}
+    if kinds & (set(SALIENCY) | {"background_only"}):
+        said.append(
+            "noted, not counted: the class's own images keep their accuracy on other "
+            "backgrounds and its backgrounds take no other object over, so the interventions "
+            "show no reliance"
+        )
+    return said
+
+
 def phrased(summary: Summary, confidence: float) -> Summary:
     """Every class, class x group cell and subgroup of ``summary`` with its findings in
     words (``reasons``), phrased from the stored findings by this version."""
 
     def said(judged: Any) -> Any:
-        return dataclasses.replace(judged, reasons=reasons(judged, names, confidence=confidence))
+        return dataclasses.replace(
+            judged,
+            reasons=reasons(judged, names, confidence=confidence),
+            noted=notes(judged, names, confidence=confidence),
+        )
 
     names = summary.names
     classes = [
@@ -80,6 +102,8 @@ def sentence(f: FindingRecord, names: Sequence[str], *, confidence: float) -> st
             f"{against} (drop {_v(f.value):.0%}, CI [{low:.0%}, {high:.0%}]; one-sided Fisher, "
             f"BH-adjusted p = {_v(f.p):.1g}); {_v(f.follow_rate):.0%} were called {donor}"
         )
+    if kind == "hijack":
+        return hijack_sentence(f, confidence)
     if kind == "off_object_hotspot":
         return hotspot_sentence(f, names)
     if kind == "off_object_vs_class":
@@ -119,6 +143,20 @@ def sentence(f: FindingRecord, names: Sequence[str], *, confidence: float) -> st
         view = next((i.sentence for i in REGISTRY if i.name == f.intervention), f.statistic)
         return f"{view} costs {_v(f.value):.0%} accuracy (CI [{low:.0%}, {high:.0%}])"
     return f"{kind}: {f.statistic} = {f.value}"
+
+
+def hijack_sentence(f: FindingRecord, confidence: float) -> str:
+    """A ``hijack`` finding in words: what the model will do with this class's backgrounds."""
+    low, high = _pair(f.ci95)
+    against = "backgrounds that identify no class" if f.neutral_donors else "other backgrounds"
+    return (
+        f"used though not needed: on this class's backgrounds the model calls {_v(f.value):.0%} "
+        f"of the other classes' objects (of {f.n} it got right) by this class's name, against "
+        f"{_v(f.reference):.0%} called by the background's class on {against} (lift "
+        f"{_v(f.value) - _v(f.reference):.0%}, {confidence:.0%} CI [{low:.0%}, {high:.0%}]; "
+        f"one-sided Fisher, BH-adjusted p = {_v(f.p):.1g}): in deployment, other objects on "
+        "such backgrounds will be given this class"
+    )
 
 
 def no_evidence_sentence(f: FindingRecord) -> str:

@@ -41,6 +41,7 @@ def summary(
         "auditor_version": __version__,
         "verdict": verdict(results),
         "flagged_classes": [r.name for r in results if r.flagged],
+        "noted_classes": [r.name for r in results if r.notes],
         "model": {"spec": loaded.spec, "sha256": loaded.sha256},
         "dataset": {
             "spec": str(data),

@@ -1,0 +1,151 @@
+"""The scale of findings (issue 24): flag and warn decide, notes only inform. Each new
+statistic against a hand computation, and each kind of note shown to leave the status and
+the verdict alone."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import fisher_exact, ttest_ind
+from test_detect import NAMES, as_record, challenge_frame, frame
+
+from auditor.config import DetectConfig
+from auditor.detect import class_results, verdict
+from auditor.detect.behaviour import BehaviourStats, Identification
+from auditor.detect.decide import survives
+from auditor.detect.hotspot import Hotspot
+from auditor.detect.rule import with_hotspots
+from auditor.detect.stats import adjusted_method_stats
+from auditor.detect.stats_util import benjamini_hochberg, newcombe
+from auditor.report.words import notes, reasons
+
+
+def test_a_class_is_held_against_the_other_classes_as_a_welch_test_by_hand():
+    rng = np.random.default_rng(3)
+    values = {
+        0: rng.normal(-0.1, 0.1, 30),
+        1: rng.normal(0.2, 0.1, 30),
+        2: rng.normal(0.1, 0.2, 25),
+    }
+    scored = pd.DataFrame([
+        {"label": c, "method": "gradcam", "chance_corrected": v, "correct": True}
+        for c, vs in values.items() for v in vs
+    ])  # fmt: skip
+    stats = adjusted_method_stats(scored, 3, ["gradcam"], DetectConfig())
+    raw = []
+    for c in range(3):
+        own = values[c]
+        others = np.concatenate([values[o] for o in range(3) if o != c])
+        got = stats[c]["gradcam"].vs_others
+        assert got is not None
+        assert got.difference == pytest.approx(own.mean() - others.mean())
+        assert got.others == pytest.approx(others.mean())
+        p = ttest_ind(own, others, equal_var=False, alternative="less").pvalue
+        assert got.p == pytest.approx(p)
+        pooled = np.sqrt(
+            ((own.size - 1) * own.var(ddof=1) + (others.size - 1) * others.var(ddof=1))
+            / (own.size + others.size - 2)
+        )
+        assert got.effect_size == pytest.approx((own.mean() - others.mean()) / pooled)
+        raw.append(p)
+    adjusted = benjamini_hochberg(raw)
+    assert [stats[c]["gradcam"].vs_others.p_adjusted for c in range(3)] == pytest.approx(adjusted)
+    assert "vs_other_classes" in stats[0]["gradcam"].to_dict()
+
+
+def test_a_method_off_the_object_for_every_class_is_evidence_against_none():
+    """Saliency below zero for every class (the small ConvNeXt of the ladder): an absolute
+    threshold called every class off the object; against the model's own baseline, none is."""
+    samples = frame({0: -0.1, 1: -0.1, 2: -0.1})
+    blind = samples.drop(columns=["pred_swapped", "donor_label", "pred_background_only"])
+    results = class_results(blind, NAMES, ["gradcam"], DetectConfig())
+    assert [r.status for r in results] == ["pass"] * 3
+    assert all(r.metrics["gradcam"].ci_high < 0 for r in results)  # the absolute test fires
+    lower = class_results(frame({0: -0.3, 1: -0.1, 2: -0.11}), NAMES, ["gradcam"], DetectConfig())
+    assert [f.kind for f in lower[0].notes] == ["off_object"]  # further off than the others
+
+
+def test_hijack_follow_rate_and_its_interval_by_hand():
+    """challenge_frame: d's backgrounds make a's objects (20 of 20) and c's (20 of 20, c
+    follows any background) called d, b's never: 40 of 60. On the neutral backgrounds (a's,
+    b's, c's) the objects are called the background's class 40 of 120 times (c's)."""
+    names = ["a", "b", "c", "d"]
+    config = DetectConfig()
+    results = class_results(challenge_frame(), names, ["gradcam"], config)
+    (hijack,) = [f for f in results[3].findings if f.kind == "hijack"]
+    assert (hijack.value, hijack.reference, hijack.n) == (pytest.approx(40 / 60), 40 / 120, 60)
+    assert hijack.ci == pytest.approx(newcombe((40, 60), (40, 120), 0.95))
+    raw = fisher_exact([[40, 20], [40, 80]], alternative="greater").pvalue
+    assert raw <= hijack.p <= 4 * raw  # BH over at most four classes
+    # used though not needed: d keeps its accuracy on other backgrounds, and still warns
+    assert results[3].status == "warn" and survives(results[3].behaviour, config)
+    assert results[2].status == "warn"  # c loses on every background: one intervention
+    assert verdict(results) == "warn"
+    said = reasons(as_record(results[3].to_dict()), names, confidence=0.95)
+    assert said[0].startswith("used though not needed: on this class's backgrounds the model "
+                              "calls 67% of the other classes' objects")  # fmt: skip
+    assert not [f for r in results[:3] for f in r.findings if f.kind == "hijack"]
+
+
+def test_a_hijack_with_maps_off_the_object_warns_and_never_passes():
+    """The fine-tuned rung: the class's own images survive, its background alone gives it,
+    its maps sit off the object, and other objects follow its backgrounds. The old rule
+    flagged it (maps + one intervention); it is a warning, with the hijack first."""
+    names = ["a", "b", "c", "d"]
+    samples = challenge_frame()
+    samples.loc[samples["label"] == 3, "chance_corrected"] = -0.2
+    results = class_results(samples, names, ["gradcam"], DetectConfig())
+    kinds = [f.kind for f in results[3].findings]
+    assert results[3].status == "warn" and kinds[0] == "hijack" and "off_object" in kinds
+
+
+def test_survival_needs_enough_swapped_images_and_a_narrow_interval():
+    config = DetectConfig(min_n=20, max_survival_gap=0.25)
+    ident = Identification(0.3, 0.3, 1, 1.0)
+
+    def acts(n: int, ci: tuple[float, float]) -> BehaviourStats:
+        return BehaviourStats(n, 0.9, 0.05, ci, 0.0, True, ident)
+
+    assert survives(acts(40, (-0.05, 0.2)), config)
+    assert not survives(acts(40, (0.0, 0.3)), config)  # could still lose 30 points
+    assert not survives(acts(10, (-0.05, 0.2)), config)  # too few images to say
+    assert not survives(None, config)  # no interventions: nothing shows survival
+
+
+def test_a_background_that_alone_gives_the_class_is_a_note_when_the_class_survives():
+    samples = frame({0: 0.5, 1: 0.5, 2: 0.5}, bg_only={0: 0})
+    results = class_results(samples, NAMES, ["gradcam"], DetectConfig())
+    assert [r.status for r in results] == ["pass"] * 3 and verdict(results) == "pass"
+    assert [f.kind for f in results[0].notes] == ["background_only"]
+    said = notes(as_record(results[0].to_dict()), NAMES, confidence=0.95)
+    assert said[0].startswith("with the object removed, the background alone still gives")
+
+
+def test_maps_of_an_untrusted_method_are_a_note_that_names_why():
+    samples = frame({0: -0.1, 1: 0.5, 2: 0.5}, bg_only={0: 0}, swap_correct={0: False})
+    why = "is no more faithful than a random map (ROAD)"
+    results = class_results(samples, NAMES, ["gradcam"], DetectConfig(), untrusted={"gradcam": why})
+    # two interventions flag class 0 whatever the maps; the maps are not counted
+    assert results[0].status == "flag" and "off_object" not in [f.kind for f in results[0].findings]
+    (note,) = results[0].notes
+    assert note.kind == "off_object" and note.untrusted == why
+    said = notes(as_record(results[0].to_dict()), NAMES, confidence=0.95)
+    assert said[0].endswith(f"(not evidence: gradcam {why})")
+    one = frame({0: -0.1, 1: 0.5, 2: 0.5}, swap_correct={0: False})
+    trusted = class_results(one, NAMES, ["gradcam"], DetectConfig())[0]
+    untrusted = class_results(one, NAMES, ["gradcam"], DetectConfig(), untrusted={"gradcam": why})
+    assert trusted.status == "flag" and untrusted[0].status == "warn"  # maps no longer count
+
+
+def test_an_off_object_hotspot_is_a_note_when_the_class_survives():
+    config = DetectConfig()
+    result = class_results(frame({0: 0.5, 1: 0.5, 2: 0.5}), NAMES, ["gradcam"], config)[0]
+    spot = Hotspot(
+        method="gradcam", size=64, row=0, col=0, lift=3.0, reference=1.0, reference_class=1,
+        excess=2.0, superiority=0.9, p=1e-6, n=40, n_other=80, p_adjusted=1e-5,
+    )  # fmt: skip
+    judged = with_hotspots(result, {"gradcam": spot}, ["gradcam"], config)
+    assert judged.status == "pass" and [f.kind for f in judged.notes] == ["off_object_hotspot"]
+    blind = dataclasses.replace(result, behaviour=None)
+    assert with_hotspots(blind, {"gradcam": spot}, ["gradcam"], config).status == "warn"
