@@ -17,7 +17,9 @@ EfficientNet-Lite0 with its ImageNet weights fine-tuned at 128 and 224 px) after
 Models are cached under ``--root`` by data spec and recipe. Prints per rung precision,
 recall, the false-flag rate (flags on classes the intervention found not reliant), the
 flags and warnings on negative-control scenarios (``flags/warns of classes``), the
-warnings on the classes the truth found not reliant (``clean warn``, of such classes), the
+warnings on the clean classes (``clean warn``: classes the truth found neither reliant nor
+followed, of such classes), the classes used though not needed (not reliant, but their cue
+takes other objects over) that passed silently (``silent``), the
 audit's seconds per 1,000 images, and the classes whose cue, moved onto the other classes'
 objects, takes them over (``cue followed``: the other direction of the truth, reported
 beside it, not counted in the rates); writes ``suite.json``. ``--table suite.json [...]``
@@ -181,20 +183,34 @@ def _totals(rows: list[dict]) -> dict:
         "control_warns": sum(list(r["status"].values()).count("warn") for r in controls),
         "control_classes": sum(len(r["truth"]) for r in controls),
         "clean_warns": sum(_clean_warns(r) for r in rows),
-        "clean_classes": sum(len(r["truth"]) - len(r["reliant"]) for r in rows),
+        "clean_classes": sum(len(_clean(r)) for r in rows),
+        "silent": sum(_silent(r) for r in rows),
         "audit_s_per_1000": round(sum(r["audit_s_per_1000"] for r in rows) / max(len(rows), 1), 1),
     }
 
 
+def _clean(row: dict) -> set[str]:
+    """The classes of a scenario that the truth found not reliant and whose cue (if any) no
+    other object follows: nothing about their background is worth a warning."""
+    return set(row["status"]) - set(row["reliant"]) - set(row.get("follows", []))
+
+
 def _clean_warns(row: dict) -> int:
-    """The classes of a scenario that the truth found not reliant and the audit warned on."""
-    return sum(s == "warn" and c not in row["reliant"] for c, s in row["status"].items())
+    """The clean classes of a scenario that the audit warned on."""
+    return sum(row["status"][c] == "warn" for c in _clean(row))
+
+
+def _silent(row: dict) -> int:
+    """Classes used though not needed (not reliant, their cue followed by other objects)
+    that the audit passed: a deployment risk that must never pass silently."""
+    used = set(row.get("follows", [])) - set(row["reliant"])
+    return sum(row["status"].get(c) == "pass" for c in used)
 
 
 def table(results: list[dict]) -> str:
     head = (f"{'rung':<18}{'scenario':<24}{'reliant (truth)':<18}{'flagged':<18}{'prec':>6}"
             f"{'recall':>8}{'false-flag':>11}{'ctrl flag/warn':>15}{'clean warn':>11}"
-            f"{'s/1000 img':>11}  {'cue followed':<18}")  # fmt: skip
+            f"{'silent':>7}{'s/1000 img':>11}  {'cue followed':<18}")  # fmt: skip
     lines = [head]
     for result in results:
         for r in result["scenarios"]:
@@ -207,21 +223,21 @@ def table(results: list[dict]) -> str:
             ctrl = f"{len(r['flagged'])}/{warns} of {len(r['truth'])}"
             ctrl = ctrl if r["negative_control"] else "-"
             follows = _names(r["follows"]) if "follows" in r else "not measured"
-            clean = f"{_clean_warns(r)}/{len(r['truth']) - len(r['reliant'])}"
+            clean = f"{_clean_warns(r)}/{len(_clean(r))}"
             lines.append(f"{result['rung']:<18}{r['scenario']:<24}{_names(r['reliant']):<18}"
                          f"{_names(r['flagged']):<18}{p:>6}{rc:>8}{ff:>11}{ctrl:>15}{clean:>11}"
-                         f"{r['audit_s_per_1000']:>11}  {follows:<18}")  # fmt: skip
+                         f"{_silent(r):>7}{r['audit_s_per_1000']:>11}  {follows:<18}")  # fmt: skip
         rung = _totals(result["scenarios"])
         p, rc, ff = rates(rung["tp"], rung["fp"], rung["fn"], rung["negatives"])
         ctrl = f"{rung['control_flags']}/{rung['control_warns']} of {rung['control_classes']}"
         clean = f"{rung['clean_warns']}/{rung['clean_classes']}"
         lines.append(f"{result['rung'] + ' (rung)':<78}{p:>6}{rc:>8}{ff:>11}{ctrl:>15}"
-                     f"{clean:>11}{rung['audit_s_per_1000']:>11}")  # fmt: skip
+                     f"{clean:>11}{rung['silent']:>7}{rung['audit_s_per_1000']:>11}")  # fmt: skip
     totals = _totals([r for result in results for r in result["scenarios"]])
     p, rc, ff = rates(totals["tp"], totals["fp"], totals["fn"], totals["negatives"])
     ctrl = f"{totals['control_flags']}/{totals['control_warns']} of {totals['control_classes']}"
     clean = f"{totals['clean_warns']}/{totals['clean_classes']}"
-    lines.append(f"{'overall':<78}{p:>6}{rc:>8}{ff:>11}{ctrl:>15}{clean:>11}")
+    lines.append(f"{'overall':<78}{p:>6}{rc:>8}{ff:>11}{ctrl:>15}{clean:>11}{totals['silent']:>7}")
     lines.append(f"false flags on classes whose cue no other object follows either: "
                  f"{totals['fp_neither']} of {totals['fp']}")  # fmt: skip
     return "\n".join(lines)
