@@ -60,7 +60,7 @@ class DetectConfig:
         low=0, high=1,
     )  # fmt: skip
     faithfulness_samples: int = setting(
-        32, "Images of each method's ROAD faithfulness check against a random map; 0: off.",
+        16, "Images of each method's ROAD faithfulness check against a random map; 0: off.",
         low=0,
     )  # fmt: skip
     min_hotspot_superiority: float = setting(

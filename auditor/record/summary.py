@@ -276,6 +276,21 @@ class Trust:
     randomization_similarity: dict[str, Number] = field(default_factory=dict)
     object_side_px: Number = None
     partial: dict[str, str] = field(default_factory=dict)
+    faithfulness: dict[str, FaithfulnessRecord] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaithfulnessRecord:
+    """A method's ROAD against random maps (:class:`auditor.detect.faithfulness.Faithfulness`)."""
+
+    n: int
+    road: Number = None
+    random_road: Number = None
+    difference: Number = None
+    ci95: list[Number] = field(default_factory=lambda: [None, None])
+    p: Number = None
+    faithful: bool = False
+    seconds: Number = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -198,7 +198,21 @@ def _trust(summary: Summary) -> dict[str, Any]:
             for m, s in trust.randomization_similarity.items()
         },
         "object_side": trust.object_side_px,
+        "faithfulness": {
+            m: {
+                "n": f.n,
+                "road": _signed3(f.road),
+                "random_road": _signed3(f.random_road),
+                "faithful": f.faithful,
+                "seconds": f"{f.seconds or 0:.1f}",
+            }
+            for m, f in trust.faithfulness.items()
+        },
     }
+
+
+def _signed3(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
 
 
 def _skipped(samples: pd.DataFrame) -> list[dict[str, str]]:

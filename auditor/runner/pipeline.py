@@ -68,6 +68,7 @@ from auditor.runner.preflight import (
     answered,
     check_classes,
     check_labels,
+    method_faithfulness,
     method_trust,
     probe_samples,
     resolve_device,
@@ -204,6 +205,8 @@ def preflight(ready: Prepared) -> Checked:
         pool = donor_pool(probe)
     with clock.phase("sanity", device):
         trust = method_trust(net, probe, layer, config)
+    with clock.phase("faithfulness", device):
+        trust = method_faithfulness(net, probe, layer, config, trust)
     return Checked(config, method_errors, pool, trust, clock)
 
 

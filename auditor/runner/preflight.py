@@ -16,6 +16,7 @@ from auditor.data.dataset import AuditDataset
 from auditor.data.entries import Record
 from auditor.data.read import DatasetInfo
 from auditor.data.transforms import AuditTransform
+from auditor.detect.faithfulness import faithfulness
 from auditor.detect.sanity import randomization_check, resolution_check
 from auditor.detect.views import active
 from auditor.errors import AttributionError, ConfigError, DataError, ModelError
@@ -198,6 +199,37 @@ def check_cam_maps(maps: dict[str, torch.Tensor], layer: TargetLayer | None) -> 
             f"classes, so no score could be computed; {hint} (the layer before the last "
             "attention block for a transformer, a [N, C, H, W] feature map for a CNN)."
         )
+
+
+def method_faithfulness(
+    net: torch.nn.Module,
+    probe: Probe | None,
+    layer: TargetLayer | None,
+    config: AuditConfig,
+    trust: dict[str, Any],
+) -> dict[str, Any]:
+    """``trust`` with each method's ROAD against a random map on the first
+    ``faithfulness_samples`` probe images (:func:`auditor.detect.faithfulness.faithfulness`):
+    a method no more faithful than a random map on this model joins ``untrusted``. Every
+    method is measured, those untrusted already too, so the method card shows each."""
+    n, methods = config.detect.faithfulness_samples, list(config.methods)
+    if probe is None or n == 0 or not methods:
+        return {**trust, "faithfulness": {}}
+    inputs, labels = probe.inputs[:n], probe.labels[:n].to(probe.inputs.device)
+    maps = compute(net, inputs, labels, methods=methods, target_layer=layer).maps
+    found = faithfulness(net, inputs, labels, maps, seed=config.detect.seed,
+                         alpha=config.detect.alpha)  # fmt: skip
+    failed = {
+        m: f"is no more faithful than a random map on this model (ROAD {f.road:+.3f} against "
+        f"{f.random_road:+.3f} on {f.n} images; one-sided paired t, p = {f.p:.2g})"
+        for m, f in found.items()
+        if not f.faithful
+    }  # fmt: skip
+    return {
+        **trust,
+        "untrusted": {**failed, **trust["untrusted"]},  # an earlier reason is kept
+        "faithfulness": {m: f.to_dict() for m, f in found.items()},
+    }
 
 
 def method_trust(
