@@ -40,6 +40,7 @@ class Identification:
     p: float
     p_chance: float = float("nan")
     chance: float = float("nan")
+    lift_ci: tuple[float, float] = (float("nan"), float("nan"))  # Newcombe, rate - baseline
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,9 @@ def has_behaviour(images: pd.DataFrame) -> bool:
     return "pred_swapped" in images and not images["pred_swapped"].isna().all()
 
 
-def identification(images: pd.DataFrame, label: int, k: int) -> Identification:
+def identification(
+    images: pd.DataFrame, label: int, k: int, confidence: float = 0.95
+) -> Identification:
     """``images``: one row per scored image, with ``pred_background_only`` (missing for the
     images outside the intervention sample: they are not counted)."""
     images = images[images["pred_background_only"].notna()]
@@ -112,7 +115,8 @@ def identification(images: pd.DataFrame, label: int, k: int) -> Identification:
     other_hits, other_n = (int(v) for v in others.loc[top])
     table = [[own_hits, own_n - own_hits], [other_hits, other_n - other_hits]]
     p = float(fisher_exact(table, alternative="greater").pvalue)
-    return Identification(own_hits / own_n, other_hits / other_n, top, p, p_chance, 1 / k)
+    lift = newcombe((own_hits, own_n), (other_hits, other_n), confidence)
+    return Identification(own_hits / own_n, other_hits / other_n, top, p, p_chance, 1 / k, lift)
 
 
 def swapped_rows(
