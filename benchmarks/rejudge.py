@@ -23,11 +23,12 @@ import ladder
 import pandas as pd
 
 from auditor.config import DetectConfig
+from auditor.detect.findings import ClassResult, Finding
 from auditor.detect.rule import class_results, with_hotspots
 
 
-def rejudged(audit: Path, overrides: dict[str, float]) -> dict[str, str]:
-    """Class name -> status, by this version's rule on the stored audit in ``audit``."""
+def rejudged(audit: Path, overrides: dict[str, float]) -> list[ClassResult]:
+    """Every class judged by this version's rule on the stored audit in ``audit``."""
     summary = json.loads((audit / "summary.json").read_text())
     settings = json.loads((audit / "run.json").read_text())["config"]["detect"]
     known = {f.name for f in dataclasses.fields(DetectConfig)}
@@ -39,11 +40,21 @@ def rejudged(audit: Path, overrides: dict[str, float]) -> dict[str, str]:
     results = class_results(samples, names, methods, detect, untrusted=untrusted)
     driving = [m for m in methods if m not in untrusted]
     spots = {c["index"]: c.get("hotspots", {}) for c in summary["classes"]}
-    results = [
+    return [
         with_hotspots(r, {m: _hotspot(h) for m, h in spots[r.index].items()}, driving, detect)
         for r in results
     ]
-    return {r.name: r.status for r in results}
+
+
+def evidence(result: ClassResult) -> str:
+    """What decided a result, by finding kind and method (its notes for a pass)."""
+
+    def said(findings: list[Finding]) -> str:
+        return ", ".join(f.kind + (f"/{f.method}" if f.method else "") for f in findings)
+
+    if result.findings:
+        return said(result.findings)
+    return f"notes: {said(result.notes)}" if result.notes else "no evidence"
 
 
 def _hotspot(stored: dict) -> SimpleNamespace:
@@ -61,7 +72,9 @@ def suites(folder: Path, overrides: dict[str, float]) -> list[dict]:
                 audit = path.parent / rung["rung"] / row["scenario"]
                 if not (audit / "samples.parquet").is_file():
                     continue
-                row["status"] = rejudged(audit, overrides)
+                results = rejudged(audit, overrides)
+                row["status"] = {r.name: r.status for r in results}
+                row["evidence"] = {r.name: evidence(r) for r in results}
                 flagged = {c for c, s in row["status"].items() if s == "flag"}
                 reliant, follows = set(row["reliant"]), set(row.get("follows", []))
                 row.update(flagged=sorted(flagged), tp=len(flagged & reliant),

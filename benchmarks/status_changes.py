@@ -1,11 +1,13 @@
 """Every class whose status changed between two ladder runs of the same draw (cached models,
-two versions of the audit), with the truth and the reason the later run gives.
+two versions of the audit), with the truth and the reason this version gives.
 
-    .venv/bin/python benchmarks/status_changes.py BEFORE_DIR AFTER_DIR [--markdown]
+    .venv/bin/python benchmarks/status_changes.py BEFORE_DIR AFTER_DIR
 
 Each folder holds ``suite.json`` files (one per ``ladder.py --out``, searched recursively)
-and, beside them, the audits' ``summary.json`` (``<out>/<rung>/<scenario>/``). The reason is
-the later run's findings (or, for a pass, its notes), by kind and method.
+and, beside them, the audits' stored rows (``<out>/<rung>/<scenario>/``). BEFORE's statuses
+are those its run gave; AFTER's are its stored audits judged by this version's rule
+(``rejudge.py``: the same as its run gave, unless the rule changed since), and the reason is
+what decided each (its notes for a pass), by finding kind and method.
 """
 
 from __future__ import annotations
@@ -15,43 +17,33 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import rejudge
 
-def statuses(folder: Path) -> dict[tuple[str, str, str], dict]:
-    """(rung, scenario, class) -> {status, truth, summary folder} over a folder's suites."""
+
+def statuses(rungs: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """(rung, scenario, class) -> {status, truth, evidence} over suites' rungs."""
     found = {}
-    for suite in sorted(folder.rglob("suite.json")):
-        for rung in json.loads(suite.read_text()):
-            for row in rung["scenarios"]:
-                if not row.get("usable", True):
-                    continue
-                audit = suite.parent / rung["rung"] / row["scenario"]
-                for name, status in row["status"].items():
-                    truth = (
-                        "reliant" if name in row["reliant"]
-                        else "followed" if name in row.get("follows", [])
-                        else "control" if row["negative_control"] else "clean"
-                    )  # fmt: skip
-                    found[(rung["rung"], row["scenario"], name)] = {
-                        "status": status, "truth": truth, "audit": audit,
-                    }  # fmt: skip
+    for rung in rungs:
+        for row in rung["scenarios"]:
+            if not row.get("usable", True):
+                continue
+            for name, status in row["status"].items():
+                truth = (
+                    "reliant" if name in row["reliant"]
+                    else "followed" if name in row.get("follows", [])
+                    else "control" if row["negative_control"] else "clean"
+                )  # fmt: skip
+                found[(rung["rung"], row["scenario"], name)] = {
+                    "status": status, "truth": truth,
+                    "evidence": row.get("evidence", {}).get(name, ""),
+                }  # fmt: skip
     return found
 
 
-def reason(audit: Path, name: str) -> str:
-    """The later run's evidence for class ``name``: findings, else notes, by kind/method."""
-    path = audit / "summary.json"
-    if not path.is_file():
-        return "summary.json missing"
-    summary = json.loads(path.read_text())
-    entry = next(c for c in summary["classes"] if c["name"] == name)
-
-    def said(findings: list[dict]) -> str:
-        return ", ".join(f["kind"] + (f"/{f['method']}" if f.get("method") else "")
-                         for f in findings)  # fmt: skip
-
-    if entry["findings"]:
-        return said(entry["findings"])
-    return f"notes: {said(entry['notes'])}" if entry.get("notes") else "no evidence"
+def stored(folder: Path) -> list[dict]:
+    return [
+        rung for path in sorted(folder.rglob("suite.json")) for rung in json.loads(path.read_text())
+    ]
 
 
 def main() -> None:
@@ -59,7 +51,7 @@ def main() -> None:
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     args = parser.parse_args()
-    before, after = statuses(args.before), statuses(args.after)
+    before, after = statuses(stored(args.before)), statuses(rejudge.suites(args.after, {}))
     changes = Counter()
     print("| rung | scenario | class | truth | before | after | reason (after) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -70,7 +62,7 @@ def main() -> None:
         changes[(b["status"], a["status"], a["truth"])] += 1
         rung, scenario, name = key
         print(f"| {rung} | {scenario} | {name} | {a['truth']} | {b['status']} | {a['status']} "
-              f"| {reason(a['audit'], name)} |")  # fmt: skip
+              f"| {a['evidence']} |")  # fmt: skip
     print(f"\n{sum(changes.values())} changes of {len(before.keys() & after.keys())} classes:")
     for (was, now, truth), count in sorted(changes.items()):
         print(f"- {was} -> {now} on {truth} classes: {count}")
