@@ -172,3 +172,40 @@ def test_uniform_hash_is_uniform_and_differs_by_stream():
     assert np.all(np.abs(counts - 10_000) < 500)  # 5 sd of a binomial(1e5, 0.1)
     other = uniform_hash(0, 15, np.arange(100_000, dtype=np.uint64))
     assert abs(np.corrcoef(draws, other)[0, 1]) < 0.02
+
+
+def test_a_method_no_more_faithful_than_a_random_map_drives_nothing(tiny_model, coco_dataset,
+                                                                     monkeypatch):  # fmt: skip
+    """The faithfulness check is wired into the audit: every method is measured on the probe
+    images (its own phase in the timings, its numbers in the summary and the method card),
+    and a method no more faithful than a random map joins the untrusted ones with its ROAD
+    numbers as the reason. Here saliency's maps are replaced by noise before the check."""
+    import auditor.runner.preflight as preflight
+
+    measure = preflight.faithfulness
+
+    def noisy_saliency(net, inputs, labels, maps, **kwargs):
+        maps = {
+            **maps,
+            "saliency": torch.rand(
+                maps["saliency"].shape, generator=torch.Generator().manual_seed(5)
+            ),
+        }
+        return measure(net, inputs, labels, maps, **kwargs)  # fmt: skip
+
+    monkeypatch.setattr(preflight, "faithfulness", noisy_saliency)
+    config = AuditConfig(image_size=32, batch_size=16, methods=("gradcam", "saliency"))
+    run = audit(copy.deepcopy(tiny_model), data=coco_dataset, config=config)
+    trust = run.summary.trust
+    assert set(trust.faithfulness) == {"gradcam", "saliency"}
+    assert trust.faithfulness["saliency"].n == config.detect.faithfulness_samples
+    assert not trust.faithfulness["saliency"].faithful
+    assert trust.untrusted["saliency"].startswith("is no more faithful than a random map")
+    assert run.run_info["timings"]["faithfulness_s"] > 0
+    html = render_html(run)
+    assert "Faithfulness (ROAD, Rong et al. 2022)" in html
+    assert "saliency is reported but does not drive flags: is no more faithful" in html
+    detect = dataclasses.replace(config.detect, faithfulness_samples=0)
+    off = AuditConfig(image_size=32, batch_size=16, methods=("gradcam",), detect=detect)
+    quiet = audit(copy.deepcopy(tiny_model), data=coco_dataset, config=off)
+    assert quiet.summary.trust.faithfulness == {}

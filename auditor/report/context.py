@@ -212,7 +212,7 @@ def _trust(summary: Summary) -> dict[str, Any]:
 
 
 def _signed3(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.3f}"
+    return "n/a" if value is None else f"{round(value, 3) + 0.0:+.3f}"  # never -0.000
 
 
 def _skipped(samples: pd.DataFrame) -> list[dict[str, str]]:
