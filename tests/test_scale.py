@@ -169,3 +169,24 @@ def test_background_only_needs_its_lift_at_the_lower_end_of_the_newcombe_interva
     assert default.lift_ci[0] < config.min_gap and not background_identifies(default, config)
     cue = identification(images(19, 1), 0, 2)
     assert cue.lift_ci[0] > config.min_gap and background_identifies(cue, config)
+
+
+def test_maps_and_the_background_alone_flag_only_where_the_swap_was_measured_and_lost():
+    """Background alone + maps: a flag needs the class's own images, measured on ``min_n``
+    swaps, to fail other backgrounds. A subgroup of a hijacking class (17 swaps, CI up to
+    35 points, ladder draw 2) cannot show it either way: a warning, not a flag."""
+    from auditor.detect.decide import decide
+    from auditor.detect.findings import Finding
+
+    config = DetectConfig(min_n=20)
+    ident = Identification(1.0, 0.0, 1, 1e-6)
+    alone = Finding("background_only", "background_only_rate", 1.0, 0.1, 17)
+    maps = Finding("off_object_vs_class", "mean_chance_corrected_minus_rest_of_class", -0.05,
+                   0.5, 34, method="saliency")  # fmt: skip
+
+    def acts(n: int, ci: tuple[float, float]) -> BehaviourStats:
+        return BehaviourStats(n, 0.8, 0.18, ci, 0.0, True, ident)
+
+    assert decide([maps], [alone], None, acts(17, (0.0, 0.35)), config, driving=1)[0] == "warn"
+    assert decide([maps], [alone], None, acts(40, (0.0, 0.35)), config, driving=1)[0] == "flag"
+    assert decide([maps], [alone], None, acts(40, (0.0, 0.2)), config, driving=1)[0] == "pass"

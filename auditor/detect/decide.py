@@ -8,8 +8,8 @@ backgrounds move other classes' objects to it). What it decides:
 
 - **flag** (fails the audit): reliance that interventions confirm. Two independent
   interventions agree; or own reliance and attribution agree; or the background alone gives
-  the class, attribution agrees, and the class's own images do *not* survive other
-  backgrounds.
+  the class, attribution agrees, and the class's own images, measured on ``min_n`` swaps,
+  do *not* survive other backgrounds (a subgroup too small to measure warns instead).
 - **warn** (a reviewer must act): one line of evidence of reliance without the other (own
   reliance alone; attribution or the background alone where the interventions could not show
   that the class survives other backgrounds); or a **hijack**: the model gives this class's
@@ -61,12 +61,13 @@ def decide(
     alone = [f for f in behaviour if f.kind == "background_only"]
     hijacks = [hijack] if hijack is not None else []
     survived = survives(acts, config)
+    failed = measured(acts, config) and not survived
     if len(interventions_of(behaviour)) >= 2:  # two independent interventions agree
         if attribution:
             return "flag", attribution + behaviour + hijacks, []
         missed = Finding("maps_missed_cue", "driving_methods", float(driving), 0.0, behaviour[0].n)
         return "flag", [*behaviour, missed, *hijacks], []
-    if attribution and (own or (alone and not survived)):
+    if attribution and (own or (alone and failed)):
         return "flag", attribution + behaviour + hijacks, []
     if hijacks:
         return "warn", hijacks + behaviour + attribution, []
@@ -79,13 +80,18 @@ def decide(
     return "pass", [], []
 
 
+def measured(acts: BehaviourStats | None, config: DetectConfig) -> bool:
+    """The class's swap was measured on at least ``min_n`` images."""
+    return acts is not None and acts.n >= config.min_n
+
+
 def survives(acts: BehaviourStats | None, config: DetectConfig) -> bool:
     """The class's own images keep their accuracy on backgrounds of other classes: measured
     on at least ``min_n`` swapped images, the CI of the accuracy lost ends below
     ``max_survival_gap``."""
     return (
         acts is not None
-        and acts.n >= config.min_n
+        and measured(acts, config)
         and acts.swap_gap_ci[1] < config.max_survival_gap
     )
 
