@@ -69,6 +69,7 @@ class Faithfulness:
         """JSON-safe: NaN and inf become None; the interval is ``ci95: [low, high]``."""
         record = {k: finite(v) if isinstance(v, float) else v for k, v in vars(self).items()}
         record["ci95"] = [record.pop("ci_low"), record.pop("ci_high")]
+        record.pop("seconds")  # timings live in run.json: the summary stays reproducible
         return record
 
 

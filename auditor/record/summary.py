@@ -290,7 +290,6 @@ class FaithfulnessRecord:
     ci95: list[Number] = field(default_factory=lambda: [None, None])
     p: Number = None
     faithful: bool = False
-    seconds: Number = None
 
 
 @dataclass(frozen=True, kw_only=True)

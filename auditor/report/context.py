@@ -204,7 +204,6 @@ def _trust(summary: Summary) -> dict[str, Any]:
                 "road": _signed3(f.road),
                 "random_road": _signed3(f.random_road),
                 "faithful": f.faithful,
-                "seconds": f"{f.seconds or 0:.1f}",
             }
             for m, f in trust.faithfulness.items()
         },
