@@ -4,8 +4,11 @@ run to, so scheduled audits can be listed and compared with the ones before them
 Tables (schema version in ``PRAGMA user_version``; :data:`MIGRATIONS` bring an older file up
 to date, and a file from a newer auditor is refused, never altered):
 
-- ``runs``: one row per audit: id, time, model name (the spec) and sha256, data sha256,
-  config hash, auditor version, verdict, flagged classes (JSON), run directory.
+- ``runs``: one row per audit: id, time, the audit's name (``--name``; by default its run
+  directory), model name (the spec) and sha256, data sha256, config hash, auditor version,
+  verdict, flagged classes (JSON), run directory.
+  "The previous run" of an audit is the newest complete run of the same *name*: two audits
+  of one model on two datasets, run from one folder, never stand for each other.
 - ``class_results``: one row per run x class x method: status, n, accuracy, mean
   chance-corrected energy C with its CI, swap gap with its CI, background-only rate.
 
@@ -80,7 +83,16 @@ def _create_v1(db: sqlite3.Connection) -> None:
         )""")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1,)
+def _names_v2(db: sqlite3.Connection) -> None:
+    """Version 2: the audit's name. A run recorded before names existed is named after its
+    run directory, the default name of a new run written there, so a scheduled audit that
+    writes to one folder keeps its previous run across the upgrade."""
+    db.execute("ALTER TABLE runs ADD COLUMN name TEXT")
+    db.execute("UPDATE runs SET name = run_dir")
+    db.execute("CREATE INDEX runs_by_name ON runs (name, id)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _names_v2)
 """``MIGRATIONS[v]`` takes a database from schema version ``v`` to ``v + 1``."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -91,6 +103,7 @@ class HistoryRun:
 
     id: int
     created: str
+    name: str
     model_name: str
     model_sha256: str | None
     data_sha256: str | None
@@ -116,7 +129,8 @@ class HistoryRun:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "created": self.created, "model_name": self.model_name,
+            "id": self.id, "created": self.created, "name": self.name,
+            "model_name": self.model_name,
             "model_sha256": self.model_sha256, "data_sha256": self.data_sha256,
             "config_hash": self.config_hash, "auditor_version": self.auditor_version,
             "verdict": self.verdict, "flagged_classes": self.flagged_classes,
@@ -138,15 +152,17 @@ class History:
     def record(
         self, summary: Summary, run_info: dict[str, Any], run_dir: Path, *, reused: bool
     ) -> int:
-        """Add a finished run (its ``summary.json`` and ``run.json``); returns its id."""
+        """Add a finished run (its ``summary.json`` and ``run.json``, whose ``name`` names
+        the audit; without one, the run directory does); returns its id."""
         inputs = run_info.get("inputs", {})
+        name = run_info.get("name") or audit_name(None, run_dir)
         with _translated(self.path), self._writing():
             cursor = self.db.execute(
-                "INSERT INTO runs (created, recorded, model_name, model_sha256, data_spec, "
-                "data_sha256, config_hash, auditor_version, verdict, flagged_classes, run_dir, "
-                "reused) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO runs (created, recorded, name, model_name, model_sha256, "
+                "data_spec, data_sha256, config_hash, auditor_version, verdict, "
+                "flagged_classes, run_dir, reused) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    run_info.get("created") or _now(), _now(), summary.model.spec,
+                    run_info.get("created") or _now(), _now(), name, summary.model.spec,
                     inputs.get("model_sha256") or summary.model.sha256,
                     summary.dataset.spec, inputs.get("data_sha256"),
                     inputs.get("config_hash"), str(run_info.get("auditor_version", "?")),
@@ -164,13 +180,17 @@ class History:
     def runs(
         self,
         *,
+        name: str | None = None,
         model: str | None = None,
         class_name: str | None = None,
         last: int | None = None,
     ) -> list[HistoryRun]:
-        """Runs, newest first; ``model`` matches the name or a sha256 prefix; ``class_name``
-        keeps the runs that audited that class."""
+        """Runs, newest first; ``name`` keeps one audit's runs; ``model`` matches the model
+        name or a sha256 prefix; ``class_name`` keeps the runs that audited that class."""
         where, args = [], []
+        if name:
+            where.append("name = ?")
+            args.append(name)
         if model:
             where.append("(model_name = ? OR model_sha256 LIKE ?)")
             args += [model, f"{model}%"]
@@ -195,14 +215,22 @@ class History:
             ).fetchall()
             return [dict(r) for r in rows]
 
-    def trend(self, model_name: str, class_name: str, method: str, *, last: int) -> list[dict]:
-        """The class's results in the last ``last`` runs of the model, oldest first."""
+    def names(self) -> list[str]:
+        """Every audit's name, the most recently run first."""
+        with _translated(self.path):
+            rows = self.db.execute(
+                "SELECT name FROM runs GROUP BY name ORDER BY MAX(id) DESC"
+            ).fetchall()
+            return [r["name"] for r in rows]
+
+    def trend(self, name: str, class_name: str, method: str, *, last: int) -> list[dict]:
+        """The class's results in the last ``last`` runs of the audit ``name``, oldest first."""
         with _translated(self.path):
             rows = self.db.execute(
                 "SELECT r.id, r.created, c.status, c.accuracy, c.c, c.swap_gap FROM runs r "
-                "JOIN class_results c ON c.run_id = r.id WHERE r.model_name = ? AND c.class = ? "
+                "JOIN class_results c ON c.run_id = r.id WHERE r.name = ? AND c.class = ? "
                 "AND c.method = ? ORDER BY r.id DESC LIMIT ?",
-                (model_name, class_name, method, last),
+                (name, class_name, method, last),
             ).fetchall()
             return [dict(r) for r in reversed(rows)]
 
@@ -313,7 +341,8 @@ def class_rows(summary: Summary) -> list[tuple[Any, ...]]:
 
 def _run(row: sqlite3.Row) -> HistoryRun:
     return HistoryRun(
-        id=int(row["id"]), created=row["created"], model_name=row["model_name"],
+        id=int(row["id"]), created=row["created"], name=row["name"],
+        model_name=row["model_name"],
         model_sha256=row["model_sha256"], data_sha256=row["data_sha256"],
         config_hash=row["config_hash"], auditor_version=row["auditor_version"],
         verdict=row["verdict"], flagged_classes=list(json.loads(row["flagged_classes"])),
@@ -325,24 +354,37 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def previous_of(history: History, model_name: str, before: int | None = None) -> HistoryRun | None:
-    """The newest run of ``model_name`` (older than run ``before``, when given) whose run
-    directory is still complete."""
-    for run in history.runs(model=model_name):
-        if run.model_name == model_name and (before is None or run.id < before) and run.present:
+def audit_name(given: str | None, out: str | Path) -> str:
+    """The name an audit is known by across time: the one ``given`` (``--name``, the config's
+    ``name``), else its run directory, resolved (``reports/nightly`` from two working folders
+    is one audit only when it is one folder)."""
+    return given or str(Path(out).resolve())
+
+
+def previous_of(history: History, name: str, before: int | None = None) -> HistoryRun | None:
+    """The newest run of the audit ``name`` (older than run ``before``, when given) whose run
+    directory is still complete. A run of another name never stands for it."""
+    for run in history.runs(name=name):
+        if (before is None or run.id < before) and run.present:
             return run
     return None
 
 
 def table(runs: Sequence[HistoryRun]) -> list[str]:
     """The runs as lines of a terminal table."""
-    head = ("id", "created", "model", "sha256", "verdict", "flagged", "run")
-    lines = [f"{head[0]:>5}  {head[1]:<25} {head[2]:<20} {head[3]:<12} {head[4]:<7} "
-             f"{head[5]:<24} {head[6]}"]  # fmt: skip
+    head = ("id", "created", "name", "model", "sha256", "verdict", "flagged", "run")
+    lines = [f"{head[0]:>5}  {head[1]:<25} {head[2]:<20} {head[3]:<20} {head[4]:<12} "
+             f"{head[5]:<7} {head[6]:<24} {head[7]}"]  # fmt: skip
     for r in runs:
         flagged = (", ".join(r.flagged_classes) or "-")[:24]
         sha = (r.model_sha256 or "-")[:12]
         where = r.run_dir if r.present else f"{r.run_dir} (moved, replaced or deleted)"
-        lines.append(f"{r.id:>5}  {r.created:<25} {r.model_name[:20]:<20} {sha:<12} "
-                     f"{r.verdict:<7} {flagged:<24} {where}")  # fmt: skip
+        lines.append(f"{r.id:>5}  {r.created:<25} {_short(r.name, 20):<20} "
+                     f"{r.model_name[:20]:<20} {sha:<12} {r.verdict:<7} {flagged:<24} "
+                     f"{where}")  # fmt: skip
     return lines
+
+
+def _short(text: str, width: int) -> str:
+    """``text`` in ``width`` characters: a path keeps its end, where its folder name is."""
+    return text if len(text) <= width else "…" + text[-(width - 1) :]

@@ -63,13 +63,14 @@ def audit(data: Path, weights: Path, out: Path, history: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def three_runs(coloured, weights, tmp_path_factory):
-    """A clean model, then one with a shortcut, then the clean one again, each gated."""
+    """A clean model, then one with a shortcut, then the clean one again, each gated; each
+    in its own folder, so one --name makes them one audit."""
     root = tmp_path_factory.mktemp("three")
     history = root / "history.sqlite"
-    results = [
-        audit(coloured, weights[name], root / f"run{i}", history, "--fail-on-regression")
-        for i, name in enumerate(("clean", "shortcut", "clean"))
-    ]
+    gate = ("--fail-on-regression", "--name", "nightly")
+    models = ("clean", "shortcut", "clean")
+    results = [audit(coloured, weights[m], root / f"run{i}", history, *gate)
+               for i, m in enumerate(models)]  # fmt: skip
     return root, history, results
 
 
@@ -352,6 +353,104 @@ def test_a_history_opens_again_and_migrations_run_once(tmp_path):
         assert book.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         book.close()
     assert SCHEMA_VERSION == len(MIGRATIONS) >= 1
+
+
+@pytest.fixture(scope="module")
+def other_data(tmp_path_factory) -> Path:
+    """Another dataset of the same classes (other scenes, other seed)."""
+    spec = SyntheticSpec(background_strength=(1.0,) * 4, image_size=32, n_train=4, n_audit=160,
+                         seed=8)  # fmt: skip
+    scenes = [
+        dataclasses.replace(s, color=COLOURS[s.label]) for s in sample_scenes(spec, 160, seed=8)
+    ]
+    return write_coco(scenes, spec, tmp_path_factory.mktemp("other"))
+
+
+@pytest.mark.slow
+def test_two_audits_of_one_model_on_two_datasets_never_compare(
+    coloured, other_data, weights, tmp_path, monkeypatch
+):
+    """Run from one folder with the default history, as a team would: each audit's name is
+    its run directory, so each run's previous is its own audit's, never the other's."""
+    monkeypatch.chdir(tmp_path)
+    runs = [("birds", coloured), ("cars", other_data), ("birds", coloured)]
+    for out, data in runs:
+        result = invoke("audit", *MODEL, "--weights", weights["clean"], "--data", data,
+                        "--out", f"reports/{out}", "--force")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        if out == "cars":
+            cars = json.loads(Path("reports/cars/summary.json").read_text())
+    birds = json.loads(Path("reports/birds/summary.json").read_text())
+    assert cars.get("since_previous") is None  # a newer run of the same model exists: birds 1
+    assert birds["since_previous"]["previous_run"]["id"] == 1  # not 2, the newer cars run
+    assert birds["since_previous"]["previous_run"]["name"] == str(tmp_path / "reports/birds")
+    listed = json.loads(invoke("history", "--name", str(tmp_path / "reports/cars"),
+                               "--json").output)  # fmt: skip
+    assert [r["id"] for r in listed] == [2]
+    assert json.loads(Path("reports/cars/run.json").read_text())["name"].endswith("reports/cars")
+    named = invoke(
+        "audit",
+        *MODEL,
+        "--weights",
+        weights["clean"],
+        "--data",
+        other_data,
+        "--out",
+        "reports/cars-again",
+        "--name",
+        str(tmp_path / "reports/cars"),
+    )
+    assert named.exit_code == 0, named.output  # the name, not the folder, makes the audit
+    again = json.loads(Path("reports/cars-again/summary.json").read_text())
+    assert again["since_previous"]["previous_run"]["id"] == 2
+
+
+def _version_1_history(path: Path, run_dirs: list[Path]) -> None:
+    """A history as the release before names wrote it (schema 1), one run per folder."""
+    from auditor.history import MIGRATIONS
+
+    db = sqlite3.connect(path, isolation_level=None)
+    MIGRATIONS[0](db)
+    db.execute("PRAGMA user_version = 1")
+    for i, folder in enumerate(run_dirs, start=1):
+        db.execute(
+            "INSERT INTO runs (created, recorded, model_name, data_spec, auditor_version, "
+            "verdict, flagged_classes, run_dir) VALUES (?, ?, 'resnet18', 'data.json', '0.1.0', "
+            "'pass', '[]', ?)",
+            (f"2026-01-0{i}T00:00:00+00:00", f"2026-01-0{i}T00:00:00+00:00", str(folder)),
+        )
+        db.execute(
+            "INSERT INTO class_results (run_id, class, method, status, n, c) "
+            "VALUES (?, 'circle', 'gradcam', 'pass', 40, ?)",
+            (i, 0.1 * i),
+        )
+    db.close()
+
+
+def test_an_old_history_migrates_and_its_runs_are_named_by_their_folder(tmp_path):
+    from auditor.history import SCHEMA_VERSION, audit_name, open_history
+
+    path = tmp_path / "h.sqlite"
+    nightly, adhoc = tmp_path / "reports" / "nightly", tmp_path / "reports" / "adhoc"
+    _version_1_history(path, [nightly, adhoc, nightly])
+    book = open_history(path)
+    try:
+        assert book.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        runs = book.runs()
+        assert [(r.id, r.name, r.model_name) for r in runs] == [
+            (3, str(nightly), "resnet18"), (2, str(adhoc), "resnet18"),
+            (1, str(nightly), "resnet18"),
+        ]  # fmt: skip
+        assert audit_name(None, nightly) == str(nightly)  # a new run there is the same audit
+        assert [r.id for r in book.runs(name=str(nightly))] == [3, 1]
+        trend = book.trend(str(nightly), "circle", "gradcam", last=5)
+        assert [(p["id"], p["c"]) for p in trend] == [(1, pytest.approx(0.1)),
+                                                       (3, pytest.approx(0.3))]  # fmt: skip
+        assert book.names() == [str(nightly), str(adhoc)]
+    finally:
+        book.close()
+    listed = invoke("history", "--history", path, "--name", str(adhoc), "--json")
+    assert listed.exit_code == 0 and [r["id"] for r in json.loads(listed.output)] == [2]
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_notice(tmp_path, caplog):

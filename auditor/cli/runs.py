@@ -50,12 +50,14 @@ def report(run_dir: str, no_pdf: bool) -> None:
 
 @cli.command()
 @_history_option("The run history to list")
+@click.option("--name", help="Only runs of this audit (its --name, or its run directory).")
 @click.option("--model", help="Only runs of this model name, or sha256 prefix.")
 @click.option("--class", "class_name", help="Only runs that audited this class.")
 @click.option("--last", type=click.IntRange(min=1), help="Only the newest N runs.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 def history(
     history_given: str | None,
+    name: str | None,
     model: str | None,
     class_name: str | None,
     last: int | None,
@@ -66,7 +68,7 @@ def history(
 
     book = open_history(history_path(history_given, None, os.environ), create=False)
     try:
-        runs = book.runs(model=model, class_name=class_name, last=last)
+        runs = book.runs(name=name, model=model, class_name=class_name, last=last)
         if as_json:
             click.echo(json.dumps([r.to_dict() for r in runs], indent=2))
         else:
@@ -86,7 +88,8 @@ def history(
     help="Folder for compare.json and compare.html.",
 )
 @_history_option("Where history ids, latest and previous are looked up")
-@click.option("--model", help="Model name for latest / previous (default: the newest run's).")
+@click.option("--name", help="Audit name for latest / previous (default: the newest run's).")
+@click.option("--model", help="Model name for latest / previous, when no --name is given.")
 @click.option(
     "--regression-margin",
     type=click.FloatRange(min=0),
@@ -102,6 +105,7 @@ def compare(
     after: str,
     out: str,
     history_given: str | None,
+    name: str | None,
     model: str | None,
     regression_margin: float,
     fail_on_regression: bool,
@@ -116,7 +120,13 @@ def compare(
     book = open_history(path, create=False) if needs_history else None
     try:
         compared = compare_to_dir(
-            before, after, out=Path(out), history=book, model=model, margin=regression_margin
+            before,
+            after,
+            out=Path(out),
+            history=book,
+            model=model,
+            name=name,
+            margin=regression_margin,
         )
     finally:
         if book is not None:

@@ -171,6 +171,10 @@ class AuditConfig:
     class_model_blur: float = setting(
         0.5, "Sigma of the Gaussian blur of the class model every 10 steps; 0: none.", low=0
     )
+    name: str | None = setting(
+        None, "The audit's name: its previous run is the newest of this name (unset: --out).",
+        example="resnet18-on-birds",
+    )  # fmt: skip
     history: str | None = setting(
         None, "Run history (SQLite) to record in (unset: $AUDITOR_HISTORY, else "
         "reports/history.sqlite).", example="reports/history.sqlite",

@@ -37,9 +37,12 @@ COMPARISON = Output("compare", files=("compare.json", "compare.html"), legacy="c
 """What ``auditor compare --out`` holds."""
 
 
-def resolve(ref: str, history: History | None, *, model: str | None = None) -> Path:
+def resolve(
+    ref: str, history: History | None, *, model: str | None = None, name: str | None = None
+) -> Path:
     """The run directory ``ref`` names: a folder, a history id, or ``latest``/``previous``
-    (the newest complete run of ``model``, or of the newest run's model, and the one before)."""
+    (the newest complete run of the audit ``name``, and the one before; without a name, of
+    the audit whose run is newest, among the runs of ``model`` when given)."""
     if Path(ref).is_dir():
         return Path(ref)
     if history is None:
@@ -50,16 +53,17 @@ def resolve(ref: str, history: History | None, *, model: str | None = None) -> P
             raise RunDirError(f"{history.path}: no run with id {ref}.")
         return _present(run)
     if ref in ("latest", "previous"):
-        newest = history.runs(model=model, last=1)
+        newest = history.runs(name=name, model=model, last=1)
         if not newest:
-            raise RunDirError(f"{history.path}: no run{f' of {model}' if model else ''} yet.")
-        name = model or newest[0].model_name
-        latest = previous_of(history, name)
+            which = " ".join(f"of {w}" for w in (name, model) if w)
+            raise RunDirError(f"{history.path}: no run{' ' + which if which else ''} yet.")
+        audit = name or newest[0].name
+        latest = previous_of(history, audit)
         found = (
-            latest if ref == "latest" or latest is None else previous_of(history, name, latest.id)
+            latest if ref == "latest" or latest is None else previous_of(history, audit, latest.id)
         )
         if found is None:
-            raise RunDirError(f"{history.path}: no {ref} complete run of {name}.")
+            raise RunDirError(f"{history.path}: no {ref} complete run of the audit {audit}.")
         return Path(found.run_dir)
     raise RunDirError(f"{ref}: not a run directory, a history id, 'latest' or 'previous'.")
 
@@ -118,11 +122,12 @@ def compare_to_dir(
     out: Path | None,
     history: History | None,
     model: str | None = None,
+    name: str | None = None,
     margin: float = REGRESSION_MARGIN,
 ) -> Compared:
     """Compare two runs; with ``out``, write ``compare.json`` and ``compare.html`` there."""
-    before, _ = read_side(resolve(ref_before, history, model=model))
-    after, _ = read_side(resolve(ref_after, history, model=model))
+    before, _ = read_side(resolve(ref_before, history, model=model, name=name))
+    after, _ = read_side(resolve(ref_after, history, model=model, name=name))
     compared = compare_runs(before, after, margin=margin)
     if out is not None:
         claim(out, COMPARISON)

@@ -29,7 +29,7 @@ from auditor.models import LoadedModel, TargetLayer
 
 # Settings that cannot change a row: worker processes load the same samples in the same
 # order; the history only records the run.
-ROW_NEUTRAL_SETTINGS = ("num_workers", "history")
+ROW_NEUTRAL_SETTINGS = ("num_workers", "history", "name")
 
 PART_NAMES = {
     "auditor": "the auditor version",

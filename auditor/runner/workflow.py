@@ -26,11 +26,11 @@ import torch
 from auditor.config import AuditConfig
 from auditor.detect.compare import REGRESSION_MARGIN
 from auditor.errors import AuditorError, HistoryError
-from auditor.history import History, open_history, previous_of
+from auditor.history import History, audit_name, open_history, previous_of
 from auditor.models import LoadedModel
 from auditor.record.summary import HistoryNote
 from auditor.report.render import render_reports, rerender
-from auditor.run import AUDIT_RUN, AuditRun, load_run, save_run
+from auditor.run import AUDIT_RUN, AuditRun, load_run, save_run, update_run_info
 from auditor.rundir import RunLock, claim
 from auditor.runner.checkpoint import Checkpoint
 from auditor.runner.compare import compare_runs, read_side
@@ -80,8 +80,9 @@ def audit_to_dir(
     ``out`` must be new, empty, or hold an earlier audit run (:func:`auditor.rundir.claim`):
     a folder of other files is refused before anything is written into it.
 
-    With a history, the summary gains ``since_previous``: the comparison with the newest
-    complete run of the same model name (regressions judged with ``margin``). The history
+    The audit's name (``config.name``, else ``out`` resolved) goes into ``run.json``. With
+    a history, the summary gains ``since_previous``: the comparison with the newest
+    complete run of the same name (regressions judged with ``margin``). The history
     never costs the run: when it cannot be opened, read or written, the run directory is
     written all the same, and ``summary["history"]["error"]`` (also in the report) says
     why. Unless ``force``, a run directory that already holds a complete run of the same
@@ -107,13 +108,19 @@ def audit_to_dir(
                 log.warning("%s: saved by an audit with another number of processes, so not "
                             "resumed by this one; removed once it is complete.", path)  # fmt: skip
 
+            name = audit_name(ready.config.name, out)
+
             def finish(parts: list[Streamed | None]) -> AuditRun:
                 if earlier is not None:
+                    if earlier.run_info.get("name") != name:  # re-used under another name
+                        earlier.run_info["name"] = name
+                        update_run_info(out, name=name)
                     rerender(earlier, out, pdf=pdf)
                     earlier.reused = True
                     run = earlier
                 else:
                     run = assemble(ready, merged([p for p in parts if p is not None]))
+                    run.run_info["name"] = name
                     ledger.compare(run, out, margin)
                     _write(run, out, pdf)
                 ledger.record(run, out, pdf=pdf)
@@ -249,10 +256,10 @@ def _unchanged(out: Path, ready: Prepared) -> AuditRun | None:
 
 
 def since_previous(run: AuditRun, book: History, out: Path, margin: float) -> dict[str, Any] | None:
-    """The comparison with the newest complete run of the same model name in the history
+    """The comparison with the newest complete run of the same audit name in the history
     (read before this run replaces anything, since it may live in ``out``), and each
     flagged or warned class's trend over the last runs; None without a previous run."""
-    name = run.summary.model.spec
+    name = run.run_info.get("name") or audit_name(None, out)
     previous = previous_of(book, name)
     if previous is None:
         return None
