@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -464,3 +466,102 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_notice(tmp_path, ca
     with caplog.at_level("WARNING"), RunLock(tmp_path, purpose="auditor audit"):
         pass  # released properly the first time: no notice now
     assert caplog.text.count("taking over") == 1
+
+
+def _page_links(html: str) -> list[str]:
+    """Every src and href of a page, and every url() of its style."""
+    import re
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.extend(v for k, v in attrs if k in ("src", "href") and v is not None)
+
+    Links().feed(html)
+    return found + re.findall(r"url\(([^)]*)\)", html)
+
+
+@pytest.mark.slow
+def test_the_run_browser_shows_each_audits_runs_statuses_and_trends(three_runs, tmp_path):
+    from urllib.parse import unquote
+
+    root, history, _ = three_runs
+    page_dir = tmp_path / "browse"
+    result = invoke("history", "--history", history, "--html", page_dir)
+    assert result.exit_code == 0, result.output
+    html = (page_dir / "index.html").read_text()
+    assert '<meta name="auditor-audits" content="1">' in html and "1 audit, 3 runs" in html
+    assert [f"<td>#{i}</td>" in html for i in (1, 2, 3)] == [True] * 3 and "nightly" in html
+    circle = re.search(r"<tr><td>circle</td>(.*?)</tr>", html, re.S)
+    assert circle is not None
+    assert re.findall(r'class="cell-(\w+)"', circle.group(1)) == ["pass", "flag", "pass"]
+    assert html.count('src="data:image/svg+xml') == 4  # one trend chart per class
+    links = [link for link in _page_links(html) if not link.startswith(("data:", "#"))]
+    assert sorted(link for link in links if link.endswith("report.html")) == sorted(
+        f"../{Path(os.path.relpath(root, tmp_path)).as_posix()}/run{i}/report.html"
+        for i in range(3)
+    )
+    assert sorted(link for link in links if "compare" in link) == [
+        "compare/1-2/compare.html", "compare/2-3/compare.html"
+    ]  # fmt: skip
+    assert all((page_dir / unquote(link)).is_file() for link in links), links
+    assert "REGRESSED" in (page_dir / "compare/1-2/compare.html").read_text()
+    only = invoke("history", "--history", history, "--html", tmp_path / "none", "--name", "x")
+    assert (
+        only.exit_code == 0
+        and "no run of the audit x" in (tmp_path / "none" / "index.html").read_text()
+    )
+
+
+BROWSER = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           '--host-resolver-rules=MAP * ~NOTFOUND']  # fmt: skip
+
+
+def _open_page(page: Path, netlog: Path) -> tuple[list[str], str]:
+    """The URLs a page asks the network for when Chromium opens it, and its DOM. From the
+    network log: requests the page starts carry its origin; Chromium's own background
+    requests do not."""
+    dom = subprocess.run(
+        [*BROWSER, f"--log-net-log={netlog}", "--dump-dom", page.as_uri()],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    text = netlog.read_text()
+    try:
+        log = json.loads(text)
+    except ValueError:  # a log whose browser stopped before closing it
+        log = json.loads(text.rstrip().rstrip(",") + "]}")
+    start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    starts = [e.get("params", {}) for e in log["events"] if e["type"] == start]
+    asked = [p["url"] for p in starts if "url" in p and p.get("initiator") != "not an origin"]
+    return asked, dom
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium (.ci/run installs it)")
+def test_the_run_browser_opens_offline_in_a_browser_and_draws_its_charts(three_runs, tmp_path):
+    """Headless Chromium opens the page: it asks the network for nothing (a page with one
+    outside image, the control, is caught asking), and its charts are drawn."""
+    import numpy as np
+    from PIL import Image
+
+    control = tmp_path / "control.html"
+    control.write_text('<html><body><img src="https://example.org/x.png"></body></html>')
+    assert _open_page(control, tmp_path / "control.json")[0] == ["https://example.org/x.png"]
+    _, history, _ = three_runs
+    page_dir = tmp_path / "browse"
+    assert invoke("history", "--history", history, "--html", page_dir).exit_code == 0
+    page = (page_dir / "index.html").resolve()
+    asked, dom = _open_page(page, tmp_path / "net.json")
+    assert asked == [] and dom.count('class="trend"') == 4 and "nightly" in dom
+    shot = tmp_path / "page.png"
+    subprocess.run([*BROWSER, f"--screenshot={shot}", "--window-size=1100,2600", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    lines = (abs(pixels - (74, 111, 165)).sum(axis=2) < 40).sum()  # the charts' C lines
+    assert lines > 200, "no trend line drawn"
+    shutil.copy(shot, Path(os.environ.get("AUDITOR_KEEP_SCREENSHOT", shot)))

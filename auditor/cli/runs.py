@@ -55,6 +55,14 @@ def report(run_dir: str, no_pdf: bool) -> None:
 @click.option("--class", "class_name", help="Only runs that audited this class.")
 @click.option("--last", type=click.IntRange(min=1), help="Only the newest N runs.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@click.option(
+    "--html",
+    "html_dir",
+    type=click.Path(file_okay=False),
+    help="Write a page browsing the history into this folder (index.html): each audit's "
+    "runs, reports, comparisons, class statuses and trends (the newest --last runs, "
+    "default 30, of each audit, or of --name).",
+)
 def history(
     history_given: str | None,
     name: str | None,
@@ -62,12 +70,23 @@ def history(
     class_name: str | None,
     last: int | None,
     as_json: bool,
+    html_dir: str | None,
 ) -> None:
     """The recorded audits, newest first."""
     from auditor.history import history_path, open_history, table
 
     book = open_history(history_path(history_given, None, os.environ), create=False)
     try:
+        if html_dir is not None:
+            from auditor.runner.browse import RUNS_PER_AUDIT, write_history_page
+
+            if model or class_name:
+                raise click.UsageError("--html browses by audit name: give --name, not "
+                                       "--model or --class.")  # fmt: skip
+            page = write_history_page(book, Path(html_dir), name=name,
+                                      last=last or RUNS_PER_AUDIT)  # fmt: skip
+            click.echo(f"Wrote {page}")
+            return
         runs = book.runs(name=name, model=model, class_name=class_name, last=last)
         if as_json:
             click.echo(json.dumps([r.to_dict() for r in runs], indent=2))
