@@ -14,15 +14,17 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 
 from auditor.errors import RunDirError
-from auditor.record import RecordError, Summary, read_summary
+from auditor.record import ClassRecord, RecordError, Summary, read_summary
+from auditor.record.frames import class_frame
 from auditor.rundir import (
     Output,
     atomic_write,
@@ -33,12 +35,24 @@ from auditor.rundir import (
     mark_incomplete,
 )
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 
 @dataclass
 class AuditRun:
     """Everything an audit produced: the verdict and per-class results (``summary.json``),
     one row per image and method (``samples.parquet``), provenance (``run.json``) and the
     bounded exemplars (``evidence.pt``). :func:`save_run` writes it, :func:`load_run` reads it.
+
+    In a notebook: :attr:`verdict`, :attr:`classes` (a DataFrame, one row per class),
+    :attr:`samples` (a DataFrame, one row per audited image x method: ``sample``,
+    ``image_id``, ``file_name``, ``label`` and ``prediction`` as class indices, ``correct``,
+    ``method``, the scores ``energy_inside``, ``chance_corrected`` and ``lift``, the
+    interventions' predictions ``pred_swapped``, ``pred_same_class``,
+    ``pred_background_only`` with the label's probability under each, ``group.ATTR`` per
+    ``--group-by``, and ``skip_reason``/``skip_detail`` for an image that was not scored),
+    and :meth:`plot_class` (a class's mean maps and exemplars as a matplotlib ``Figure``).
     """
 
     summary: Summary
@@ -58,6 +72,42 @@ class AuditRun:
     @property
     def flagged_classes(self) -> list[str]:
         return list(self.summary.flagged_classes)
+
+    @property
+    def classes(self) -> pd.DataFrame:
+        """One row per class in the model's output order, from ``summary.json`` (columns:
+        :func:`auditor.record.frames.class_frame`): the report's class table, to sort and
+        filter instead of read."""
+        return class_frame(self.summary)
+
+    def class_record(self, name: str) -> ClassRecord:
+        """The summary's record of class ``name``; a ``KeyError`` naming the run's classes
+        for a name it did not audit."""
+        for c in self.summary.classes:
+            if c.name == name:
+                return c
+        known = ", ".join(repr(n) for n in self.summary.names)
+        raise KeyError(f"No class {name!r} in this run; its classes are {known}.")
+
+    def plot_class(self, name: str, *, exemplars: int = 3) -> Figure:
+        """Class ``name``'s mean mask and mean map per method, then up to ``exemplars``
+        images with each method's map over them: the report's pictures of the class, as a
+        matplotlib ``Figure`` (not pyplot's: a notebook shows it when it is a cell's value).
+        A ``KeyError`` naming the classes for an unknown name; a :class:`RunDirError` for a
+        run without ``evidence.pt``, which has nothing to draw."""
+        if not _CLASS_PLOT:  # auditor.report.notebook sets it whenever auditor is imported
+            raise RuntimeError("No class plot is registered: import auditor first.")
+        return _CLASS_PLOT[0](self, name, exemplars)
+
+
+ClassPlot = Callable[[AuditRun, str, int], "Figure"]
+_CLASS_PLOT: list[ClassPlot] = []
+
+
+def draw_classes_with(plot: ClassPlot) -> None:
+    """How :meth:`AuditRun.plot_class` draws: set at import by :mod:`auditor.report.notebook`,
+    since the run record sits below the report and imports nothing from it (the layering)."""
+    _CLASS_PLOT[:] = [plot]
 
 
 FILES = ("summary.json", "samples.parquet", "run.json", "evidence.pt")

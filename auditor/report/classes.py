@@ -30,7 +30,7 @@ def class_figures(run: AuditRun, c: ClassRecord, primary: str, fonts: Fonts) -> 
         (samples["label"] == c.index) & (samples["method"] == primary), "chance_corrected"
     ].dropna()
     threshold = run.run_info["config"]["detect"]["max_chance_corrected"]
-    boxes = {f.method: f.location for f in c.findings if f.kind == "off_object_hotspot"}
+    boxes = hotspot_boxes(c)
     return {
         "mean_mask": figures.heat_image(means["mask"]) if "mask" in means else None,
         "mean_maps": [
@@ -42,6 +42,11 @@ def class_figures(run: AuditRun, c: ClassRecord, primary: str, fonts: Fonts) -> 
             scores.tolist(), threshold=threshold, title=f"{c.name}: {primary}", fonts=fonts
         ) if len(scores) else None,
     }  # fmt: skip
+
+
+def hotspot_boxes(c: ClassRecord) -> dict[str | None, list[float] | None]:
+    """Per method, the box of its off-object hotspot finding (fractions of the image)."""
+    return {f.method: f.location for f in c.findings if f.kind == "off_object_hotspot"}
 
 
 def overview(

@@ -50,6 +50,18 @@ def overlay(
     image (uint8 Tensor[3, t, t]), heat (Tensor[t, t] in [0, 1] or None), mask (bool Tensor[t, t]
     or None)
     """
+    return png_uri(overlay_pixels(image, heat, mask, alpha=alpha))
+
+
+def overlay_pixels(
+    image: torch.Tensor,
+    heat: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    *,
+    alpha: float = 0.55,
+) -> np.ndarray:
+    """What :func:`overlay` draws, as uint8 ``[H, W, 3]`` pixels (upscaled for display): the
+    report inlines them as PNG, :mod:`auditor.report.plots` shows them in a ``Figure``."""
     pixels = image.permute(1, 2, 0).numpy().astype(np.float64)
     if heat is not None:
         colored = matplotlib.colormaps[COLORMAP](heat.float().clamp(0, 1).numpy())[..., :3] * 255
@@ -58,7 +70,7 @@ def overlay(
     if mask is not None:
         edge = outline(_upscale(mask.numpy().astype(np.uint8)[..., None])[..., 0].astype(bool))
         pixels[edge] = OUTLINE
-    return png_uri(pixels)
+    return pixels
 
 
 def heat_image(
@@ -69,6 +81,16 @@ def heat_image(
 ) -> str:
     """A mean map (or mean mask) alone, colour-mapped and scaled to its own maximum, with
     ``box`` (x0, y0, x1, y1 as fractions of the image: a hotspot) outlined."""
+    return png_uri(heat_pixels(heat, mask=mask, box=box))
+
+
+def heat_pixels(
+    heat: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    box: Sequence[float] | None = None,
+) -> np.ndarray:
+    """What :func:`heat_image` draws, as uint8 ``[H, W, 3]`` pixels (upscaled for display)."""
     values = heat.float().numpy()
     values = values / values.max() if values.max() > 0 else values
     pixels = _upscale((matplotlib.colormaps[COLORMAP](values)[..., :3] * 255).astype(np.uint8))
@@ -77,7 +99,7 @@ def heat_image(
         pixels[outline(binary)] = OUTLINE
     if box is not None:
         pixels[box_outline(pixels.shape[:2], box)] = BOX
-    return png_uri(pixels)
+    return pixels
 
 
 def box_outline(shape: tuple[int, ...], box: Sequence[float], *, width: int = 2) -> np.ndarray:

@@ -1,6 +1,8 @@
 """The verdict and the class table as HTML for a notebook, from ``summary.json`` alone: no
 figures, no renderer, nothing read from disk. The run record does not know its renderer:
-:func:`register_display` tells IPython how to show an :class:`~auditor.run.AuditRun`."""
+:func:`register_display` tells IPython how to show an :class:`~auditor.run.AuditRun`, and
+importing this module tells ``run.plot_class`` how to draw a class
+(:func:`auditor.report.plots.class_figure`)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ from typing import Any
 
 from auditor.record import Summary
 from auditor.report.context import summary_context
+from auditor.report.plots import class_figure
 from auditor.report.templating import environment
-from auditor.run import AuditRun
+from auditor.run import AuditRun, draw_classes_with
+
+draw_classes_with(class_figure)  # imported with auditor: run.plot_class always draws
 
 
 def summary_html(summary: Summary) -> str:
