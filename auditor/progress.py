@@ -1,9 +1,14 @@
-"""Progress of a long loop: a redrawn bar on a terminal, plain lines in a log.
+"""Progress of a long loop: a redrawn bar on a terminal, plain lines in a log, a widget in a
+notebook.
 
 A tqdm bar redraws itself with a carriage return on every update. In a file (cron, CI,
 ``make demo > log``) each redraw stays, hundreds per training run. Off a terminal,
 :class:`LineProgress` writes a line at most every ``every`` seconds and one at the end, so a
 log says how far a phase got and how long it took, and nothing else.
+
+A Jupyter kernel's stderr is no terminal either, but its output area redraws: there the
+bar is tqdm's notebook widget, or tqdm's plain bar where ipywidgets is not installed (the
+output area handles its carriage returns), never a crash for want of a widget library.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol, Self, TextIO
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 class ProgressBar(Protocol):
@@ -45,12 +50,39 @@ def progress_bar(
     every: float = 10.0,
 ) -> ProgressBar:
     """A tqdm bar on ``stream`` (default: stderr) when it is a terminal, else a
-    :class:`LineProgress`; nothing at all with ``disable``."""
-    stream = sys.stderr if stream is None else stream
+    :class:`LineProgress`; in a Jupyter kernel with no ``stream`` given, a notebook bar
+    (:func:`notebook_bar`); nothing at all with ``disable``."""
     options = {"total": total, "initial": initial, "desc": desc, "unit": unit}
+    if not disable and stream is None and in_notebook():
+        return notebook_bar(**options)
+    stream = sys.stderr if stream is None else stream
     if disable or _is_terminal(stream):
         return tqdm(**options, file=stream, disable=disable)
     return LineProgress(total, desc=desc, unit=unit, initial=initial, stream=stream, every=every)
+
+
+def in_notebook() -> bool:
+    """True in a Jupyter kernel: ipykernel loaded and IPython's shell attached to a kernel
+    (not a terminal IPython, not a script that merely imported ipykernel). Reads only
+    modules already loaded, so asking costs no import."""
+    ipython = sys.modules.get("IPython")
+    if "ipykernel" not in sys.modules or ipython is None:
+        return False
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    return getattr(shell, "kernel", None) is not None
+
+
+def notebook_bar(**options: object) -> ProgressBar:
+    """tqdm's notebook widget, or its plain bar on stderr where ipywidgets is missing (tqdm
+    would raise on the first widget it makes)."""
+    try:
+        from tqdm import notebook
+    except ImportError:  # IPython missing or broken: no widgets either
+        notebook = None
+    if notebook is None or getattr(notebook, "IProgress", None) is None:
+        return tqdm(**options, file=sys.stderr)
+    return notebook.tqdm(**options)
 
 
 def _is_terminal(stream: TextIO) -> bool:
