@@ -2,8 +2,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.docs-installed
 
-.PHONY: demo test test-quick lint report-check clean
+.PHONY: demo test test-quick lint report-check docs screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,21 @@ report-check: $(STAMP)
 		file://$(CURDIR)/reports/demo/shortcut/report.html
 	pdftoppm -r 60 -png reports/demo/shortcut/report.pdf reports/report-check/pdf-page
 	@echo "Pictures in reports/report-check/"
+
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(VENV)/bin/pip install -q -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+# The documentation site (mkdocs.yml, docs/) into site/. --strict: a warning (a broken link,
+# a page left out of the navigation, a docstring mkdocstrings cannot read) fails the build.
+# NO_MKDOCS_2_WARNING silences the theme's banner about its own future, which is no warning
+# about these docs.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+
+# The documentation's pictures of the demo's report (runs the demo first when there is none).
+screenshots: $(STAMP)
+	$(VENV)/bin/python docs/screenshots.py
 
 clean:
 	rm -rf reports/demo datasets/demo*

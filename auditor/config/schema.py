@@ -22,7 +22,8 @@ Device = Literal["auto", "cpu", "cuda"]
 @dataclass(frozen=True)
 class DetectConfig:
     """Thresholds of the per-class flag rule (``[detect]`` in audit.toml). What each one
-    decides is said in :mod:`auditor.detect.rule` and README's "How a class is judged"."""
+    decides is said in :mod:`auditor.detect.rule` and in the documentation's "How a class is
+    judged" (``docs/judging.md``)."""
 
     min_n: int = setting(
         20, "Fewest scored images a class is judged on; fewer gives insufficient_data.", low=2
