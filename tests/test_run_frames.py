@@ -60,6 +60,7 @@ def test_plot_class_draws_the_reports_pictures_of_the_class(run):
     assert len(exemplars) == 2
     fig = run.plot_class(name, exemplars=2)
     assert isinstance(fig, Figure) and fig.canvas.manager is None  # not pyplot's
+    assert fig._repr_png_().startswith(b"\x89PNG")  # a notebook shows it without pyplot
     assert len(fig.axes) == (1 + 2) * (1 + len(methods))
     grid = [fig.axes[i : i + 1 + len(methods)] for i in range(0, len(fig.axes), 1 + len(methods))]
     means = evidence["means"]
@@ -81,5 +82,6 @@ def test_a_run_without_evidence_has_its_table_but_nothing_to_draw():
     old = load_run(Path(__file__).parent / "data" / "run-0.1.0")
     assert list(old.classes["name"]) == ["circle", "square", "triangle", "star"]
     assert old.classes["C_gradcam"].notna().all()
-    with pytest.raises(RunDirError, match=r"run-0\.1\.0: no evidence\.pt .*no mean maps or exemplars to draw"):
+    nothing = r"run-0\.1\.0: no evidence\.pt .*no mean maps or exemplars to draw"
+    with pytest.raises(RunDirError, match=nothing):
         old.plot_class("circle")

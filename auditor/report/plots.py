@@ -6,6 +6,7 @@ figure stays alive in a global registry after the caller drops it."""
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +29,17 @@ MAX_CAPTION = 28
 """The most characters of a file name in a caption (names come from the data)."""
 
 
+class NotebookFigure(Figure):
+    """A ``Figure`` that shows itself as a PNG when it is a notebook cell's value. A plain
+    ``Figure`` made without pyplot shows as ``<Figure size ...>`` unless ``%matplotlib
+    inline`` has run; IPython asks any object for ``_repr_png_``."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+
 def class_figure(run: AuditRun, name: str, exemplars: int = 3) -> Figure:
     """Row 0: class ``name``'s mean mask and its mean map per audited method (the hotspot
     box outlined where a finding placed one); then one row per exemplar, at most
@@ -44,7 +56,7 @@ def class_figure(run: AuditRun, name: str, exemplars: int = 3) -> Figure:
     evidence: dict[str, Any] = run.evidence["classes"].get(name, {})
     methods = run.summary.methods
     shown = evidence.get("exemplars", [])[: max(exemplars, 0)]
-    fig = Figure(figsize=(PANEL * (1 + len(methods)), PANEL * (1 + len(shown)) + 0.4),
+    fig = NotebookFigure(figsize=(PANEL * (1 + len(methods)), PANEL * (1 + len(shown)) + 0.4),
                  layout="constrained")  # fmt: skip
     axes = fig.subplots(1 + len(shown), 1 + len(methods), squeeze=False)
     for ax in axes.flat:
