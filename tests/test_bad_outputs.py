@@ -180,9 +180,11 @@ def test_junit_xml_or_history_at_a_file_of_the_run_is_a_usage_error(
 
 @pytest.fixture
 def history(coco_dataset, resnet_weights, tmp_path) -> Path:
-    """A history with one run in it."""
+    """A history with one run in it, of the audit the tests then run again into ``out``."""
     path = tmp_path / "history.sqlite"
-    assert audit(coco_dataset, resnet_weights, tmp_path / "first", "--history", path).exit_code == 0
+    first = audit(coco_dataset, resnet_weights, tmp_path / "first", "--history", path,
+                  "--name", str(tmp_path / "out"))  # fmt: skip
+    assert first.exit_code == 0, first.output
     return path
 
 

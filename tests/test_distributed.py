@@ -221,7 +221,7 @@ def test_rank_0_sends_preflight_or_its_failure(monkeypatch):
 def _audit_args(out: Path, data: Path, weights: Path) -> list[str]:
     return ["audit", "--model", "planted:background_reader", "--weights", str(weights),
             "--data", str(data), "--out", str(out), "--image-size", "32", "--batch-size", "16",
-            "--no-pdf", "--no-history"]  # fmt: skip
+            "--no-pdf", "--no-history", "--name", "planted"]  # fmt: skip
 
 
 def _comparable(value):

@@ -55,7 +55,8 @@ from auditor.record import Summary
 @click.option(
     "--fail-on-regression",
     is_flag=True,
-    help=f"Exit with {EXIT_REGRESSION} if a class got worse since the model's previous run.",
+    help=f"Exit with {EXIT_REGRESSION} if a class got worse since the audit's previous run "
+    "(the last run of the same --name).",
 )
 @click.option(
     "--regression-margin",

@@ -21,7 +21,7 @@ def config_toml() -> str:
         "# command line win over this file. Settings unset by default are commented out.",
         *_toml_lines(AuditConfig()),
         "",
-        "# Thresholds of the flag rule (README: How a class is judged).",
+        "# Thresholds of the flag rule (docs/judging.md: How a class is judged).",
         "[detect]",
         *_toml_lines(DetectConfig()),
     ]
