@@ -505,3 +505,30 @@ def test_a_class_with_no_trusted_evidence_is_not_passed():
         "no intervention could be run"
         in reasons(as_record(alone[1].to_dict()), NAMES, confidence=0.95)[0]
     )
+
+
+def _compared_side(correct: list[bool], status: str):
+    from auditor.detect.compare import Judgement, Side
+
+    n = len(correct)
+    samples = pd.DataFrame({
+        "sample": range(n), "image_id": [f"im{i}" for i in range(n)], "label": 0,
+        "method": "gradcam", "skip_reason": None, "correct": correct,
+        "chance_corrected": np.linspace(0.2, 0.4, n),
+    })  # fmt: skip
+    return Side([Judgement(0, "bird", status)], ["gradcam"], "gradcam", samples, DetectConfig(),
+                "same data")  # fmt: skip
+
+
+def test_a_class_the_model_stopped_getting_right_regressed_though_its_status_is_unranked():
+    """flag -> insufficient data is unranked, C unchanged: the 95-point accuracy fall (paired
+    CI about [-1.0, -0.9]) is what makes it a regression; an unchanged accuracy is none."""
+    from auditor.detect.compare import compare
+
+    before = _compared_side([True] * 40, "flag")
+    fell = compare(before, _compared_side([True] * 2 + [False] * 38, "insufficient_data"))
+    (change,) = fell.classes
+    assert change.regressions == ("accuracy",)
+    assert change.accuracy.change == pytest.approx(-0.95) and change.accuracy.ci[1] < -0.85
+    kept = compare(before, _compared_side([True] * 40, "insufficient_data"))
+    assert kept.classes[0].regressions == ()

@@ -8,9 +8,11 @@ differences are paired: images are matched by (image id, label) and resampled to
 the CI reflects the change on the same images; otherwise each run is resampled on its own.
 
 A class **regressed** when its status got worse (pass -> warn -> flag; insufficient data
-is not ranked), or when C fell or the swap gap grew with the difference's CI clear of 0 by
-at least ``margin`` (C: the CI's upper end below ``-margin``; swap gap: its lower end above
-``margin``).
+is not ranked), or when its accuracy or C fell or the swap gap grew with the difference's CI
+clear of 0 by at least ``margin`` (accuracy and C: the CI's upper end below ``-margin``;
+swap gap: its lower end above ``margin``). Accuracy counts because a class the model stopped
+getting right often leaves too few images to judge: its status then falls out of the ranking
+(insufficient data), and the comparison must not read that as no change.
 """
 
 from __future__ import annotations
@@ -146,8 +148,8 @@ def compare(
         if a.gaps is not None and b.gaps is not None and len(a.gaps) and len(b.gaps):
             gap = _difference(a.gaps, b.gaps, paired, tools)
         changes.append(ClassChange(
-            name, a.status, b.status, accuracy, c, gap, _regressions(a.status, b.status, c, gap,
-                                                                      margin),
+            name, a.status, b.status, accuracy, c, gap,
+            _regressions(a.status, b.status, (accuracy, c, gap), margin),
         ))  # fmt: skip
     return Comparison(
         method, paired, margin, changes,
@@ -214,11 +216,18 @@ def _difference(
 
 
 def _regressions(
-    status_before: str, status_after: str, c: Difference, gap: Difference | None, margin: float
+    status_before: str,
+    status_after: str,
+    changes: tuple[Difference, Difference, Difference | None],
+    margin: float,
 ) -> tuple[str, ...]:
+    """The regressions among a class's changes (accuracy, C, swap gap; module docstring)."""
+    accuracy, c, gap = changes
     found = []
     if status_before in RANK and status_after in RANK and RANK[status_after] > RANK[status_before]:
         found.append("status")
+    if np.isfinite(accuracy.ci[1]) and accuracy.ci[1] < -margin:
+        found.append("accuracy")
     if np.isfinite(c.ci[1]) and c.ci[1] < -margin:
         found.append("chance_corrected")
     if gap is not None and np.isfinite(gap.ci[0]) and gap.ci[0] > margin:

@@ -12,6 +12,7 @@ from auditor.rundir import atomic_write
 
 REGRESSION_WORDS = {
     "status": "status got worse",
+    "accuracy": "accuracy fell",
     "chance_corrected": "maps moved off the object",
     "swap_gap": "the swap gap grew",
 }
