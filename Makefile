@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/auditor demo --out reports/demo
 
+# --durations: the slowest tests, so that what makes the suite long shows in every CI log
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=30
 
 # The edit loop: every test not marked slow (under about 2 minutes on 2 cores).
 test-quick: $(STAMP)

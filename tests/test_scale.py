@@ -75,6 +75,7 @@ def test_hijack_follow_rate_and_its_interval_by_hand():
     results = class_results(challenge_frame(), names, ["gradcam"], config)
     (hijack,) = [f for f in results[3].findings if f.kind == "hijack"]
     assert (hijack.value, hijack.reference, hijack.n) == (pytest.approx(40 / 60), 40 / 120, 60)
+    assert hijack.statistic == "other_objects_called_class_on_its_backgrounds"  # c's following
     assert hijack.ci == pytest.approx(newcombe((40, 60), (40, 120), 0.95))
     raw = fisher_exact([[40, 20], [40, 80]], alternative="greater").pvalue
     assert raw <= hijack.p <= 4 * raw  # BH over at most four classes
@@ -86,6 +87,31 @@ def test_hijack_follow_rate_and_its_interval_by_hand():
     assert said[0].startswith("used though not needed: on this class's backgrounds the model "
                               "calls 67% of the other classes' objects")  # fmt: skip
     assert not [f for r in results[:3] for f in r.findings if f.kind == "hijack"]
+
+
+def test_a_hijack_is_held_against_objects_called_this_class_on_any_background():
+    """b's pasted objects are called d on every background (the model's default for them,
+    not a pull of d's backgrounds), and c no longer follows backgrounds: on d's backgrounds
+    40 of 60 objects are called d (a's and b's), on the neutral ones 40 of 120 are called d
+    and none their background's class. The reference is the higher count, 40 of 120."""
+    names = ["a", "b", "c", "d"]
+    samples = challenge_frame()
+    samples.loc[samples["label"] == 1, "pred_swapped"] = 3
+    samples.loc[samples["label"] == 2, "pred_swapped"] = 2
+    results = class_results(samples, names, ["gradcam"], DetectConfig())
+    (hijack,) = [f for f in results[3].findings if f.kind == "hijack"]
+    assert hijack.statistic == "other_objects_called_class_on_its_backgrounds_more_than_on_others"
+    assert (hijack.value, hijack.reference, hijack.n) == (pytest.approx(40 / 60), 40 / 120, 60)
+    assert hijack.ci == pytest.approx(newcombe((40, 60), (40, 120), 0.95))
+    said = reasons(as_record(results[3].to_dict()), names, confidence=0.95)
+    assert "against 33% called by this class's name anyway on backgrounds that" in said[0]
+    # without b's default the neutral backgrounds call nothing d: the same follow rate is
+    # held against 0 of 120, a larger lift
+    samples.loc[samples["label"] == 1, "pred_swapped"] = 1
+    samples.loc[(samples["label"] == 1) & (samples["donor_label"] == 3), "pred_swapped"] = 3
+    alone = class_results(samples, names, ["gradcam"], DetectConfig())
+    (held,) = [f for f in alone[3].findings if f.kind == "hijack"]
+    assert held.reference == 0 and held.ci == pytest.approx(newcombe((40, 60), (0, 120), 0.95))
 
 
 def test_a_hijack_with_maps_off_the_object_warns_and_never_passes():

@@ -334,14 +334,21 @@ def vulnerability_tests(
 @dataclass(frozen=True)
 class HijackTest:
     """The other classes' objects, those the model got right, pasted onto class ``donor``'s
-    backgrounds: ``called`` of
-    ``n`` are called ``donor`` (the follow rate), against ``reference_called`` of
-    ``reference_n`` of the other classes' objects pasted onto backgrounds that carry no
-    class's cue (neutral donor classes other than ``donor``; every other donor when too few)
-    and called *those* backgrounds' class: how far any background pulls an object, so that
-    objects that follow every background (a class that lost its own cue) are no evidence
-    against one. ``p``: one-sided Fisher test, unadjusted; ``ci``: the Newcombe CI of the
-    follow rate's lift over the reference."""
+    backgrounds: ``called`` of ``n`` are called ``donor`` (the follow rate), against
+    ``reference_called`` of ``reference_n`` of the other classes' objects pasted onto
+    backgrounds that carry no class's cue (neutral donor classes other than ``donor``; every
+    other donor when too few). Those reference images count in one of two ways, whichever
+    counts more (``pull``):
+
+    - ``"background"``: called *their* background's class: how far any background pulls an
+      object, so that objects that follow every background (a class that lost its own cue)
+      are no evidence against one;
+    - ``"class"``: called ``donor`` anyway: how often the model gives this class to a pasted
+      object whatever the background (a default for composites, or a pull of the pasting
+      itself), which this class's backgrounds cannot be blamed for.
+
+    ``p``: one-sided Fisher test, unadjusted; ``ci``: the Newcombe CI of the follow rate's
+    lift over the reference."""
 
     donor: int
     n: int
@@ -351,6 +358,7 @@ class HijackTest:
     reference_called: int
     p: float
     ci: tuple[float, float]
+    pull: str = "background"
 
     @property
     def follow_rate(self) -> float:
@@ -371,9 +379,10 @@ def hijack_test(
 ) -> HijackTest | None:
     """Do class ``donor``'s backgrounds move other classes' objects to ``donor``? Over the
     swapped images of every other class (each object on one donor image's background): the
-    rate called ``donor`` on ``donor``'s backgrounds against the rate called the donor's
-    class on reference backgrounds (:class:`HijackTest`). None without the swap columns or
-    with fewer than ``min_cell`` images on a side."""
+    rate called ``donor`` on ``donor``'s backgrounds against the higher of two rates on the
+    reference backgrounds, called their own donor's class or called ``donor``
+    (:class:`HijackTest`). None without the swap columns or with fewer than ``min_cell``
+    images on a side."""
     if not has_behaviour(images) or "donor_label" not in images:
         return None
     swapped = images[(images["label"] != donor) & (images["donor_label"] >= 0) & images["correct"]]
@@ -386,9 +395,12 @@ def hijack_test(
     if min(len(on_donor), len(reference)) < min_cell:
         return None
     called = int((on_donor["pred_swapped"] == donor).sum())
-    ref_called = int((reference["pred_swapped"] == reference["donor_label"]).sum())
+    to_background = int((reference["pred_swapped"] == reference["donor_label"]).sum())
+    to_class = int((reference["pred_swapped"] == donor).sum())
+    pull, ref_called = ("class", to_class) if to_class > to_background else (
+        "background", to_background)  # fmt: skip
     n, ref_n = len(on_donor), len(reference)
     table = [[called, n - called], [ref_called, ref_n - ref_called]]
     p = float(fisher_exact(table, alternative="greater").pvalue)
     ci = newcombe((called, n), (ref_called, ref_n), config.confidence)
-    return HijackTest(donor, n, called, kind, ref_n, ref_called, p, ci)
+    return HijackTest(donor, n, called, kind, ref_n, ref_called, p, ci, pull)

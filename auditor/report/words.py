@@ -149,10 +149,15 @@ def hijack_sentence(f: FindingRecord, confidence: float) -> str:
     """A ``hijack`` finding in words: what the model will do with this class's backgrounds."""
     low, high = _pair(f.ci95)
     against = "backgrounds that identify no class" if f.neutral_donors else "other backgrounds"
+    called = (
+        "by this class's name anyway"
+        if f.statistic.endswith("_more_than_on_others")
+        else "by the background's class"
+    )
     return (
         f"used though not needed: on this class's backgrounds the model calls {_v(f.value):.0%} "
         f"of the other classes' objects (of {f.n} it got right) by this class's name, against "
-        f"{_v(f.reference):.0%} called by the background's class on {against} (lift "
+        f"{_v(f.reference):.0%} called {called} on {against} (lift "
         f"{_v(f.value) - _v(f.reference):.0%}, {confidence:.0%} CI [{low:.0%}, {high:.0%}]; "
         f"one-sided Fisher, BH-adjusted p = {_v(f.p):.1g}): in deployment, other objects on "
         "such backgrounds will be given this class"
