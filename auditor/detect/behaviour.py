@@ -335,20 +335,12 @@ def vulnerability_tests(
 class HijackTest:
     """The other classes' objects, those the model got right, pasted onto class ``donor``'s
     backgrounds: ``called`` of ``n`` are called ``donor`` (the follow rate), against
-    ``reference_called`` of ``reference_n`` of the other classes' objects pasted onto
-    backgrounds that carry no class's cue (neutral donor classes other than ``donor``; every
-    other donor when too few). Those reference images count in one of two ways, whichever
-    counts more (``pull``):
-
-    - ``"background"``: called *their* background's class: how far any background pulls an
-      object, so that objects that follow every background (a class that lost its own cue)
-      are no evidence against one;
-    - ``"class"``: called ``donor`` anyway: how often the model gives this class to a pasted
-      object whatever the background (a default for composites, or a pull of the pasting
-      itself), which this class's backgrounds cannot be blamed for.
-
-    ``p``: one-sided Fisher test, unadjusted; ``ci``: the Newcombe CI of the follow rate's
-    lift over the reference."""
+    ``reference_called`` of ``reference_n`` other objects on backgrounds that carry no cue
+    (neutral donor classes but ``donor``; every other donor when too few), counted the way
+    that counts more (``pull``): ``"background"``, called *their* background's class (objects
+    following every background are no evidence against one), or ``"class"``, called ``donor``
+    anyway (a model giving this class to pasted objects on any background is no evidence
+    against its backgrounds). ``p``: one-sided Fisher, unadjusted; ``ci``: Newcombe's CI."""
 
     donor: int
     n: int
@@ -368,6 +360,12 @@ class HijackTest:
     def reference_rate(self) -> float:
         return self.reference_called / self.reference_n
 
+    @property
+    def statistic(self) -> str:
+        """The finding's statistic: which reference bound (the report words it)."""
+        more = "_more_than_on_others" if self.pull == "class" else ""
+        return f"other_objects_called_class_on_its_backgrounds{more}"
+
 
 def hijack_test(
     images: pd.DataFrame,
@@ -377,12 +375,9 @@ def hijack_test(
     *,
     min_cell: int = 5,
 ) -> HijackTest | None:
-    """Do class ``donor``'s backgrounds move other classes' objects to ``donor``? Over the
-    swapped images of every other class (each object on one donor image's background): the
-    rate called ``donor`` on ``donor``'s backgrounds against the higher of two rates on the
-    reference backgrounds, called their own donor's class or called ``donor``
-    (:class:`HijackTest`). None without the swap columns or with fewer than ``min_cell``
-    images on a side."""
+    """Do class ``donor``'s backgrounds move other classes' objects (their swapped images) to
+    ``donor``, more than the reference backgrounds do (:class:`HijackTest`)? None without
+    the swap columns or with fewer than ``min_cell`` images on a side."""
     if not has_behaviour(images) or "donor_label" not in images:
         return None
     swapped = images[(images["label"] != donor) & (images["donor_label"] >= 0) & images["correct"]]
@@ -395,11 +390,10 @@ def hijack_test(
     if min(len(on_donor), len(reference)) < min_cell:
         return None
     called = int((on_donor["pred_swapped"] == donor).sum())
-    to_background = int((reference["pred_swapped"] == reference["donor_label"]).sum())
-    to_class = int((reference["pred_swapped"] == donor).sum())
-    pull, ref_called = ("class", to_class) if to_class > to_background else (
-        "background", to_background)  # fmt: skip
-    n, ref_n = len(on_donor), len(reference)
+    counts = {"background": int((reference["pred_swapped"] == reference["donor_label"]).sum()),
+              "class": int((reference["pred_swapped"] == donor).sum())}  # fmt: skip
+    pull = "class" if counts["class"] > counts["background"] else "background"
+    n, ref_n, ref_called = len(on_donor), len(reference), counts[pull]
     table = [[called, n - called], [ref_called, ref_n - ref_called]]
     p = float(fisher_exact(table, alternative="greater").pvalue)
     ci = newcombe((called, n), (ref_called, ref_n), config.confidence)

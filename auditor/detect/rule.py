@@ -114,13 +114,6 @@ def vulnerability(
     return found
 
 
-HIJACK_STATISTIC = {
-    "background": "other_objects_called_class_on_its_backgrounds",
-    "class": "other_objects_called_class_on_its_backgrounds_more_than_on_others",
-}
-"""A hijack finding's statistic by the reference it was held against (HijackTest.pull)."""
-
-
 def hijack_findings(
     images: pd.DataFrame, k: int, neutral: Collection[int], config: DetectConfig
 ) -> dict[int, Finding]:
@@ -128,12 +121,12 @@ def hijack_findings(
     classes' objects by their name at least ``min_gap`` more often (lower end of the Newcombe
     CI) than backgrounds that carry no class's cue, by a one-sided Fisher test BH-adjusted
     across classes. ``value``: the follow rate; ``reference``: the rate on the reference
-    backgrounds; ``statistic`` names which of :class:`HijackTest`'s two references it is."""
+    backgrounds, the one :attr:`HijackTest.statistic` names."""
     tests = [t for c in range(k) if (t := hijack_test(images, c, neutral, config)) is not None]
     adjusted = benjamini_hochberg([t.p for t in tests])
     return {
         t.donor: Finding(
-            "hijack", HIJACK_STATISTIC[t.pull], t.follow_rate,
+            "hijack", t.statistic, t.follow_rate,
             config.min_gap, t.n, ci=t.ci, p=p, reference=t.reference_rate,
             neutral_donors=t.reference == "neutral", follow_rate=t.follow_rate,
         )
