@@ -331,6 +331,12 @@ def vulnerability_tests(
     return tests
 
 
+HIJACK_STATISTICS = {  # a hijack finding's statistic by the reference that bound: HijackTest.pull
+    "background": "other_objects_called_class_on_its_backgrounds",
+    "class": "other_objects_called_class_on_its_backgrounds_more_than_on_others",
+}
+
+
 @dataclass(frozen=True)
 class HijackTest:
     """The other classes' objects, those the model got right, pasted onto class ``donor``'s
@@ -359,12 +365,6 @@ class HijackTest:
     @property
     def reference_rate(self) -> float:
         return self.reference_called / self.reference_n
-
-    @property
-    def statistic(self) -> str:
-        """The finding's statistic: which reference bound (the report words it)."""
-        more = "_more_than_on_others" if self.pull == "class" else ""
-        return f"other_objects_called_class_on_its_backgrounds{more}"
 
 
 def hijack_test(

@@ -29,6 +29,7 @@ import pandas as pd
 
 from auditor.config import DetectConfig
 from auditor.detect.behaviour import (
+    HIJACK_STATISTICS,
     BehaviourStats,
     Identification,
     background_challenge,
@@ -121,12 +122,12 @@ def hijack_findings(
     classes' objects by their name at least ``min_gap`` more often (lower end of the Newcombe
     CI) than backgrounds that carry no class's cue, by a one-sided Fisher test BH-adjusted
     across classes. ``value``: the follow rate; ``reference``: the rate on the reference
-    backgrounds, the one :attr:`HijackTest.statistic` names."""
+    backgrounds, the one :data:`HIJACK_STATISTICS` names."""
     tests = [t for c in range(k) if (t := hijack_test(images, c, neutral, config)) is not None]
     adjusted = benjamini_hochberg([t.p for t in tests])
     return {
         t.donor: Finding(
-            "hijack", t.statistic, t.follow_rate,
+            "hijack", HIJACK_STATISTICS[t.pull], t.follow_rate,
             config.min_gap, t.n, ci=t.ci, p=p, reference=t.reference_rate,
             neutral_donors=t.reference == "neutral", follow_rate=t.follow_rate,
         )

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from auditor.detect.behaviour import HIJACK_STATISTICS
 from auditor.detect.hotspot import where
 from auditor.detect.views import REGISTRY
 from auditor.record import FindingRecord, Judged, Summary
@@ -151,7 +152,7 @@ def hijack_sentence(f: FindingRecord, confidence: float) -> str:
     against = "backgrounds that identify no class" if f.neutral_donors else "other backgrounds"
     called = (
         "by this class's name anyway"
-        if f.statistic.endswith("_more_than_on_others")
+        if f.statistic == HIJACK_STATISTICS["class"]
         else "by the background's class"
     )
     return (
