@@ -15,13 +15,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/auditor demo --out reports/demo
 
-# --durations: the slowest tests, so that what makes the suite long shows in every CI log
+# -n auto: a worker per core, each file on one worker (its module fixtures built once), each
+# worker on one thread (tests/conftest.py); --durations: the slowest tests, so that what makes
+# the suite long shows in every CI log
+TEST_WORKERS := -n auto --dist loadfile
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q --durations=30
+	$(VENV)/bin/python -m pytest -q $(TEST_WORKERS) --durations=30
 
 # The edit loop: every test not marked slow (under about 2 minutes on 2 cores).
 test-quick: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -m "not slow"
+	$(VENV)/bin/python -m pytest -q $(TEST_WORKERS) -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check auditor tests benchmarks

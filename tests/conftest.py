@@ -106,6 +106,19 @@ def one_thread():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _one_thread_per_worker() -> Iterator[None]:
+    """Under pytest-xdist (``make test`` runs a worker per core) each worker computes on one
+    thread: two workers of two threads each on two cores wait on each other."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _history_outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Every audit records its run in a history; the tests' runs go to a temporary one,
     never to the checkout's reports/history.sqlite."""
