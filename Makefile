@@ -22,7 +22,7 @@ TEST_WORKERS := -n auto --dist loadfile
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(TEST_WORKERS) --durations=30
 
-# The edit loop: every test not marked slow (under about 2 minutes on 2 cores).
+# The edit loop: every test not marked slow (about 2 minutes on 2 cores).
 test-quick: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(TEST_WORKERS) -m "not slow"
 
