@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/auditor demo --out reports/demo
 
-# -n auto: a worker per core, each file on one worker (its module fixtures built once), each
-# worker on one thread (tests/conftest.py); --durations: the slowest tests, so that what makes
-# the suite long shows in every CI log
-TEST_WORKERS := -n auto --dist loadfile
+# -n auto: a worker per core, at most 4 (each holds torch and its fixtures, a few GB), each
+# file on one worker (its module fixtures built once), each worker on one thread
+# (tests/conftest.py); --durations: the slowest tests, so that what makes the suite long
+# shows in every CI log
+TEST_WORKERS := -n auto --maxprocesses 4 --dist loadfile
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(TEST_WORKERS) --durations=30
 
