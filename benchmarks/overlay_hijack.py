@@ -43,9 +43,8 @@ from auditor.config import DetectConfig
 from auditor.data.dataset import AuditDataset
 from auditor.data.read import read_dataset
 from auditor.data.transforms import AuditTransform
-from auditor.detect.behaviour import identification
 from auditor.detect.interventions import bounding_boxes, margin
-from auditor.detect.rule import background_identifies
+from auditor.detect.rule import background_identifies, identifications
 from auditor.detect.stats_util import benjamini_hochberg, newcombe
 from auditor.models import load_model
 
@@ -64,7 +63,7 @@ def mean_backgrounds(inputs: torch.Tensor, boxes: torch.Tensor, labels: torch.Te
 def neutral_classes(samples: pd.DataFrame, k: int, config: DetectConfig) -> list[int]:
     """The audit's neutral classes: their backgrounds alone do not identify them."""
     images = samples[samples["skip_reason"].isna()].drop_duplicates("sample")
-    idents = {c: identification(images, c, k, config.confidence) for c in range(k)}
+    idents = identifications(images, k, config.confidence)
     return [c for c, ident in idents.items() if not background_identifies(ident, config)]
 
 

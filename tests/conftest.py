@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,10 +100,8 @@ def one_thread():
     """One CPU thread for modules of many tiny-model tests: they gain nothing from more, and
     on a shared CPU OpenMP threads wait on each other. Opt in with
     ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with _single_thread():
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -112,10 +111,19 @@ def _one_thread_per_worker() -> Iterator[None]:
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         yield
         return
+    with _single_thread():
+        yield
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """torch on one CPU thread, the previous count restored after."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True, scope="session")
