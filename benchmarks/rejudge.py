@@ -4,10 +4,11 @@ model: the rule's thresholds can be chosen on one draw's stored rows in seconds.
     .venv/bin/python benchmarks/rejudge.py reports/ladder-draw1 [--set max_survival_gap=0.2]
 
 Reads every ``suite.json`` under the folder and, beside it, each audit's
-``<rung>/<scenario>/samples.parquet``, ``summary.json`` (the hotspots and the untrusted
-methods of that audit) and ``run.json`` (its ``[detect]`` settings, overridden by
-``--set``); prints the ladder's table with the new statuses. What needs the model (the
-faithfulness check, new hotspots) is not re-run: methods untrusted then stay untrusted.
+``<rung>/<scenario>/samples.parquet``, ``summary.json`` (the hotspots, the mask-free hijack
+tests and the untrusted methods of that audit) and ``run.json`` (its ``[detect]``
+settings, overridden by ``--set``); prints the ladder's table with the new statuses. What
+needs the model (the faithfulness check, new hotspots, the mask-free hijack test) is not
+re-run: methods untrusted then stay untrusted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 
 from auditor.config import DetectConfig
 from auditor.detect.findings import ClassResult, Finding
+from auditor.detect.hijack import HijackTest
 from auditor.detect.rule import class_results, with_hotspots
 
 
@@ -37,7 +39,9 @@ def rejudged(audit: Path, overrides: dict[str, float]) -> list[ClassResult]:
     methods = summary["methods"]
     untrusted = summary["trust"]["untrusted"]
     samples = pd.read_parquet(audit / "samples.parquet")
-    results = class_results(samples, names, methods, detect, untrusted=untrusted)
+    overlays = [HijackTest.from_dict(c["overlay_hijack"]) for c in summary["classes"]
+                if c.get("overlay_hijack")]  # fmt: skip
+    results = class_results(samples, names, methods, detect, untrusted=untrusted, overlays=overlays)
     driving = [m for m in methods if m not in untrusted]
     spots = {c["index"]: c.get("hotspots", {}) for c in summary["classes"]}
     return [

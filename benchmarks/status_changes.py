@@ -7,7 +7,10 @@ Each folder holds ``suite.json`` files (one per ``ladder.py --out``, searched re
 and, beside them, the audits' stored rows (``<out>/<rung>/<scenario>/``). BEFORE's statuses
 are those its run gave; AFTER's are its stored audits judged by this version's rule
 (``rejudge.py``: the same as its run gave, unless the rule changed since), and the reason is
-what decided each (its notes for a pass), by finding kind and method.
+what decided each (its notes for a pass), by finding kind and method. With
+``--rejudge-before``, BEFORE's stored audits are judged by this version's rule too: the
+change then is only in what the two folders' audits store (e.g. the mask-free hijack tests
+``overlay_hijack.py`` adds to a copy).
 """
 
 from __future__ import annotations
@@ -50,8 +53,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
+    parser.add_argument("--rejudge-before", action="store_true",
+                        help="judge BEFORE's stored audits by this version's rule too (the same "
+                             "rule on both: what changed is what the audits store)")  # fmt: skip
     args = parser.parse_args()
-    before, after = statuses(stored(args.before)), statuses(rejudge.suites(args.after, {}))
+    before = rejudge.suites(args.before, {}) if args.rejudge_before else stored(args.before)
+    before, after = statuses(before), statuses(rejudge.suites(args.after, {}))
     changes = Counter()
     print("| rung | scenario | class | truth | before | after | reason (after) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

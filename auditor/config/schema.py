@@ -151,6 +151,10 @@ class AuditConfig:
     hotspot_maps: int = setting(
         1000, "Most maps per class and method tested for an off-object hotspot; 0: off.", low=0
     )
+    overlay_images: int = setting(
+        256, "Images that carry the other classes' mean backgrounds (mask-free hijack test).",
+        low=0,
+    )  # fmt: skip
     intervention_images: int = setting(
         200, "About the most images per class that get the interventions (a seeded sample; "
         "0: every image).", low=0,

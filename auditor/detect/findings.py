@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from auditor.detect.behaviour import BackgroundChallenge, BehaviourStats
+from auditor.detect.hijack import HijackTest
 from auditor.detect.hotspot import Hotspot
 from auditor.detect.stats import MethodStats
 from auditor.detect.stats_util import finite
@@ -90,6 +91,7 @@ class ClassResult:
     challenge: BackgroundChallenge | None = None
     hotspots: dict[str, Hotspot] = field(default_factory=dict)
     notes: list[Finding] = field(default_factory=list)
+    overlay: HijackTest | None = None  # the mask-free hijack test of its mean background
 
     @property
     def flagged(self) -> bool:
@@ -109,4 +111,5 @@ class ClassResult:
             "behaviour": None if self.behaviour is None else self.behaviour.to_dict(),
             "swap_metrics": {m: s.to_dict() for m, s in self.swap_metrics.items()},
             "hotspots": {m: h.to_dict() for m, h in self.hotspots.items()},
+            **({} if self.overlay is None else {"overlay_hijack": self.overlay.to_dict()}),
         }

@@ -12,8 +12,10 @@ threshold it was held against); the report turns findings into sentences. The ev
   has nothing to point at on its own images; its failures do); or an off-object hotspot;
 - **interventions**: the swap costs accuracy, the background alone gives the class, an
   extra intervention costs accuracy;
-- **hijack**: the class's backgrounds make the model call other classes' objects by its
-  name; **vulnerable** (a note): another class's backgrounds take this class's objects over;
+- **hijack**: the class's backgrounds (pasted behind other classes' objects) or its mean
+  background (drawn over them: a pattern fixed to the frame, :mod:`auditor.detect.overlay`)
+  make the model call other classes' objects by its name; **vulnerable** (a note): another
+  class's backgrounds take this class's objects over;
 - **insufficient data**: fewer than ``min_n`` scored images, or no line of evidence that
   could have shown reliance (:func:`missing_evidence`); never pass.
 """
@@ -29,19 +31,18 @@ import pandas as pd
 
 from auditor.config import DetectConfig
 from auditor.detect.behaviour import (
-    HIJACK_STATISTICS,
     BehaviourStats,
     Identification,
     background_challenge,
     behaviour_stats,
     has_behaviour,
-    hijack_test,
     identification,
-    vulnerability_tests,
 )
 from auditor.detect.decide import ATTRIBUTION_KINDS, BEHAVIOUR_KINDS, decide
 from auditor.detect.findings import ClassResult, Finding, Status, Verdict
+from auditor.detect.hijack import HijackTest
 from auditor.detect.hotspot import Hotspot
+from auditor.detect.other_backgrounds import hijack_findings, vulnerability
 from auditor.detect.stats import MethodStats, adjusted_method_stats
 from auditor.detect.stats_util import benjamini_hochberg, welch_below
 
@@ -54,6 +55,7 @@ def class_results(
     *,
     untrusted: Mapping[str, str] | None = None,
     donors: Collection[int] | None = None,
+    overlays: Sequence[HijackTest] = (),
 ) -> list[ClassResult]:
     """One result per class from the scored rows of ``samples``.
 
@@ -62,7 +64,8 @@ def class_results(
     whose backgrounds may stand in a swap, when a part of the data (a group, a subgroup) is
     judged with the donor choice made on all of it (:func:`neutral_classes`); default: chosen
     here. Only whole classes (no ``donors``) are tested for hijacks and vulnerability: a
-    part's cells, one per donor class, are too small.
+    part's cells, one per donor class, are too small. ``overlays``: the mask-free hijack
+    tests of the whole classes (:mod:`auditor.detect.overlay`; they need the model).
     """
     scored = samples[samples["skip_reason"].isna()]
     images = scored.drop_duplicates("sample")
@@ -75,7 +78,8 @@ def class_results(
                              neutral_only=donors is not None)  # fmt: skip
     whole = donors is None
     vulnerable = vulnerability(images, k, neutral, config) if whole else {}
-    hijacks = hijack_findings(images, k, neutral, config) if whole else {}
+    hijacks = hijack_findings(images, k, neutral, config, overlays) if whole else {}
+    overlaid = {t.donor: t for t in overlays} if whole else {}
     results = []
     for index, name in enumerate(class_names):
         own = images[images["label"] == index]
@@ -88,52 +92,9 @@ def class_results(
         results.append(ClassResult(
             index, name, len(own), accuracy, status, findings, per_class[index], acts, swap[index],
             background_challenge(images, index), notes=notes + vulnerable.get(index, []),
+            overlay=overlaid.get(index),
         ))  # fmt: skip
     return results
-
-
-def vulnerability(
-    images: pd.DataFrame, k: int, neutral: Collection[int], config: DetectConfig
-) -> dict[int, list[Finding]]:
-    """``vulnerable`` findings (notes) by class: the donor classes on whose backgrounds a
-    class loses at least ``min_gap`` accuracy (lower end of the CI) against backgrounds that
-    carry no class's cue (those of the ``neutral`` classes), by a one-sided Fisher test
-    BH-adjusted across every class x donor cell."""
-    if not has_behaviour(images) or "pred_same_class" not in images:
-        return {}
-    tests = [(c, t) for c in range(k) for t in vulnerability_tests(images, c, neutral, config)]
-    adjusted = benjamini_hochberg([t.p for _, t in tests])
-    found: dict[int, list[Finding]] = {}
-    for (c, t), p in zip(tests, adjusted):
-        if p < config.q and t.drop_ci[0] > config.min_gap:
-            found.setdefault(c, []).append(Finding(
-                "vulnerable", "accuracy_lost_on_class_backgrounds", t.drop, config.min_gap,
-                t.cell.n, ci=t.drop_ci, p=p, reference=t.reference_accuracy,
-                reference_class=t.donor, neutral_donors=t.reference == "neutral",
-                follow_rate=t.cell.called_donor / t.cell.n,
-            ))  # fmt: skip
-    return found
-
-
-def hijack_findings(
-    images: pd.DataFrame, k: int, neutral: Collection[int], config: DetectConfig
-) -> dict[int, Finding]:
-    """``hijack`` findings by class: the classes whose backgrounds make the model call other
-    classes' objects by their name at least ``min_gap`` more often (lower end of the Newcombe
-    CI) than backgrounds that carry no class's cue, by a one-sided Fisher test BH-adjusted
-    across classes. ``value``: the follow rate; ``reference``: the rate on the reference
-    backgrounds, the one :data:`HIJACK_STATISTICS` names."""
-    tests = [t for c in range(k) if (t := hijack_test(images, c, neutral, config)) is not None]
-    adjusted = benjamini_hochberg([t.p for t in tests])
-    return {
-        t.donor: Finding(
-            "hijack", HIJACK_STATISTICS[t.pull], t.follow_rate,
-            config.min_gap, t.n, ci=t.ci, p=p, reference=t.reference_rate,
-            neutral_donors=t.reference == "neutral", follow_rate=t.follow_rate,
-        )
-        for t, p in zip(tests, adjusted)
-        if p < config.q and t.ci[0] > config.min_gap
-    }  # fmt: skip
 
 
 def judge(

@@ -212,6 +212,7 @@ class ClassRecord(Judged):
     swap_metrics: dict[str, MetricsRecord] = field(default_factory=dict)
     hotspots: dict[str, dict[str, Any]] = field(default_factory=dict)
     background_challenge: ChallengeRecord | None = field(default=None, metadata={"omit_none": True})
+    overlay_hijack: dict[str, Any] | None = field(default=None, metadata={"omit_none": True})
     subgroups: list[SubgroupRecord] = field(default_factory=list)
 
     def metric(self, method: str, value: str = "chance_corrected") -> Number:

@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from auditor.detect.behaviour import HIJACK_STATISTICS
+from auditor.detect.hijack import HIJACK_STATISTICS
 from auditor.detect.hotspot import where
 from auditor.detect.views import REGISTRY
 from auditor.record import FindingRecord, Judged, Summary
@@ -147,21 +147,30 @@ def sentence(f: FindingRecord, names: Sequence[str], *, confidence: float) -> st
 
 
 def hijack_sentence(f: FindingRecord, confidence: float) -> str:
-    """A ``hijack`` finding in words: what the model will do with this class's backgrounds."""
+    """A ``hijack`` finding in words: what the model will do with this class's backgrounds
+    (pasted behind other objects) or its mean background (drawn over them)."""
     low, high = _pair(f.ci95)
-    against = "backgrounds that identify no class" if f.neutral_donors else "other backgrounds"
-    called = (
-        "by this class's name anyway"
-        if f.statistic == HIJACK_STATISTICS["class"]
-        else "by the background's class"
-    )
+    view, pull = next(key for key, name in HIJACK_STATISTICS.items() if name == f.statistic)
+    called = "by this class's name anyway" if pull == "class" else "by the background's class"
+    if view == "overlay":
+        where = "with this class's mean background drawn over them,"
+        against = "under the mean backgrounds of " + (
+            "classes whose backgrounds identify no class" if f.neutral_donors else "other classes"
+        )
+        risk = "images that carry what this class's backgrounds share (a mark fixed to the frame)"
+    else:
+        where = "on this class's backgrounds"
+        against = "on " + (
+            "backgrounds that identify no class" if f.neutral_donors else "other backgrounds"
+        )
+        risk = "other objects on such backgrounds"
     return (
-        f"used though not needed: on this class's backgrounds the model calls {_v(f.value):.0%} "
-        f"of the other classes' objects (of {f.n} it got right) by this class's name, against "
-        f"{_v(f.reference):.0%} called {called} on {against} (lift "
+        f"used though not needed: {where} the model calls {_v(f.value):.0%} of the other "
+        f"classes' objects (of {f.n} it got right) by this class's name, against "
+        f"{_v(f.reference):.0%} called {called} {against} (lift "
         f"{_v(f.value) - _v(f.reference):.0%}, {confidence:.0%} CI [{low:.0%}, {high:.0%}]; "
-        f"one-sided Fisher, BH-adjusted p = {_v(f.p):.1g}): in deployment, other objects on "
-        "such backgrounds will be given this class"
+        f"one-sided Fisher, BH-adjusted p = {_v(f.p):.1g}): in deployment, {risk} will be "
+        "given this class"
     )
 
 

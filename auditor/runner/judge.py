@@ -4,6 +4,7 @@ and the checks that an audit scored something."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -15,6 +16,7 @@ from auditor.data.attributes import group_value
 from auditor.data.read import DatasetInfo
 from auditor.detect.findings import ClassResult
 from auditor.detect.groups import GroupResult, group_column, group_results
+from auditor.detect.hijack import HijackTest
 from auditor.detect.hotspot import Hotspot
 from auditor.detect.rule import class_results, neutral_classes, with_hotspots
 from auditor.detect.subgroups import Subgroup, class_subgroups
@@ -30,12 +32,13 @@ def judged(
     config: AuditConfig,
     untrusted: dict[str, str],
     spots: dict[int, dict[str, Hotspot]] | None = None,
+    overlays: Sequence[HijackTest] = (),
 ) -> tuple[list[ClassResult], list[GroupResult], list[Subgroup]]:
     """The rule on every class (with its off-object hotspots ``spots`` as attribution
-    evidence), on every class x group cell of ``group_by``, and on every subgroup of a
-    class's maps."""
+    evidence and its mask-free hijack test from ``overlays``), on every class x group cell
+    of ``group_by``, and on every subgroup of a class's maps."""
     names, methods, detect = info.class_names, config.methods, config.detect
-    results = class_results(samples, names, methods, detect, untrusted=untrusted)
+    results = class_results(samples, names, methods, detect, untrusted=untrusted, overlays=overlays)
     driving = [m for m in methods if m not in untrusted]
     results = [with_hotspots(r, (spots or {}).get(r.index, {}), driving, detect) for r in results]
     # a group or subgroup is judged with the donors chosen on all the data: its own few

@@ -26,6 +26,7 @@ from auditor.data.read import DatasetInfo, read_dataset
 from auditor.data.transforms import AuditTransform
 from auditor.detect.interventions import DonorPool, remove_object
 from auditor.detect.maps import MapSample
+from auditor.detect.rule import neutral_classes
 from auditor.detect.views import active
 from auditor.errors import DataError
 from auditor.models import (
@@ -63,6 +64,7 @@ from auditor.runner.judge import (
     with_class_models,
     with_groups,
 )
+from auditor.runner.overlays import overlay_hijacks
 from auditor.runner.preflight import (
     Probe,
     answered,
@@ -291,12 +293,20 @@ def assemble(ready: Prepared, streamed: Streamed) -> AuditRun:
     samples = with_groups(rows, info, config.group_by)
     check_scored(samples, info)
     data_sha = file_sha256(info.source) if info.source.is_file() else None
+    with clock.phase("overlay", device):
+        k = len(info.class_names)
+        overlaid = overlay_hijacks(
+            ready.loaded.model, lambda: usable_probe(ready, config, size=config.overlay_images),
+            k, neutral_classes(samples, k, config.detect), config,
+        )  # fmt: skip
     with clock.phase("detection", device):
         spots = controlled_hotspots(
             ready.loaded.model, lambda: usable_probe(ready, config), layer, config,
             {c: e.off_object for c, e in evidence.items()},
         )  # fmt: skip
-        results, groups, found = judged(samples, evidence, info, config, trust["untrusted"], spots)
+        results, groups, found = judged(
+            samples, evidence, info, config, trust["untrusted"], spots, overlaid
+        )
     with clock.phase("class_models", device):
         drawn = class_models(ready.loaded.model, results, config, device)
     timings = {"total_s": round(time.perf_counter() - ready.started, 3), **clock.rounded()}
@@ -327,11 +337,11 @@ def transform_of(config: AuditConfig) -> AuditTransform:
     )
 
 
-def usable_probe(ready: Prepared, config: AuditConfig) -> Probe | None:
-    """The probe samples (:func:`probe_samples`) the model answers with finite logits."""
-    probe = probe_samples(
-        ready.info.records, transform_of(config), size=config.donor_pool, device=ready.device
-    )
+def usable_probe(ready: Prepared, config: AuditConfig, size: int | None = None) -> Probe | None:
+    """The probe samples (:func:`probe_samples`; ``size``, default ``donor_pool``, of them)
+    the model answers with finite logits."""
+    size = config.donor_pool if size is None else size
+    probe = probe_samples(ready.info.records, transform_of(config), size=size, device=ready.device)
     return answered(ready.loaded.model, probe, config)
 
 
