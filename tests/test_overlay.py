@@ -103,15 +103,15 @@ def test_overlay_test_counts_by_hand():
 
 
 class MarkFollower(nn.Module):
-    """Three classes by the colour of the brightest pixel (red, green, blue), plus, when
-    ``follows``, a detector of a zero-mean stripe pattern across rows 12-19 that adds 2 to
-    class 0's logit: class 0's images carry the stripes, so class 0 is right on its own
-    colour and any other object with the stripes drawn over it is called 0."""
+    """Three classes by the brightest value of each colour channel (red, green, blue), plus,
+    when ``follows``, a detector of the stripes (:func:`stripes`) that adds 2 to class 0's
+    logit: class 0's images carry the stripes, so class 0 is right on its own colour and
+    any other object with the stripes drawn over it is called 0."""
 
     def __init__(self, template: torch.Tensor, follows: bool) -> None:
         super().__init__()
         self.register_buffer("template", template)
-        self.weight = 2.0 if follows else 0.0
+        self.weight = nn.Parameter(torch.tensor(2.0 if follows else 0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         colour = x.amax((2, 3))  # Tensor[N, 3]
@@ -119,42 +119,51 @@ class MarkFollower(nn.Module):
         return colour + self.weight * torch.stack([mark, 0 * mark, 0 * mark], 1)
 
 
-def marked_probe(n: int = 30, size: int = 32) -> tuple[Probe, torch.Tensor]:
-    """n images per class: faint noise, an 8x8 square of the class's colour at a random
-    place; class 0's images also carry the stripes, over the object where they meet."""
+def marked_images(n: int = 30, size: int = 32) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """n images per class (classes 0, 1, 2 in turn): a grey ground with faint noise, an 8x8
+    square of the class's colour at a random place; class 0's images also carry the
+    stripes, over the object where they meet. Images in [0, 1], masks bool."""
     g = torch.Generator().manual_seed(1)
-    template = torch.zeros(3, size, size)
-    template[:, 12:20] = 0.6 * (torch.arange(size) % 2 * 2 - 1).float()  # +-0.6 columns
-    inputs, masks, labels = [], [], []
+    inputs, masks = [], []
     for label in range(3):
         for _ in range(n):
-            image = 0.05 * torch.rand(3, size, size, generator=g)
+            image = 0.4 + 0.05 * torch.rand(3, size, size, generator=g)
             y, x = (int(v) for v in torch.randint(0, size - 8, (2,), generator=g))
             mask = torch.zeros(size, size, dtype=torch.bool)
             mask[y : y + 8, x : x + 8] = True
             image[label][mask] = 1.0
             if label == 0:
-                image = image + template
-            inputs.append(image)
+                image = image + stripes(size)
+            inputs.append(image.clamp(0, 1))
             masks.append(mask)
-            labels.append(label)
-    probe = Probe(torch.stack(inputs), torch.stack(masks), torch.tensor(labels),
-                  torch.arange(len(labels)))  # fmt: skip
-    return probe, template
+    return inputs, masks
+
+
+def stripes(size: int = 32) -> torch.Tensor:
+    """A zero-mean mark fixed to the frame: +-0.25 columns across rows 12-19."""
+    template = torch.zeros(3, size, size)
+    template[:, 12:20] = 0.25 * (torch.arange(size) % 2 * 2 - 1).float()
+    return template
+
+
+def marked_probe(n: int = 30) -> Probe:
+    inputs, masks = marked_images(n)
+    labels = torch.arange(3).repeat_interleave(n)
+    return Probe(torch.stack(inputs), torch.stack(masks), labels, torch.arange(len(labels)))
 
 
 @torch.no_grad()
 def test_a_mark_over_the_object_that_other_objects_follow_is_found_without_masks():
-    probe, template = marked_probe()
+    probe = marked_probe()
     config = AuditConfig(image_size=32, batch_size=16)
-    net = MarkFollower(template, follows=True)
+    net = MarkFollower(stripes(), follows=True)
     assert bool((net(probe.inputs).argmax(1) == probe.labels).all())  # right on its images
     tests = {t.donor: t for t in overlay_hijacks(net, lambda: probe, 3, {1, 2}, config)}
     assert set(tests) == {0, 1, 2}
     assert (tests[0].called, tests[0].n) == (60, 60)  # every other object follows the stripes
     assert tests[0].ci[0] > config.detect.min_gap
     assert tests[1].called == tests[2].called == 0
-    clean = MarkFollower(template, follows=False)
+    clean = MarkFollower(stripes(), follows=False)
     quiet = overlay_hijacks(clean, lambda: probe, 3, {1, 2}, config)
     assert all(t.called == 0 for t in quiet)
 
@@ -198,3 +207,54 @@ def test_a_mask_free_hijack_warns_a_class_the_swap_cannot_see():
     assert [r.status for r in unchanged] == [r.status for r in class_results(
         samples, names, ["gradcam"], config)]  # fmt: skip
     assert verdict(unchanged) == verdict(class_results(samples, names, ["gradcam"], config))
+
+
+def test_an_audit_stores_the_mask_free_test_and_warns_on_the_followed_mark(tmp_path):
+    """End to end, from PNG files and box annotations: the stripes of class 0 move every
+    other object to class 0; the audit says so in a hijack finding, stores every class's
+    mask-free test, times it, and the report says what the hijack predicts."""
+    from PIL import Image
+    from test_data_fixtures import box_ann, write_coco
+
+    from auditor.models import LoadedModel
+    from auditor.report.render import render_html
+    from auditor.runner.pipeline import audit
+
+    inputs, masks = marked_images(n=30)
+    images, annotations = [], []
+    for i, (image, mask) in enumerate(zip(inputs, masks), start=1):
+        name = f"{i:03d}.png"
+        pixels = (image.permute(1, 2, 0) * 255).round().byte().numpy()
+        Image.fromarray(pixels).save(tmp_path / name)
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        box = [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
+        images.append({"id": i, "file_name": name, "width": 32, "height": 32})
+        annotations.append(box_ann(i, (i - 1) // 30 + 1, box))
+    categories = [{"id": c + 1, "name": name} for c, name in enumerate(["red", "green", "blue"])]
+    data = write_coco(tmp_path, images, annotations, categories)
+    config = AuditConfig(image_size=32, batch_size=30, normalize="none", methods=("saliency",),
+                         subgroup_maps=0, hotspot_maps=0, class_model_steps=0)  # fmt: skip
+    net = LoadedModel(MarkFollower(stripes(), follows=True).eval(), "mark-follower", None)
+    run = audit(net, data=data, config=config)
+    classes = run.summary.classes
+    assert all(c.overlay_hijack is not None for c in classes)
+    assert classes[0].overlay_hijack["called"] == classes[0].overlay_hijack["n"] == 60
+    assert classes[1].overlay_hijack["called"] == classes[2].overlay_hijack["called"] == 0
+    hijacks = [(c.name, f.statistic) for c in classes for f in c.findings if f.kind == "hijack"]
+    assert [name for name, _ in hijacks] == ["red"] and classes[0].status != "pass"
+    assert run.run_info["timings"]["overlay_s"] > 0
+    assert "used though not needed" in render_html(run)
+
+
+def test_a_class_both_views_find_keeps_the_swap_finding():
+    """d's backgrounds move other objects to d on the swapped rows (the swap's hijack); a
+    stronger mask-free test of d does not replace that finding: objects on its real
+    backgrounds are the more direct statement."""
+    names = ["a", "b", "c", "d"]
+    config = DetectConfig()
+    p = fisher_exact([[60, 0], [0, 120]], alternative="greater").pvalue
+    test = HijackTest(3, 60, 60, "neutral", 120, 0, p, newcombe((60, 60), (0, 120), 0.95),
+                      "background", "overlay")  # fmt: skip
+    results = class_results(challenge_frame(), names, ["gradcam"], config, overlays=[test])
+    (hijack,) = [f for f in results[3].findings if f.kind == "hijack"]
+    assert hijack.statistic == "other_objects_called_class_on_its_backgrounds"

@@ -51,17 +51,15 @@ def hijack_findings(
     classes' objects, :func:`hijack_test`) or mean backgrounds (drawn over them, the
     ``overlays`` tests) make the model call other classes' objects by their name at least
     ``min_gap`` more often (lower end of the Newcombe CI) than backgrounds that carry no
-    class's cue, by one-sided Fisher tests BH-adjusted across classes and both views; a class
-    found by both keeps the one with the smaller p. ``value``: the follow rate;
-    ``reference``: the rate on the reference backgrounds, the one the statistic names
-    (:data:`~auditor.detect.behaviour.HIJACK_STATISTICS`)."""
+    class's cue, by one-sided Fisher tests BH-adjusted across classes and both views. A
+    class found by both keeps the swap's (its real backgrounds: the more direct statement).
+    ``value``: the follow rate; ``reference``: the rate on the reference backgrounds, the
+    one the statistic names (:data:`~auditor.detect.hijack.HIJACK_STATISTICS`)."""
     tests = [t for c in range(k) if (t := hijack_test(images, c, neutral, config)) is not None]
     tests += overlays
     adjusted = benjamini_hochberg([t.p for t in tests])
-    found = sorted(
-        ((p, t) for t, p in zip(tests, adjusted) if p < config.q and t.ci[0] > config.min_gap),
-        key=lambda pair: -pair[0],
-    )  # the smallest p last: it stays
+    found = [(p, t) for t, p in zip(tests, adjusted) if p < config.q and t.ci[0] > config.min_gap]
+    found.sort(key=lambda pair: pair[1].view == "swap")  # a class found by both keeps the swap's
     return {
         t.donor: Finding(
             "hijack", t.statistic, t.follow_rate, config.min_gap, t.n, ci=t.ci, p=p,

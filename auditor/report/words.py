@@ -157,7 +157,10 @@ def hijack_sentence(f: FindingRecord, confidence: float) -> str:
         against = "under the mean backgrounds of " + (
             "classes whose backgrounds identify no class" if f.neutral_donors else "other classes"
         )
-        risk = "images that carry what this class's backgrounds share (a mark fixed to the frame)"
+        risk = (
+            "images that carry what this class's backgrounds have in common at fixed places "
+            "(a mark, a colour cast)"
+        )
     else:
         where = "on this class's backgrounds"
         against = "on " + (
