@@ -16,6 +16,7 @@ from auditor.detect.overlay import mean_backgrounds, overlay_plan, overlay_tests
 from auditor.runner.preflight import Probe
 
 OVERLAYS_PER_IMAGE = 16  # the cost bound: forward passes per sampled image, beyond its own
+MIN_CELL = 5  # images a class's test needs on each side
 
 
 @torch.no_grad()
@@ -28,11 +29,13 @@ def overlay_hijacks(
 ) -> list[HijackTest]:
     """The mask-free hijack test of every class with enough images (:func:`overlay_tests`)
     on the images ``sample()`` loads (only when ``overlay_images`` is on): each image
-    carries the overlays of up to :data:`OVERLAYS_PER_IMAGE` other classes."""
+    carries the overlays of up to :data:`OVERLAYS_PER_IMAGE` other classes. With so many
+    classes that a class's overlay would fall on fewer than :data:`MIN_CELL` images on
+    average, no model call is made: no class could be tested."""
     if config.overlay_images == 0 or k < 2:
         return []
     probe = sample()
-    if probe is None:
+    if probe is None or len(probe.labels) * min(k - 1, OVERLAYS_PER_IMAGE) < MIN_CELL * k:
         return []
     inputs, labels = probe.inputs, probe.labels.to(probe.inputs.device)
     masks = probe.masks.reshape(len(inputs), *inputs.shape[-2:]).bool()
@@ -46,7 +49,9 @@ def overlay_hijacks(
         [answer(inputs + drawn[plan[:, j].to(inputs.device)]).cpu() for j in range(plan.shape[1])],
         dim=1,
     ) if plan.shape[1] else plan.clone()  # fmt: skip
-    return overlay_tests(answers, plan, probe.labels, right, k, neutral, config.detect)
+    return overlay_tests(
+        answers, plan, probe.labels, right, k, neutral, config.detect, min_cell=MIN_CELL
+    )
 
 
 def _answers(net: torch.nn.Module, config: AuditConfig) -> Callable[[torch.Tensor], torch.Tensor]:
