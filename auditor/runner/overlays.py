@@ -11,7 +11,7 @@ import torch
 from auditor.attribution.precision import autocast
 from auditor.config import AuditConfig
 from auditor.detect.hijack import HijackTest
-from auditor.detect.interventions import bounding_boxes, margin
+from auditor.detect.interventions import dilate, margin
 from auditor.detect.overlay import mean_backgrounds, overlay_plan, overlay_tests, overlays
 from auditor.runner.preflight import Probe
 
@@ -39,7 +39,7 @@ def overlay_hijacks(
         return []
     inputs, labels = probe.inputs, probe.labels.to(probe.inputs.device)
     masks = probe.masks.reshape(len(inputs), *inputs.shape[-2:]).bool()
-    regions = bounding_boxes(masks, grow=margin(masks))
+    regions = dilate(masks, margin(masks))  # nothing is filled in: the object itself is enough
     present = sorted({int(c) for c in labels.tolist()})
     drawn = overlays(mean_backgrounds(inputs, regions, labels, k), present, neutral)
     plan = overlay_plan(probe.labels, k, OVERLAYS_PER_IMAGE, seed=config.detect.seed)
