@@ -1,4 +1,4 @@
-"""The audit's mask-free hijack test (:mod:`auditor.detect.overlay`) added to stored ladder
+"""The audit's mean-background hijack test (:mod:`auditor.detect.overlay`) added to stored ladder
 audits that predate it, so that its effect on their statuses can be judged without running
 the audits again.
 

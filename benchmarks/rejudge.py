@@ -4,11 +4,11 @@ model: the rule's thresholds can be chosen on one draw's stored rows in seconds.
     .venv/bin/python benchmarks/rejudge.py reports/ladder-draw1 [--set max_survival_gap=0.2]
 
 Reads every ``suite.json`` under the folder and, beside it, each audit's
-``<rung>/<scenario>/samples.parquet``, ``summary.json`` (the hotspots, the mask-free hijack
-tests and the untrusted methods of that audit) and ``run.json`` (its ``[detect]``
-settings, overridden by ``--set``); prints the ladder's table with the new statuses. What
-needs the model (the faithfulness check, new hotspots, the mask-free hijack test) is not
-re-run: methods untrusted then stay untrusted.
+``<rung>/<scenario>/samples.parquet``, ``summary.json`` (the hotspots, the
+mean-background hijack tests and the untrusted methods of that audit) and ``run.json`` (its
+``[detect]`` settings, overridden by ``--set``); prints the ladder's table with the new
+statuses. What needs the model (the faithfulness check, new hotspots, the mean-background
+hijack test) is not re-run: methods untrusted then stay untrusted.
 """
 
 from __future__ import annotations

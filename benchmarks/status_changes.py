@@ -9,7 +9,7 @@ are those its run gave; AFTER's are its stored audits judged by this version's r
 (``rejudge.py``: the same as its run gave, unless the rule changed since), and the reason is
 what decided each (its notes for a pass), by finding kind and method. With
 ``--rejudge-before``, BEFORE's stored audits are judged by this version's rule too: the
-change then is only in what the two folders' audits store (e.g. the mask-free hijack tests
+change then is only in what the two folders' audits store (e.g. the mean-background hijack tests
 ``overlay_hijack.py`` adds to a copy).
 """
 

@@ -1,4 +1,4 @@
-"""The hijack test that needs no mask (:mod:`auditor.detect.overlay`): each class's mean
+"""The hijack test by mean backgrounds (:mod:`auditor.detect.overlay`): each class's mean
 background drawn over other classes' images. Checked against float64 loops, counts by
 hand, and a planted model that follows a mark drawn across the middle of the image, over
 the object, where every mask-based view carries the mark away with the object."""
@@ -176,7 +176,7 @@ def test_a_mark_over_the_object_that_other_objects_follow_is_found_without_masks
     assert overlay_hijacks(lambda x: never(), lambda: probe, 300, set(), config) == []
 
 
-def test_a_mask_free_hijack_warns_a_class_the_swap_cannot_see():
+def test_a_mean_background_hijack_warns_a_class_the_swap_cannot_see():
     """b passes on the swapped rows (its backgrounds move no object); its mean background
     drawn over the others' objects makes 30 of 60 called b against 6 of 120 under the
     neutral classes' overlays: a hijack of its own, a warning. A lift whose interval does
@@ -212,10 +212,10 @@ def test_a_mask_free_hijack_warns_a_class_the_swap_cannot_see():
     assert verdict(unchanged) == verdict(class_results(samples, names, ["gradcam"], config))
 
 
-def test_an_audit_stores_the_mask_free_test_and_warns_on_the_followed_mark(tmp_path):
+def test_an_audit_stores_the_mean_background_test_and_warns_on_the_followed_mark(tmp_path):
     """End to end, from PNG files and box annotations: the stripes of class 0 move every
     other object to class 0; the audit says so in a hijack finding, stores every class's
-    mask-free test, times it, and the report says what the hijack predicts."""
+    mean-background test, times it, and the report says what the hijack predicts."""
     from PIL import Image
     from test_data_fixtures import box_ann, write_coco
 
@@ -251,7 +251,7 @@ def test_an_audit_stores_the_mask_free_test_and_warns_on_the_followed_mark(tmp_p
 
 def test_a_class_both_views_find_keeps_the_swap_finding():
     """d's backgrounds move other objects to d on the swapped rows (the swap's hijack); a
-    stronger mask-free test of d does not replace that finding: objects on its real
+    stronger mean-background test of d does not replace that finding: objects on its real
     backgrounds are the more direct statement."""
     names = ["a", "b", "c", "d"]
     config = DetectConfig()

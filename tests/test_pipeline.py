@@ -202,7 +202,7 @@ def test_a_method_no_more_faithful_than_a_random_map_drives_nothing(tiny_model, 
     assert not trust.faithfulness["saliency"].faithful
     assert trust.untrusted["saliency"].startswith("is no more faithful than a random map")
     assert run.run_info["timings"]["faithfulness_s"] > 0
-    assert run.run_info["timings"]["overlay_s"] > 0  # the mask-free hijack test's own phase
+    assert run.run_info["timings"]["overlay_s"] > 0  # the mean-background hijack test's own phase
     html = render_html(run)
     assert "Faithfulness (ROAD, Rong et al. 2022)" in html
     assert "saliency is reported but does not drive flags: is no more faithful" in html

@@ -152,7 +152,7 @@ class AuditConfig:
         1000, "Most maps per class and method tested for an off-object hotspot; 0: off.", low=0
     )
     overlay_images: int = setting(
-        256, "Images that carry the other classes' mean backgrounds (mask-free hijack test).",
+        256, "Images that carry the other classes' mean backgrounds (mean-background hijack test).",
         low=0,
     )  # fmt: skip
     intervention_images: int = setting(

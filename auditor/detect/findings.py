@@ -91,7 +91,7 @@ class ClassResult:
     challenge: BackgroundChallenge | None = None
     hotspots: dict[str, Hotspot] = field(default_factory=dict)
     notes: list[Finding] = field(default_factory=list)
-    overlay: HijackTest | None = None  # the mask-free hijack test of its mean background
+    overlay: HijackTest | None = None  # the mean-background hijack test of its mean background
 
     @property
     def flagged(self) -> bool:

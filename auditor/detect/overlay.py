@@ -1,21 +1,20 @@
-"""The hijack test that needs no mask: each class's mean background drawn over other images.
+"""The hijack test by mean backgrounds: each class's mean background drawn over other images.
 
 The swap's hijack test (:func:`auditor.detect.hijack.hijack_test`) pastes other classes'
 objects onto this class's object-free backgrounds. A cue drawn *over* the object (a
 watermark across the middle of the image, as ImageNet-W draws it) leaves the donor
 background together with the object, so that test cannot see it. This one builds each
-class's **mean background**: per pixel, the mean over the class's images whose object
-(its mask, dilated by the swap's margin) leaves that pixel out. Nothing is filled in, so
-the object's mask is enough where the swap needs its box (a blurred fill in the object's
-outline would leave its shape behind); the mask leaves more of a mark that crosses the
-object uncovered. A pattern fixed to the image frame
-survives the mean wherever some image's object leaves it uncovered; objects and textures at
-random places average out. The class's mean background minus the mean of the reference
-classes' (those whose backgrounds identify no class, else every other class) is its
-**overlay**; added to other classes' right-answered images, over their objects too, it asks
-whether this class's frame-fixed pattern moves other objects to this class, against the
-reference classes' overlays on the same images (called that class, or this one: the
-stricter, as the swap's test holds it).
+class's **mean background**: per pixel, the mean over the class's images whose object (its
+mask, dilated by the swap's margin) leaves that pixel out. Nothing is filled in, so the
+object's mask is enough where the swap needs its box (a blurred fill in the object's outline
+would leave its shape behind); the mask leaves more of a mark that crosses the object
+uncovered. A pattern fixed to the image frame survives the mean wherever some image's object
+leaves it uncovered; objects and textures at random places average out. The class's mean
+background minus the mean of the reference classes' (those whose backgrounds identify no
+class, else every other class) is its **overlay**; added to other classes' right-answered
+images, over their objects too, it asks whether this class's frame-fixed pattern moves other
+objects to this class, against the reference classes' overlays on the same images (called
+that class, or this one: the stricter, as the swap's test holds it).
 
 Pure tensor functions and counts; the model's answers come from
 :mod:`auditor.runner.overlays`.

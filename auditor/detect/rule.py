@@ -64,7 +64,7 @@ def class_results(
     whose backgrounds may stand in a swap, when a part of the data (a group, a subgroup) is
     judged with the donor choice made on all of it (:func:`neutral_classes`); default: chosen
     here. Only whole classes (no ``donors``) are tested for hijacks and vulnerability: a
-    part's cells, one per donor class, are too small. ``overlays``: the mask-free hijack
+    part's cells, one per donor class, are too small. ``overlays``: the mean-background hijack
     tests of the whole classes (:mod:`auditor.detect.overlay`; they need the model).
     """
     scored = samples[samples["skip_reason"].isna()]

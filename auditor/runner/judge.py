@@ -35,7 +35,7 @@ def judged(
     overlays: Sequence[HijackTest] = (),
 ) -> tuple[list[ClassResult], list[GroupResult], list[Subgroup]]:
     """The rule on every class (with its off-object hotspots ``spots`` as attribution
-    evidence and its mask-free hijack test from ``overlays``), on every class x group cell
+    evidence and its mean-background hijack test from ``overlays``), on every class x group cell
     of ``group_by``, and on every subgroup of a class's maps."""
     names, methods, detect = info.class_names, config.methods, config.detect
     results = class_results(samples, names, methods, detect, untrusted=untrusted, overlays=overlays)

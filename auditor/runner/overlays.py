@@ -1,4 +1,4 @@
-"""The mask-free hijack test of a finished stream (:mod:`auditor.detect.overlay`): each
+"""The mean-background hijack test of a finished stream (:mod:`auditor.detect.overlay`): each
 class's mean background, from a bounded, evenly spread sample of the dataset (before any
 object is filled in), drawn over the sample's other images, and the model's answers."""
 
@@ -27,7 +27,7 @@ def overlay_hijacks(
     neutral: Collection[int],
     config: AuditConfig,
 ) -> list[HijackTest]:
-    """The mask-free hijack test of every class with enough images (:func:`overlay_tests`)
+    """The mean-background hijack test of every class with enough images (:func:`overlay_tests`)
     on the images ``sample()`` loads (only when ``overlay_images`` is on): each image
     carries the overlays of up to :data:`OVERLAYS_PER_IMAGE` other classes. With so many
     classes that a class's overlay would fall on fewer than :data:`MIN_CELL` images on
@@ -45,10 +45,10 @@ def overlay_hijacks(
     plan = overlay_plan(probe.labels, k, OVERLAYS_PER_IMAGE, seed=config.detect.seed)
     answer = _answers(net, config)
     right = (answer(inputs) == labels).cpu()
-    answers = torch.stack(
+    answers = torch.stack(  # k >= 2: every image carries at least one overlay
         [answer(inputs + drawn[plan[:, j].to(inputs.device)]).cpu() for j in range(plan.shape[1])],
         dim=1,
-    ) if plan.shape[1] else plan.clone()  # fmt: skip
+    )
     return overlay_tests(
         answers, plan, probe.labels, right, k, neutral, config.detect, min_cell=MIN_CELL
     )
