@@ -157,11 +157,30 @@ def hijack_test(
     if min(len(on_donor), len(reference)) < min_cell:
         return None
     called = int((on_donor["pred_swapped"] == donor).sum())
-    counts = {"background": int((reference["pred_swapped"] == reference["donor_label"]).sum()),
-              "class": int((reference["pred_swapped"] == donor).sum())}  # fmt: skip
-    pull = "class" if counts["class"] > counts["background"] else "background"
-    n, ref_n, ref_called = len(on_donor), len(reference), counts[pull]
-    table = [[called, n - called], [ref_called, ref_n - ref_called]]
+    background = int((reference["pred_swapped"] == reference["donor_label"]).sum())
+    anyway = int((reference["pred_swapped"] == donor).sum())
+    return held_against(donor, (called, len(on_donor)), kind, len(reference), background, anyway,
+                        config)  # fmt: skip
+
+
+def held_against(
+    donor: int,
+    followed: tuple[int, int],
+    kind: str,
+    reference_n: int,
+    background: int,
+    anyway: int,
+    config: DetectConfig,
+    view: str = "swap",
+) -> HijackTest:
+    """A :class:`HijackTest` of ``followed`` = (called ``donor``, of n) against the
+    ``reference_n`` reference images, of which ``background`` were called their background's
+    class and ``anyway`` were called ``donor``: held against the larger (``pull``), by a
+    one-sided Fisher test and Newcombe's CI of the difference."""
+    called, n = followed
+    pull = "class" if anyway > background else "background"
+    ref_called = anyway if pull == "class" else background
+    table = [[called, n - called], [ref_called, reference_n - ref_called]]
     p = float(fisher_exact(table, alternative="greater").pvalue)
-    ci = newcombe((called, n), (ref_called, ref_n), config.confidence)
-    return HijackTest(donor, n, called, kind, ref_n, ref_called, p, ci, pull)
+    ci = newcombe((called, n), (ref_called, reference_n), config.confidence)
+    return HijackTest(donor, n, called, kind, reference_n, ref_called, p, ci, pull, view)

@@ -25,11 +25,9 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import torch
-from scipy.stats import fisher_exact
 
 from auditor.config import DetectConfig
-from auditor.detect.hijack import HijackTest
-from auditor.detect.stats_util import newcombe
+from auditor.detect.hijack import HijackTest, held_against
 
 
 def mean_backgrounds(
@@ -116,12 +114,8 @@ def overlay_tests(
         if min(n, ref_n) < min_cell:
             continue
         called = int((on_c & (answers == c)).sum())
-        counts = {"background": int((on_ref & (answers == plan)).sum()),
-                  "class": int((on_ref & (answers == c)).sum())}  # fmt: skip
-        pull = "class" if counts["class"] > counts["background"] else "background"
-        ref_called = counts[pull]
-        table = [[called, n - called], [ref_called, ref_n - ref_called]]
-        p = float(fisher_exact(table, alternative="greater").pvalue)
-        ci = newcombe((called, n), (ref_called, ref_n), config.confidence)
-        tests.append(HijackTest(c, n, called, kind, ref_n, ref_called, p, ci, pull, "overlay"))
+        background = int((on_ref & (answers == plan)).sum())
+        anyway = int((on_ref & (answers == c)).sum())
+        tests.append(held_against(c, (called, n), kind, ref_n, background, anyway, config,
+                                  view="overlay"))  # fmt: skip
     return tests
