@@ -8,8 +8,8 @@ DOCS_STAMP := $(VENV)/.docs-installed
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test,dev]'
+	$(VENV)/bin/pip install -q --no-cache-dir --upgrade pip
+	$(VENV)/bin/pip install -q --no-cache-dir -e '.[test,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -49,7 +49,7 @@ report-check: $(STAMP)
 	@echo "Pictures in reports/report-check/"
 
 $(DOCS_STAMP): $(STAMP) pyproject.toml
-	$(VENV)/bin/pip install -q -e '.[docs]'
+	$(VENV)/bin/pip install -q --no-cache-dir -e '.[docs]'
 	touch $(DOCS_STAMP)
 
 # The documentation site (mkdocs.yml, docs/) into site/. --strict: a warning (a broken link,
