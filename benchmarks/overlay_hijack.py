@@ -53,10 +53,13 @@ def add_overlay_tests(audit: Path, data: Path) -> list[dict]:
     records = read_dataset(data / "audit" / "annotations.json").records
     transform = transform_of(config)
     k = int(run["model"]["num_classes"])
-    neutral = neutral_classes(pd.read_parquet(audit / "samples.parquet"), k, detect)
+    rows = pd.read_parquet(audit / "samples.parquet")
+    neutral = neutral_classes(rows, k, detect)
+    answered = dict(zip(rows["sample"], rows["correct"]))
     sample = lambda: probe_samples(records, transform, size=config.overlay_images,  # noqa: E731
                                    device=torch.device("cpu"))  # fmt: skip
-    tests = {t.donor: t.to_dict() for t in overlay_hijacks(model, sample, k, neutral, config)}
+    found = overlay_hijacks(model, sample, k, neutral, config, transform, answered)
+    tests = {t.donor: t.to_dict() for t in found.tests}
     summary = json.loads((audit / "summary.json").read_text())
     for c in summary["classes"]:
         c.pop("overlay_hijack", None)

@@ -14,10 +14,12 @@ from torch import nn
 from auditor.config import AuditConfig, DetectConfig
 from auditor.detect import class_results, verdict
 from auditor.detect.hijack import HijackTest
+from auditor.detect.interventions import dilate, margin
 from auditor.detect.overlay import mean_backgrounds, overlay_plan, overlay_tests, overlays
 from auditor.detect.stats_util import newcombe
 from auditor.report.words import reasons
-from auditor.runner.overlays import overlay_hijacks
+from auditor.runner.overlays import Overlaid, overlay_hijacks
+from auditor.runner.pipeline import transform_of
 from auditor.runner.preflight import Probe
 
 
@@ -146,6 +148,12 @@ def stripes(size: int = 32) -> torch.Tensor:
     return template
 
 
+def answered(net: nn.Module, probe: Probe) -> dict[int, bool]:
+    """Whether ``net`` answers each probe image right, by dataset position (the stream's)."""
+    right = net(probe.inputs).argmax(1) == probe.labels
+    return dict(zip(probe.positions.tolist(), right.tolist()))
+
+
 def marked_probe(n: int = 30) -> Probe:
     inputs, masks = marked_images(n)
     labels = torch.arange(3).repeat_interleave(n)
@@ -155,25 +163,61 @@ def marked_probe(n: int = 30) -> Probe:
 @torch.no_grad()
 def test_a_mark_over_the_object_that_other_objects_follow_is_found_without_masks():
     probe = marked_probe()
-    config = AuditConfig(image_size=32, batch_size=16)
+    config = AuditConfig(image_size=32, batch_size=16, normalize="none")
+    transform = transform_of(config)
     net = MarkFollower(stripes(), follows=True)
     assert bool((net(probe.inputs).argmax(1) == probe.labels).all())  # right on its images
-    tests = {t.donor: t for t in overlay_hijacks(net, lambda: probe, 3, {1, 2}, config)}
+    found = overlay_hijacks(net, lambda: probe, 3, {1, 2}, config, transform, answered(net, probe))
+    tests = {t.donor: t for t in found.tests}
     assert set(tests) == {0, 1, 2}
     assert (tests[0].called, tests[0].n) == (60, 60)  # every other object follows the stripes
     assert tests[0].ci[0] > config.detect.min_gap
     assert tests[1].called == tests[2].called == 0
+    # the stream's answers decide which images count: green (positions 30-59) answered wrong
+    wrong_green = answered(net, probe) | dict.fromkeys(range(30, 60), False)
+    fewer = overlay_hijacks(net, lambda: probe, 3, {1, 2}, config, transform, wrong_green)
+    assert [(t.called, t.n) for t in fewer.tests if t.donor == 0] == [(30, 30)]
     clean = MarkFollower(stripes(), follows=False)
-    quiet = overlay_hijacks(clean, lambda: probe, 3, {1, 2}, config)
-    assert all(t.called == 0 for t in quiet)
+    quiet = overlay_hijacks(
+        clean, lambda: probe, 3, {1, 2}, config, transform, answered(clean, probe)
+    )
+    assert all(t.called == 0 for t in quiet.tests) and quiet.pictures == {}
 
     def never() -> Probe:
         raise AssertionError("the sample is not loaded when the test is off")
 
-    assert overlay_hijacks(net, never, 3, {1, 2}, AuditConfig(overlay_images=0)) == []
+    off = AuditConfig(overlay_images=0)
+    assert overlay_hijacks(net, never, 3, {1, 2}, off, transform, {}) == Overlaid()
     # 90 images x 16 overlays spread over 300 classes: about 5 images per class's overlay
     # at best, before the model is right on any; no class can be tested, so nothing is run
-    assert overlay_hijacks(lambda x: never(), lambda: probe, 300, set(), config) == []
+    assert overlay_hijacks(lambda x: never(), lambda: probe, 300, set(), config, transform, {}) == (
+        Overlaid()
+    )
+
+
+@torch.no_grad()
+def test_the_pictures_show_the_mean_background_and_an_image_it_moved():
+    """Only the class whose test meets the bar gets pictures: its mean background, where
+    the stripes alternate by half the range in rows 12-19 and nothing else differs by more
+    than the noise; and the first image of another class (dataset position 30, the first
+    of class 1) with the overlay drawn over it, as the model saw it."""
+    probe = marked_probe()
+    config = AuditConfig(image_size=32, batch_size=16, normalize="none")
+    net = MarkFollower(stripes(), follows=True)
+    found = overlay_hijacks(net, lambda: probe, 3, {1, 2}, config, transform_of(config),
+                            answered(net, probe))  # fmt: skip
+    assert set(found.pictures) == {0}
+    shown = found.pictures[0]
+    mean = shown["mean_background"].float() / 255
+    assert shown["mean_background"].dtype == torch.uint8 and mean.shape == (3, 32, 32)
+    swing = (mean[:, :, 1::2] - mean[:, :, 0::2]).mean(0)  # odd minus even columns
+    assert float(swing[12:20].mean()) == pytest.approx(0.5, abs=0.03)
+    assert float(swing[:12].abs().max()) < 0.06 and float(swing[20:].abs().max()) < 0.06
+    assert (shown["drawn_over_label"], shown["drawn_over_position"]) == (1, 30)
+    masks = probe.masks.bool()
+    means = mean_backgrounds(probe.inputs, dilate(masks, margin(masks)), probe.labels, 3)
+    want = (probe.inputs[30] + overlays(means, [0, 1, 2], {1, 2})[0]).clamp(0, 1)
+    assert torch.equal(shown["drawn_over"], (want * 255).round().to(torch.uint8))
 
 
 def test_a_mean_background_hijack_warns_a_class_the_swap_cannot_see():
@@ -246,7 +290,14 @@ def test_an_audit_stores_the_mean_background_test_and_warns_on_the_followed_mark
     hijacks = [(c.name, f.statistic) for c in classes for f in c.findings if f.kind == "hijack"]
     assert [name for name, _ in hijacks] == ["red"] and classes[0].status != "pass"
     assert run.run_info["timings"]["overlay_s"] > 0
-    assert "used though not needed" in render_html(run)
+    shown = {name: e["mean_background"] for name, e in run.evidence["classes"].items()
+             if "mean_background" in e}  # fmt: skip
+    assert list(shown) == ["red"] and shown["red"]["drawn_over_label"] == 1
+    assert shown["red"]["drawn_over_file"].endswith("031.png")  # the first green image
+    html = render_html(run)
+    assert "used though not needed" in html
+    assert "Mean background of “red”" in html
+    assert "An image of “green” (" in html and "031.png) with it drawn over: called “red”" in html
 
 
 def test_a_class_both_views_find_keeps_the_swap_finding():

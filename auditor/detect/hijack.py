@@ -88,6 +88,12 @@ HIJACK_STATISTICS = {  # a hijack finding's statistic by (view, the reference th
 }
 
 
+def hijack_view(statistic: str) -> tuple[str, str] | None:
+    """``(view, pull)`` of a hijack finding's statistic (:data:`HIJACK_STATISTICS`); None for
+    any other statistic."""
+    return next((key for key, name in HIJACK_STATISTICS.items() if name == statistic), None)
+
+
 @dataclass(frozen=True)
 class HijackTest:
     """The other classes' objects, those the model got right, pasted onto class ``donor``'s

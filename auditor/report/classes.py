@@ -81,12 +81,31 @@ def class_section(run: AuditRun, c: ClassRecord, drawn: dict[str, Any]) -> dict[
         "class_model": figures.overlay(evidence["class_model"], None, None)
         if "class_model" in evidence
         else None,
+        **_mean_background(evidence.get("mean_background"), names, c.name),
         "exemplars": [_exemplar(e, methods, names) for e in evidence.get("exemplars", [])],
         "broken_exemplars": [
             _exemplar(e, methods, names, after_swap=True)
             for e in evidence.get("broken_exemplars", [])
         ],
     }
+
+
+def _mean_background(shown: dict[str, Any] | None, names: list[str], name: str) -> dict[str, Any]:
+    """The pictures of a hijack found by the class's mean background: the mean, and an image
+    of another class it moved to this class, drawn over."""
+    out: dict[str, Any] = dict.fromkeys(("mean_background", "drawn_over", "drawn_over_caption"))
+    if not shown:
+        return out
+    out["mean_background"] = figures.overlay(shown["mean_background"], None, None)
+    if "drawn_over" in shown:
+        label = class_name(names, shown["drawn_over_label"])
+        out |= {
+            "drawn_over": figures.overlay(shown["drawn_over"], None, None),
+            "drawn_over_caption": f"An image of “{label}” "
+            f"({shorten(str(shown['drawn_over_file']), MAX_NAME)}) with it drawn over: called "
+            f"“{shorten(name, MAX_NAME)}”",
+        }
+    return out
 
 
 def subgroup_section(

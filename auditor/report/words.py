@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from auditor.detect.hijack import HIJACK_STATISTICS
+from auditor.detect.hijack import hijack_view
 from auditor.detect.hotspot import where
 from auditor.detect.views import REGISTRY
 from auditor.record import FindingRecord, Judged, Summary
@@ -150,7 +150,7 @@ def hijack_sentence(f: FindingRecord, confidence: float) -> str:
     """A ``hijack`` finding in words: what the model will do with this class's backgrounds
     (pasted behind other objects) or its mean background (drawn over them)."""
     low, high = _pair(f.ci95)
-    view, pull = next(key for key, name in HIJACK_STATISTICS.items() if name == f.statistic)
+    view, pull = hijack_view(f.statistic) or ("swap", "background")
     called = "by this class's name anyway" if pull == "class" else "by the background's class"
     if view == "overlay":
         where = "with this class's mean background drawn over them,"

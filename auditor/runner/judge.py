@@ -84,6 +84,26 @@ def with_class_models(evidence: dict[str, Any], drawn: dict[str, torch.Tensor]) 
     return evidence
 
 
+def with_mean_backgrounds(
+    evidence: dict[str, Any],
+    results: Sequence[ClassResult],
+    pictures: dict[int, dict[str, Any]],
+    info: DatasetInfo,
+) -> dict[str, Any]:
+    """The mean-background pictures (:func:`auditor.runner.overlays.pictures`: its test met
+    the bar) of each class with a hijack finding, whichever view's it is, as
+    ``mean_background`` in its evidence, the drawn-over image's file and id beside it."""
+    for r in results:
+        if r.index not in pictures or not any(f.kind == "hijack" for f in r.findings):
+            continue
+        shown = dict(pictures[r.index])
+        if "drawn_over_position" in shown:
+            record = info.records[shown.pop("drawn_over_position")]
+            shown |= {"drawn_over_file": str(record.path), "drawn_over_id": record.image_id}
+        evidence["classes"].setdefault(r.name, {})["mean_background"] = shown
+    return evidence
+
+
 def with_groups(
     samples: pd.DataFrame, info: DatasetInfo, group_by: tuple[str, ...]
 ) -> pd.DataFrame:

@@ -63,6 +63,7 @@ from auditor.runner.judge import (
     judged,
     with_class_models,
     with_groups,
+    with_mean_backgrounds,
 )
 from auditor.runner.overlays import overlay_hijacks
 from auditor.runner.preflight import (
@@ -297,7 +298,8 @@ def assemble(ready: Prepared, streamed: Streamed) -> AuditRun:
         k = len(info.class_names)
         overlaid = overlay_hijacks(
             ready.loaded.model, lambda: usable_probe(ready, config, size=config.overlay_images),
-            k, neutral_classes(samples, k, config.detect), config,
+            k, neutral_classes(samples, k, config.detect), config, transform_of(config),
+            dict(zip(samples["sample"], samples["correct"])),
         )  # fmt: skip
     with clock.phase("detection", device):
         spots = controlled_hotspots(
@@ -305,7 +307,7 @@ def assemble(ready: Prepared, streamed: Streamed) -> AuditRun:
             {c: e.off_object for c, e in evidence.items()},
         )  # fmt: skip
         results, groups, found = judged(
-            samples, evidence, info, config, trust["untrusted"], spots, overlaid
+            samples, evidence, info, config, trust["untrusted"], spots, overlaid.tests
         )
     with clock.phase("class_models", device):
         drawn = class_models(ready.loaded.model, results, config, device)
@@ -318,14 +320,15 @@ def assemble(ready: Prepared, streamed: Streamed) -> AuditRun:
     info_json["partial_methods"] = trust.get("partial", {})
     info_json["world_size"] = streamed.shards
     info_json["checkpoint"] = streamed.resume.to_dict()
+    kept = evidence_payload(evidence, info.class_names) | subgroup_evidence(found, info)
     return AuditRun(
         summary=phrased(
             read_summary(with_subgroups(assembled, found, info, config)), config.detect.confidence
         ),
         samples=samples,
         run_info=info_json,
-        evidence=with_class_models(
-            evidence_payload(evidence, info.class_names) | subgroup_evidence(found, info), drawn
+        evidence=with_mean_backgrounds(
+            with_class_models(kept, drawn), results, overlaid.pictures, info
         ),
         subgroups=subgroup_frame(found, info),
     )
