@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -36,29 +38,59 @@ from auditor.detect.rule import neutral_classes
 from auditor.models import load_model
 from auditor.runner.overlays import overlay_hijacks
 from auditor.runner.pipeline import transform_of
-from auditor.runner.preflight import probe_samples
+from auditor.runner.preflight import Probe, probe_samples
+
+
+@dataclass(frozen=True)
+class StoredAudit:
+    """What a stored audit ran with: its model, settings, dataset and rows."""
+
+    model: torch.nn.Module
+    config: AuditConfig
+    records: list
+    k: int
+    rows: pd.DataFrame
+
+    @classmethod
+    def read(cls, audit: Path, data: Path) -> StoredAudit:
+        """The audit folder's run, with the one model in ``data`` and its audited images."""
+        run = json.loads((audit / "run.json").read_text())
+        (weights,) = data.glob("*.pt")
+        settings = run["config"]
+        detect = DetectConfig(**{k: v for k, v in settings["detect"].items()
+                                 if k in DetectConfig.__dataclass_fields__})  # fmt: skip
+        config = AuditConfig(image_size=settings["image_size"], normalize=settings["normalize"],
+                             keep_aspect=settings["keep_aspect"],
+                             batch_size=settings["batch_size"], detect=detect)  # fmt: skip
+        return cls(
+            load_model(run["model"]["spec"], weights).model.eval(), config,
+            read_dataset(data / "audit" / "annotations.json").records,
+            int(run["model"]["num_classes"]), pd.read_parquet(audit / "samples.parquet"),
+        )  # fmt: skip
+
+    def neutral(self) -> list[int]:
+        return neutral_classes(self.rows, self.k, self.config.detect)
+
+    def sample(self) -> Probe | None:
+        """The images the audit's overlay phase samples."""
+        size, cpu = self.config.overlay_images, torch.device("cpu")
+        return probe_samples(self.records, transform_of(self.config), size=size, device=cpu)
+
+
+def stored_audits(data_root: Path, audit_root: Path) -> Iterator[tuple[Path, Path]]:
+    """(audit folder, its data folder ``DATA/<rung>/<scenario>``) of every stored audit."""
+    for samples in sorted(audit_root.rglob("samples.parquet")):
+        data = data_root / samples.parent.parent.name / samples.parent.name
+        if (data / "audit").is_dir():
+            yield samples.parent, data
 
 
 def add_overlay_tests(audit: Path, data: Path) -> list[dict]:
     """Run the test on a stored audit and store it there; the tests, as stored."""
-    run = json.loads((audit / "run.json").read_text())
-    (weights,) = data.glob("*.pt")
-    model = load_model(run["model"]["spec"], weights).model.eval()
-    settings = run["config"]
-    detect = DetectConfig(**{k: v for k, v in settings["detect"].items()
-                             if k in DetectConfig.__dataclass_fields__})  # fmt: skip
-    config = AuditConfig(image_size=settings["image_size"], normalize=settings["normalize"],
-                         keep_aspect=settings["keep_aspect"], batch_size=settings["batch_size"],
-                         detect=detect)  # fmt: skip
-    records = read_dataset(data / "audit" / "annotations.json").records
-    transform = transform_of(config)
-    k = int(run["model"]["num_classes"])
-    rows = pd.read_parquet(audit / "samples.parquet")
-    neutral = neutral_classes(rows, k, detect)
-    answered = dict(zip(rows["sample"], rows["correct"]))
-    sample = lambda: probe_samples(records, transform, size=config.overlay_images,  # noqa: E731
-                                   device=torch.device("cpu"))  # fmt: skip
-    found = overlay_hijacks(model, sample, k, neutral, config, transform, answered)
+    stored = StoredAudit.read(audit, data)
+    config, answered = stored.config, dict(zip(stored.rows["sample"], stored.rows["correct"]))
+    found = overlay_hijacks(stored.model, stored.sample, stored.k, stored.neutral(), config,
+                            transform_of(config), answered)  # fmt: skip
     tests = {t.donor: t.to_dict() for t in found.tests}
     summary = json.loads((audit / "summary.json").read_text())
     for c in summary["classes"]:
@@ -77,11 +109,7 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"{'scenario':<52}{'class':>6}{'called':>12}{'reference':>14}{'p':>9}{'CI95':>15}")
     for data_root, audit_root in zip(args.data, args.audits, strict=True):
-        for samples in sorted(audit_root.rglob("samples.parquet")):
-            audit = samples.parent
-            data = data_root / audit.parent.name / audit.name
-            if not (data / "audit").is_dir():
-                continue
+        for audit, data in stored_audits(data_root, audit_root):
             for t in add_overlay_tests(audit, data):
                 ci = f"[{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}]"
                 print(f"{data.relative_to(data_root.parent)!s:<52}{t['donor']:>6}"
