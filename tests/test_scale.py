@@ -216,3 +216,77 @@ def test_maps_and_the_background_alone_flag_only_where_the_swap_was_measured_and
     assert decide([maps], [alone], None, acts(17, (0.0, 0.35)), config, driving=1)[0] == "warn"
     assert decide([maps], [alone], None, acts(40, (0.0, 0.35)), config, driving=1)[0] == "flag"
     assert decide([maps], [alone], None, acts(40, (0.0, 0.2)), config, driving=1)[0] == "pass"
+
+
+def cue_frame(n: int = 24, *, uncued_needs_background: bool = False) -> pd.DataFrame:
+    """Four classes, each image swapped onto the background of one of the other three in
+    turn. Classes 2 and 3 carry a cue of their own (the background alone gives them) and
+    need it: on any other background their objects are called the donor's class. Classes 0
+    and 1 have none; the cued classes' backgrounds take their objects over (called the
+    donor's class), and on each other's backgrounds they are right, unless
+    ``uncued_needs_background``: then class 0 is lost on every background, called class 1
+    on the cued ones (a third class: its own loss, not a takeover)."""
+    rows = []
+    for label in range(4):
+        for i in range(n):
+            donor = [c for c in range(4) if c != label][i % 3]
+            swapped = donor if label >= 2 or donor >= 2 else label
+            if uncued_needs_background and label == 0:
+                swapped = 1 if donor >= 2 else 3
+            rows.append({
+                "sample": label * 1000 + i, "label": label, "method": "gradcam", "correct": True,
+                "chance_corrected": 0.5 + 0.01 * (i % 5), "skip_reason": None,
+                "pred_swapped": swapped, "donor_label": donor, "pred_same_class": label,
+                "pred_background_only": label if label >= 2 else i % 4,
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_swaps_a_cued_class_took_over_do_not_count_against_a_class_without_a_cue():
+    """Class 0 (no cue) has 8 of its 24 swaps on a neutral background (class 1's), fewer than
+    min_n, so every donor counts; 16 went onto the cued classes' backgrounds and were called
+    the donor's class. Before, they made a 67-point swap gap and a warning on a class that
+    needs nothing; they are the cued classes' hijack (class 0's ``vulnerable`` notes)."""
+    names = ["a", "b", "c", "d"]
+    config = DetectConfig()
+    results = class_results(cue_frame(), names, ["gradcam"], config)
+    a = results[0]
+    assert a.behaviour is not None and not a.behaviour.neutral_donors
+    assert (a.behaviour.n, a.behaviour.taken_over, a.behaviour.swap_gap) == (8, 16, 0.0)
+    assert a.status == "pass" and a.findings == []
+    assert {f.reference_class for f in a.notes if f.kind == "vulnerable"} == {2, 3}
+    # the cued classes keep every swap: whether they need their backgrounds or the other's
+    # takes them over, the swap cannot tell them apart (Waterbirds), and they still fail
+    for cued in results[2:]:
+        assert cued.behaviour is not None and cued.behaviour.taken_over == 0
+        assert cued.behaviour.n == 24 and cued.behaviour.swap_gap == 1.0
+        assert cued.status == "flag"
+
+
+def test_a_class_without_a_cue_that_loses_to_a_third_class_still_warns():
+    """Left out are only the swaps called the donor's class: class 0 lost on every
+    background, called class 1 on the cued ones, keeps all 24 swaps and its swap gap of 1."""
+    results = class_results(cue_frame(uncued_needs_background=True), ["a", "b", "c", "d"],
+                            ["gradcam"], DetectConfig())  # fmt: skip
+    a = results[0]
+    assert a.behaviour is not None and (a.behaviour.n, a.behaviour.taken_over) == (24, 0)
+    assert a.behaviour.swap_gap == 1.0 and "swap_gap" in [f.kind for f in a.findings]
+    assert a.status != "pass"
+
+
+def test_a_class_left_with_too_few_swaps_says_which_were_left_out():
+    """No trusted method: the pass would rest on the swap alone, and 8 swaps are too few.
+    The finding and the report name the 16 left out and why."""
+    names = ["a", "b", "c", "d"]
+    results = class_results(cue_frame(), names, ["gradcam"], DetectConfig(),
+                            untrusted={"gradcam": "failed the randomisation check"})  # fmt: skip
+    a = results[0]
+    assert a.status == "insufficient_data"
+    (missing,) = a.findings
+    assert (missing.kind, missing.n, missing.taken_over) == ("no_evidence", 8, 16)
+    record = as_record(a.to_dict())
+    (said,) = reasons(record, names, confidence=0.95)
+    assert (
+        "too few of its swaps count (8): 16 more went onto backgrounds of classes with a "
+        "cue of their own" in said
+    )

@@ -70,6 +70,7 @@ class BehaviourStats:
     background_only: Identification
     intervened: int = 0  # the class's images that got the interventions (all, or a sample)
     drops: dict[str, Drop] = field(default_factory=dict)  # by extra intervention
+    taken_over: int = 0  # swaps left out: a donor's cue took the object over (swapped_rows)
 
     def to_dict(self) -> dict[str, Any]:
         ident = self.background_only
@@ -82,6 +83,7 @@ class BehaviourStats:
             "swap_gap_ci95": [finite(v) for v in self.swap_gap_ci],
             "follow_rate": finite(self.follow_rate),
             "neutral_donors": self.neutral_donors,
+            "taken_over": self.taken_over,
             "background_only_accuracy": finite(ident.rate),
             "background_only_baseline": finite(ident.baseline),
             "background_only_baseline_class": ident.baseline_class,
@@ -129,11 +131,22 @@ def swapped_rows(
 ) -> tuple[pd.DataFrame, bool]:
     """The images of class ``label`` whose swap counts, and whether their donors are neutral:
     donors from ``neutral`` classes (all donors when too few come from neutral classes,
-    unless ``neutral_only``: the donor choice of the whole class, kept for a part of it)."""
+    unless ``neutral_only``: the donor choice of the whole class, kept for a part of it).
+
+    With all donors, a class that is itself neutral (its background alone identifies no
+    class) leaves out the images a donor's cue took over (called the donor's class, whose
+    background identifies it): they measure that donor's hijack, this class's
+    ``vulnerable`` note, not its own need of its background. A class with a cue of its own
+    keeps them: whether it needs its background or the donor's takes it over, the swap
+    cannot tell (two classes on their own backgrounds, as in Waterbirds)."""
     own = images[(images["label"] == label) & (images["donor_label"] >= 0)]
-    from_neutral = own[own["donor_label"].isin(list(neutral))]
-    use_neutral = neutral_only or len(from_neutral) >= min(config.min_n, max(len(own), 1))
-    return (from_neutral if use_neutral else own), use_neutral
+    from_cue = ~own["donor_label"].isin(list(neutral))
+    use_neutral = neutral_only or int((~from_cue).sum()) >= min(config.min_n, max(len(own), 1))
+    if use_neutral:
+        return own[~from_cue], True
+    if label in neutral:
+        return own[~(from_cue & (own["pred_swapped"] == own["donor_label"]))], False
+    return own, False
 
 
 def swap_gaps(rows: pd.DataFrame, label: int) -> np.ndarray:
@@ -156,6 +169,7 @@ def behaviour_stats(
     own, use_neutral = swapped_rows(images, label, neutral, config, neutral_only=neutral_only)
     if own.empty:
         return None
+    swapped = int(((images["label"] == label) & (images["donor_label"] >= 0)).sum())
     gaps = swap_gaps(own, label)
     correct_swapped = (own["pred_swapped"] == label).to_numpy(dtype=float)
     low, high = bootstrap_ci(
@@ -170,6 +184,7 @@ def behaviour_stats(
         neutral_donors=use_neutral,
         background_only=ident,
         intervened=int(((images["label"] == label) & images["pred_background_only"].notna()).sum()),
+        taken_over=0 if use_neutral else swapped - len(own),
         drops={
             i.name: drop
             for i in of_statistic("accuracy_drop", images.columns)

@@ -55,6 +55,7 @@ class Finding:
     follow_rate: float | None = None  # the fraction of images called ``reference_class``
     intervention: str | None = None  # the extra intervention of an ``intervention_gap``
     untrusted: str | None = None  # why the method may not drive a flag (notes only)
+    taken_over: int | None = None  # swaps left out of ``n``: a donor's cue took them over
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +75,7 @@ class Finding:
             **({} if self.follow_rate is None else {"follow_rate": finite(self.follow_rate)}),
             **({} if self.intervention is None else {"intervention": self.intervention}),
             **({} if self.untrusted is None else {"untrusted": self.untrusted}),
+            **({} if self.taken_over is None else {"taken_over": self.taken_over}),
         }
 
 

@@ -148,6 +148,7 @@ def missing_evidence(
     return Finding(
         "no_evidence", "accuracy_on_intervened_images", right, config.min_gap,
         0 if acts is None else acts.n, reference=float(len(driving)),
+        taken_over=acts.taken_over if acts is not None and acts.taken_over else None,
     )  # fmt: skip
 
 

@@ -91,6 +91,7 @@ class FindingRecord:
     follow_rate: Number = field(default=None, metadata={"omit_none": True})
     intervention: str | None = field(default=None, metadata={"omit_none": True})
     untrusted: str | None = field(default=None, metadata={"omit_none": True})
+    taken_over: int | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +138,7 @@ class BehaviourRecord:
     accuracy_swapped: Number = None
     follow_rate: Number = None
     neutral_donors: bool | None = None
+    taken_over: int | None = None
     background_only_accuracy: Number = None
     background_only_baseline: Number = None
     background_only_baseline_class: int | None = None

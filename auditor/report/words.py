@@ -194,6 +194,12 @@ def no_evidence_sentence(f: FindingRecord) -> str:
             f"{f.n} intervened images, less than the {f.threshold:.0%} a swap would have "
             "to take away"
         )
+    elif f.taken_over:
+        acts = (
+            f"too few of its swaps count ({f.n}): {f.taken_over} more went onto backgrounds "
+            "of classes with a cue of their own, which took the object over (those classes' "
+            "evidence, in this class's notes, not evidence that it needs its own background)"
+        )
     else:
         acts = f"too few of its images ({f.n}) got the interventions"
     return f"no trusted evidence either way: {maps}, and {acts}"
