@@ -18,6 +18,7 @@ from auditor.detect.hotspot import Hotspot
 from auditor.detect.rule import with_hotspots
 from auditor.detect.stats import adjusted_method_stats
 from auditor.detect.stats_util import benjamini_hochberg, newcombe
+from auditor.report.table import _interventions
 from auditor.report.words import notes, reasons
 
 
@@ -255,6 +256,11 @@ def test_swaps_a_cued_class_took_over_do_not_count_against_a_class_without_a_cue
     assert (a.behaviour.n, a.behaviour.taken_over, a.behaviour.swap_gap) == (8, 16, 0.0)
     assert a.status == "pass" and a.findings == []
     assert {f.reference_class for f in a.notes if f.kind == "vulnerable"} == {2, 3}
+    record = as_record(a.to_dict())
+    assert record.behaviour is not None and record.behaviour.taken_over == 16
+    (swap,) = [r for r in _interventions(record.behaviour, set(), names, 24) if r["label"] ==
+               "swap gap"]  # fmt: skip
+    assert swap["detail"] == "[0.0%, 0.0%]; 16 taken over by a cued class, not counted"
     # the cued classes keep every swap: whether they need their backgrounds or the other's
     # takes them over, the swap cannot tell them apart (Waterbirds), and they still fail
     for cued in results[2:]:

@@ -109,7 +109,7 @@ def _interventions(
             "label": "swap gap",
             "value": pct(b.swap_gap),
             "detail": f"[{pct(low)}, {pct(high)}]"
-            + (f", {b.taken_over} taken over left out" if b.taken_over else ""),
+            + (f"; {b.taken_over} taken over by a cued class, not counted" if b.taken_over else ""),
             "deciding": ("swap_gap", None) in deciding,
         },
         {
