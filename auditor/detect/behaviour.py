@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -121,6 +121,14 @@ def identification(
     return Identification(own_hits / own_n, other_hits / other_n, top, p, p_chance, 1 / k, lift)
 
 
+class Swaps(NamedTuple):
+    """The swapped images of a class that count (:func:`swapped_rows`)."""
+
+    rows: pd.DataFrame
+    neutral_donors: bool  # every row's donor is neutral
+    taken_over: int = 0  # left out: a cued donor took the object over
+
+
 def swapped_rows(
     images: pd.DataFrame,
     label: int,
@@ -128,7 +136,7 @@ def swapped_rows(
     config: DetectConfig,
     *,
     neutral_only: bool = False,
-) -> tuple[pd.DataFrame, bool]:
+) -> Swaps:
     """The images of class ``label`` whose swap counts, and whether their donors are neutral:
     donors from ``neutral`` classes (all donors when too few come from neutral classes,
     unless ``neutral_only``: the donor choice of the whole class, kept for a part of it).
@@ -143,10 +151,11 @@ def swapped_rows(
     from_cue = ~own["donor_label"].isin(list(neutral))
     use_neutral = neutral_only or int((~from_cue).sum()) >= min(config.min_n, max(len(own), 1))
     if use_neutral:
-        return own[~from_cue], True
-    if label in neutral:
-        return own[~(from_cue & (own["pred_swapped"] == own["donor_label"]))], False
-    return own, False
+        return Swaps(own[~from_cue], True)
+    if label not in neutral:
+        return Swaps(own, False)
+    taken = from_cue & (own["pred_swapped"] == own["donor_label"])
+    return Swaps(own[~taken], False, int(taken.sum()))
 
 
 def swap_gaps(rows: pd.DataFrame, label: int) -> np.ndarray:
@@ -166,10 +175,10 @@ def behaviour_stats(
     neutral_only: bool = False,
 ) -> BehaviourStats | None:
     """Swap statistics of class ``label`` over :func:`swapped_rows`."""
-    own, use_neutral = swapped_rows(images, label, neutral, config, neutral_only=neutral_only)
+    swaps = swapped_rows(images, label, neutral, config, neutral_only=neutral_only)
+    own = swaps.rows
     if own.empty:
         return None
-    swapped = int(((images["label"] == label) & (images["donor_label"] >= 0)).sum())
     gaps = swap_gaps(own, label)
     correct_swapped = (own["pred_swapped"] == label).to_numpy(dtype=float)
     low, high = bootstrap_ci(
@@ -181,10 +190,10 @@ def behaviour_stats(
         swap_gap=float(gaps.mean()),
         swap_gap_ci=(low, high),
         follow_rate=float((own["pred_swapped"] == own["donor_label"]).mean()),
-        neutral_donors=use_neutral,
+        neutral_donors=swaps.neutral_donors,
         background_only=ident,
         intervened=int(((images["label"] == label) & images["pred_background_only"].notna()).sum()),
-        taken_over=0 if use_neutral else swapped - len(own),
+        taken_over=swaps.taken_over,
         drops={
             i.name: drop
             for i in of_statistic("accuracy_drop", images.columns)

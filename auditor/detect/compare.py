@@ -178,7 +178,7 @@ def _class_side(side: Side, name: str, method: str) -> _ClassRows:
         scored = side.samples[side.samples["skip_reason"].isna()]
         neutral = neutral_classes(scored, len(side.classes), side.detect)
         all_images = scored.drop_duplicates(["sample"])
-        own, _ = swapped_rows(all_images, label, neutral, side.detect)
+        own = swapped_rows(all_images, label, neutral, side.detect).rows
         own = own.assign(image_id=own["image_id"].astype(str)).drop_duplicates(KEY)
         gaps = pd.Series(swap_gaps(own, label), index=pd.MultiIndex.from_frame(own[KEY]))
     return _ClassRows(
